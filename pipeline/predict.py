@@ -1,0 +1,100 @@
+"""Model building, loading and inference: the U-Net applied to whole images.
+
+``predict_foreground`` returns an (H, W) float32 foreground probability; ``predict_labels``
+turns it into an (H, W) int32 instance label image (connected components, 0 = background).
+``predict_folder`` runs a registered or trained model on a folder of new TIF images.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from skimage.measure import label as connected_components
+from skimage.morphology import remove_small_objects
+
+from pipeline.io import DataError, read_tif, write_tif
+from pipeline.preprocess import normalise
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA GPU is visible; use train.device=auto")
+    return torch.device(name)
+
+
+def build_model(encoder: str, in_channels: int, classes: int, encoder_weights: str | None = None):
+    """An smp U-Net; an unknown encoder raises smp's error listing the valid names."""
+    import segmentation_models_pytorch as smp
+
+    try:
+        return smp.Unet(encoder_name=encoder, encoder_weights=encoder_weights,
+                        in_channels=in_channels, classes=classes)
+    except KeyError as exc:
+        raise ValueError(f"train.encoder={encoder!r}: {exc}") from None
+
+
+@torch.no_grad()
+def predict_foreground(model: torch.nn.Module, image: np.ndarray, device: torch.device) -> np.ndarray:
+    """(C, H, W) float32 normalised image -> (H, W) float32 foreground probability."""
+    if image.ndim != 3:
+        raise ValueError(f"expected a (C, H, W) image, got shape {image.shape}")
+    _, h, w = image.shape
+    ph, pw = -h % 32, -w % 32  # U-Net needs sides divisible by 32
+    x = torch.from_numpy(np.pad(image, ((0, 0), (0, ph), (0, pw)), mode="reflect"))[None]
+    was_training = model.training
+    model.eval()
+    prob = torch.sigmoid(model(x.to(device)))[0, 0, :h, :w].float().cpu().numpy()
+    model.train(was_training)
+    return prob
+
+
+def predict_labels(model, image: np.ndarray, device, threshold: float = 0.5,
+                   min_size: int = 30) -> np.ndarray:
+    mask = remove_small_objects(predict_foreground(model, image, device) > threshold, max_size=min_size - 1)
+    return connected_components(mask).astype(np.int32)
+
+
+def load_model(checkpoint: str | Path, device: torch.device | None = None):
+    """Load a checkpoint written by the train stage; returns (model, checkpoint dict)."""
+    path = Path(checkpoint)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise DataError(f"{path}: no model checkpoint; train or fetch a registered model first")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    model = build_model(**ckpt["arch"])
+    model.load_state_dict(ckpt["model"])
+    device = device or resolve_device("auto")
+    return model.to(device).eval(), ckpt
+
+
+def predict_folder(model_uri: str, images: str, out_dir: str) -> list[str]:
+    """Segment every ``*.tif`` in `images` (each (H, W) or (C, H, W), C = model channels).
+
+    Writes ``<out_dir>/<stem>_labels.tif`` (uint16 instance labels) and returns their paths.
+    """
+    device = resolve_device("auto")
+    model, ckpt = load_model(model_uri, device)
+    n_in = ckpt["arch"]["in_channels"]
+    prep = ckpt["config"]["preprocess"]  # normalise exactly as in training
+    paths = sorted(p for p in Path(images).glob("*") if p.suffix.lower() in (".tif", ".tiff"))
+    if not paths:
+        raise DataError(f"{images}: no .tif images to segment")
+    written = []
+    for path in paths:
+        raw = read_tif(path)
+        raw = raw[None] if raw.ndim == 2 else raw
+        if raw.shape[0] != n_in:
+            raise DataError(f"{path}: {raw.shape[0]} channel(s), model expects {n_in} "
+                            f"({', '.join(ckpt['channels'])}) as (C, H, W)")
+        labels = predict_labels(model, normalise(raw, prep["low_percentile"], prep["high_percentile"]), device, ckpt["threshold"])
+        written.append(str(write_tif(Path(out_dir) / f"{path.stem}_labels.tif", labels.astype(np.uint16))))
+        log.info("%s: %d objects", path.name, labels.max())
+    return written

@@ -1,0 +1,128 @@
+"""Stage entry points with JSON-able inputs and outputs, shared by the CLI and the Airflow DAG.
+
+Each function takes the run's parameters (config overrides), the run id and the small dicts the
+upstream stages returned (paths, ids, metrics; never arrays), calls one stage and returns a small
+dict. All artifacts of one run go under ``<paths.runs_dir>/<run_id>/``; re-running a task with
+the same inputs rewrites the same files, so retries are safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import PipelineConfig, load_config
+
+log = logging.getLogger(__name__)
+
+# Flat DAG params / CLI flags -> config keys.
+PARAM_KEYS = {
+    "layout": "data.layout", "source": "data.source", "target": "data.target",
+    "epochs": "train.epochs", "steps_per_epoch": "train.steps_per_epoch",
+    "encoder": "train.encoder", "encoder_weights": "train.encoder_weights",
+    "device": "train.device", "baselines": "baseline.methods",
+    "border_margin": "evaluate.border_margin", "registry_uri": "registry.uri",
+    "tracking": "tracking.backend",
+}
+
+
+def make_config(params: dict[str, Any] | None) -> PipelineConfig:
+    """Config from params: ``config_file`` (YAML), flat keys of PARAM_KEYS, ``overrides`` dict."""
+    params = dict(params or {})
+    path = params.pop("config_file", None) or None
+    overrides = params.pop("overrides", None) or {}
+    flat = {PARAM_KEYS[k]: v for k, v in params.items() if k in PARAM_KEYS and v not in (None, "")}
+    return load_config(path, {**flat, **overrides})
+
+
+def run_dir_for(cfg: PipelineConfig, run_id: str) -> str:
+    path = Path(cfg.paths.runs_dir) / re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def ingest_task(params: dict, run_id: str) -> dict:
+    from pipeline.ingest import ingest
+
+    cfg = make_config(params)
+    return {**ingest(cfg).to_dict(), "run_dir": run_dir_for(cfg, run_id)}
+
+
+def validate_task(params: dict, run_id: str, dataset: dict) -> dict:
+    from pipeline.validate import validate
+
+    cfg = make_config(params)
+    return validate(dataset["uri"], cfg, run_dir_for(cfg, run_id)).summary()
+
+
+def preprocess_task(params: dict, run_id: str, dataset: dict, validation: dict) -> dict:
+    from pipeline.preprocess import preprocess
+
+    if not validation.get("passed"):
+        raise RuntimeError(f"dataset {dataset['dataset_id']} did not pass validation")
+    cfg = make_config(params)
+    return preprocess(dataset["uri"], cfg, run_dir_for(cfg, run_id)).to_dict()
+
+
+def baseline_task(params: dict, run_id: str, prepared: dict) -> dict:
+    from pipeline.baseline import run_baselines
+    from pipeline.layouts import get_layout
+
+    cfg = make_config(params)
+    channel = get_layout(cfg.data.layout).target_channel[cfg.data.target]
+    return run_baselines(prepared["uri"], cfg, run_dir_for(cfg, run_id), prepared["channels"], channel)
+
+
+def train_task(params: dict, run_id: str, prepared: dict) -> dict:
+    from pipeline.train import train
+
+    cfg = make_config(params)
+    return train(prepared["uri"], cfg, run_dir_for(cfg, run_id), prepared["channels"]).to_dict()
+
+
+def evaluate_task(params: dict, run_id: str, prepared: dict, baselines: dict, trained: dict,
+                  validation: dict) -> dict:
+    from pipeline.evaluate import evaluate
+
+    cfg = make_config(params)
+    context = {"dataset_id": prepared["dataset_id"], "run_id": run_id, "validation": validation,
+               "training": trained}
+    result = evaluate(prepared["uri"], baselines, cfg, run_dir_for(cfg, run_id),
+                      checkpoint=trained["checkpoint"], context=context)
+    return {**result.to_dict(), "dataset_id": prepared["dataset_id"]}
+
+
+def register_task(params: dict, run_id: str, trained: dict, evaluation: dict) -> dict:
+    from pipeline.io import write_json
+    from pipeline.registry import register_model
+
+    cfg = make_config(params)
+    metrics = {"test": evaluation["summary"], "val_fg_iou": trained["val_fg_iou"]}
+    model = register_model(trained["checkpoint"], cfg.registry, metrics, evaluation["dataset_id"],
+                           run_id, cfg.to_dict())
+    out = {"model_uri": model.uri, "version": model.version, "report": evaluation["report_html"],
+           "metrics": evaluation["summary_json"]}
+    write_json(Path(run_dir_for(cfg, run_id)) / "registered.json", out)
+    return out
+
+
+def run_all(params: dict, run_id: str, on_stage: Callable[[str], None] | None = None) -> dict:
+    """The whole pipeline in-process, in DAG order (what the Airflow DAG runs, without Airflow)."""
+    note = on_stage or (lambda name: None)
+    note("ingest")
+    dataset = ingest_task(params, run_id)
+    note("validate")
+    validation = validate_task(params, run_id, dataset)
+    note("preprocess")
+    prepared = preprocess_task(params, run_id, dataset, validation)
+    note("baseline")
+    baselines = baseline_task(params, run_id, prepared)
+    note("train")
+    trained = train_task(params, run_id, prepared)
+    note("evaluate")
+    evaluation = evaluate_task(params, run_id, prepared, baselines, trained, validation)
+    note("register")
+    return register_task(params, run_id, trained, evaluation)
