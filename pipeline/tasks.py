@@ -44,6 +44,18 @@ def run_dir_for(cfg: PipelineConfig, run_id: str) -> str:
     return str(path)
 
 
+def fail_fast(error_type: type[Exception], func: Callable[..., dict], *args: Any) -> dict:
+    """Call `func`; re-raise bad-data and bad-config errors as `error_type` (e.g. an
+    orchestrator's no-retry exception), keeping the message that names the file and the fix."""
+    from pipeline.config import ConfigError
+    from pipeline.io import DataError
+
+    try:
+        return func(*args)
+    except (DataError, ConfigError) as exc:
+        raise error_type(str(exc)) from exc
+
+
 def ingest_task(params: dict, run_id: str) -> dict:
     from pipeline.ingest import ingest
 
