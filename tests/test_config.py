@@ -1,0 +1,77 @@
+import pytest
+
+from pipeline.config import ConfigError, PipelineConfig, load_config, parse_set_flags
+
+
+def test_defaults_are_offline_demo():
+    cfg = load_config()
+    assert isinstance(cfg, PipelineConfig)
+    assert cfg.data.source == "demo" and cfg.data.layout == "bbbc020"
+    assert cfg.train.encoder_weights is None
+    assert cfg.tracking.mode == "offline"
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 9\n  encoder_weights: imagenet\ndata:\n  target: nuclei\n")
+    cfg = load_config(path, {"train.epochs": "3", "data.channels": "c1,c5"})
+    assert cfg.train.epochs == 3  # the override wins over the file
+    assert cfg.train.encoder_weights == "imagenet"
+    assert cfg.data.target == "nuclei"
+    assert cfg.data.channels == ["c1", "c5"]
+
+
+def test_none_and_bool_coercion():
+    cfg = load_config(None, {"train.encoder_weights": "none", "validate.fail_on_warning": "true"})
+    assert cfg.train.encoder_weights is None
+    assert cfg.validate.fail_on_warning is True
+
+
+def test_relative_paths_anchor_on_cellseg_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("CELLSEG_HOME", str(tmp_path))
+    cfg = load_config()
+    assert cfg.paths.runs_dir == str(tmp_path / "runs")
+    assert cfg.registry.uri == str(tmp_path / "registry")
+    assert load_config(None, {"registry.uri": "s3://b/p"}).registry.uri == "s3://b/p"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"train.epochs": "many"}, "train.epochs='many': expected an integer"),
+        ({"train.epochs": 0}, "train.epochs=0 must be > 0"),
+        ({"data.target": "mitochondria"}, "choose one of cells, nuclei"),
+        ({"train.nope": 1}, "unknown config key 'train.nope'"),
+        ({"bogus.key": 1}, "unknown config section 'bogus'"),
+        ({"preprocess.val_fraction": 0.5, "preprocess.test_fraction": 0.5}, "leaves no training"),
+        ({"train.crop_size": 100}, "multiple of 32"),
+    ],
+)
+def test_invalid_values_name_key_and_fix(overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(None, overrides)
+
+
+def test_missing_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_parse_set_flags():
+    assert parse_set_flags(["train.epochs=3", "data.source=/x=y"]) == {
+        "train.epochs": "3", "data.source": "/x=y"}
+    with pytest.raises(ConfigError, match="section.key=value"):
+        parse_set_flags(["epochs"])
+
+
+def test_shipped_yaml_configs_load():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    assert configs, "configs/*.yaml missing"
+    for path in configs:
+        load_config(path)
