@@ -50,8 +50,9 @@ def _maybe(kind: str, description: str, **kw) -> Param:
         "encoder": _maybe("string", "smp encoder, e.g. resnet18, resnet34, efficientnet-b0"),
         "encoder_weights": _maybe("string", "'imagenet' when online; empty trains from scratch"),
         "device": _maybe("string", "auto | cpu | cuda"),
-        "border_margin": _maybe("integer", "pixels cropped from each edge before scoring",
-                                minimum=0),
+        "border_margin": _maybe(
+            "integer", "pixels cropped from each edge before scoring", minimum=0
+        ),
         "registry_uri": _maybe("string", "registry folder or s3://bucket/prefix"),
         "tracking": _maybe("string", "wandb | none"),
         "overrides": Param({}, type="object", description='any {"section.key": value}'),
@@ -90,8 +91,9 @@ def cell_segmentation():
         return train_task(dict(params), run_id, prepared)
 
     @task
-    def evaluate(prepared: dict, baselines: dict, trained: dict, validation: dict, params=None,
-                 run_id=None) -> dict:
+    def evaluate(
+        prepared: dict, baselines: dict, trained: dict, validation: dict, params=None, run_id=None
+    ) -> dict:
         from pipeline.tasks import evaluate_task
 
         return evaluate_task(dict(params), run_id, prepared, baselines, trained, validation)

@@ -24,14 +24,22 @@ from pipeline import tasks
 from pipeline.config import ConfigError, parse_set_flags
 
 STAGE_INPUTS: dict[str, list[str]] = {
-    "ingest": [], "validate": ["ingest"], "preprocess": ["ingest", "validate"],
-    "baseline": ["preprocess"], "train": ["preprocess"],
-    "evaluate": ["preprocess", "baseline", "train", "validate"], "register": ["train", "evaluate"],
+    "ingest": [],
+    "validate": ["ingest"],
+    "preprocess": ["ingest", "validate"],
+    "baseline": ["preprocess"],
+    "train": ["preprocess"],
+    "evaluate": ["preprocess", "baseline", "train", "validate"],
+    "register": ["train", "evaluate"],
 }
 STAGE_FUNCS = {
-    "ingest": tasks.ingest_task, "validate": tasks.validate_task,
-    "preprocess": tasks.preprocess_task, "baseline": tasks.baseline_task,
-    "train": tasks.train_task, "evaluate": tasks.evaluate_task, "register": tasks.register_task,
+    "ingest": tasks.ingest_task,
+    "validate": tasks.validate_task,
+    "preprocess": tasks.preprocess_task,
+    "baseline": tasks.baseline_task,
+    "train": tasks.train_task,
+    "evaluate": tasks.evaluate_task,
+    "register": tasks.register_task,
 }
 
 
@@ -42,8 +50,13 @@ class _Parser(argparse.ArgumentParser):
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config file (see configs/)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config value, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value, e.g. --set train.epochs=3 (repeatable)",
+    )
     p.add_argument("--run-id", help="run folder name (default: a timestamp)")
     for flag, key in tasks.PARAM_KEYS.items():
         p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, help=f"sets {key}")
@@ -52,14 +65,21 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cellseg", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
-                                metavar="{" + ",".join([*STAGE_FUNCS, "predict", "run"]) + "}")
+    sub = parser.add_subparsers(
+        dest="command",
+        required=True,
+        parser_class=_Parser,
+        metavar="{" + ",".join([*STAGE_FUNCS, "predict", "run"]) + "}",
+    )
     for name in STAGE_FUNCS:
         _common(sub.add_parser(name, help=f"run the {name} stage"))
     _common(sub.add_parser("run", help="run every stage in order (what the DAG runs)"))
     pred = sub.add_parser("predict", help="segment a folder of new images with a model")
-    pred.add_argument("--model", required=True, help="model.pt, a run's train/ folder or a "
-                      "registered version (folder or s3://...)")
+    pred.add_argument(
+        "--model",
+        required=True,
+        help="model.pt, a run's train/ folder or a registered version (folder or s3://...)",
+    )
     pred.add_argument("--images", required=True, help="folder of .tif images (C, H, W)")
     pred.add_argument("--out", required=True, help="folder for <stem>_labels.tif")
     pred.add_argument("--s3-endpoint-url", help="S3 endpoint for s3:// models")
@@ -86,8 +106,10 @@ def _run_stage(name: str, params: dict, run_id: str) -> dict:
     for upstream in STAGE_INPUTS[name]:
         path = _state(run_dir, upstream)
         if not path.is_file():
-            raise ConfigError(f"stage {name} needs the output of '{upstream}' for run {run_id}; "
-                              f"run `cellseg {upstream} --run-id {run_id}` first")
+            raise ConfigError(
+                f"stage {name} needs the output of '{upstream}' for run {run_id}; "
+                f"run `cellseg {upstream} --run-id {run_id}` first"
+            )
         inputs.append(json.loads(path.read_text()))
     result = STAGE_FUNCS[name](params, run_id, *inputs)
     write_json(_state(run_dir, name), result)
@@ -106,8 +128,11 @@ def _predict(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     from rich.console import Console
 
     console = Console(stderr=True)
@@ -125,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
                     start = time.perf_counter()
                     console.print(f"[bold cyan][{i}/{len(stages)}] {name}[/] ...")
                     result = _run_stage(name, params, run_id)
-                    console.print(f"[green]    {name} done[/] in {time.perf_counter() - start:.1f}s")
+                    console.print(
+                        f"[green]    {name} done[/] in {time.perf_counter() - start:.1f}s"
+                    )
             else:
                 result = _run_stage(args.command, params, run_id)
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as exc:

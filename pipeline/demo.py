@@ -48,7 +48,9 @@ def field_names(n_fields: int) -> list[str]:
     return names
 
 
-def _blob(shape: tuple[int, int], cy: float, cx: float, radius: float, rng, lobes: int) -> np.ndarray:
+def _blob(
+    shape: tuple[int, int], cy: float, cx: float, radius: float, rng, lobes: int
+) -> np.ndarray:
     """Irregular star-convex blob: r(theta) = R (1 + sum_k a_k cos(k theta + phi_k))."""
     yy, xx = np.mgrid[: shape[0], : shape[1]]
     theta = np.arctan2(yy - cy, xx - cx)
@@ -86,8 +88,14 @@ def synth_field(spec: DemoSpec, index: int) -> tuple[np.ndarray, np.ndarray, lis
         cell = _blob((h, w), cy, cx, radius, rng, lobes=4)
         ang = rng.uniform(0, 2 * np.pi)
         off = rng.uniform(0, 0.25) * radius
-        nuc = _blob((h, w), cy + off * np.sin(ang), cx + off * np.cos(ang),
-                    rng.uniform(0.38, 0.55) * radius, rng, lobes=2) & ndi.binary_erosion(cell, iterations=2)
+        nuc = _blob(
+            (h, w),
+            cy + off * np.sin(ang),
+            cx + off * np.cos(ang),
+            rng.uniform(0.38, 0.55) * radius,
+            rng,
+            lobes=2,
+        ) & ndi.binary_erosion(cell, iterations=2)
         if nuc.sum() < 10:
             continue
         placed.append((cy, cx, radius))

@@ -34,14 +34,20 @@ def build_model(encoder: str, in_channels: int, classes: int, encoder_weights: s
     import segmentation_models_pytorch as smp
 
     try:
-        return smp.Unet(encoder_name=encoder, encoder_weights=encoder_weights,
-                        in_channels=in_channels, classes=classes)
+        return smp.Unet(
+            encoder_name=encoder,
+            encoder_weights=encoder_weights,
+            in_channels=in_channels,
+            classes=classes,
+        )
     except KeyError as exc:
         raise ValueError(f"train.encoder={encoder!r}: {exc}") from None
 
 
 @torch.no_grad()
-def predict_foreground(model: torch.nn.Module, image: np.ndarray, device: torch.device) -> np.ndarray:
+def predict_foreground(
+    model: torch.nn.Module, image: np.ndarray, device: torch.device
+) -> np.ndarray:
     """(C, H, W) float32 normalised image -> (H, W) float32 foreground probability."""
     if image.ndim != 3:
         raise ValueError(f"expected a (C, H, W) image, got shape {image.shape}")
@@ -55,9 +61,12 @@ def predict_foreground(model: torch.nn.Module, image: np.ndarray, device: torch.
     return prob
 
 
-def predict_labels(model, image: np.ndarray, device, threshold: float = 0.5,
-                   min_size: int = 30) -> np.ndarray:
-    mask = remove_small_objects(predict_foreground(model, image, device) > threshold, max_size=min_size - 1)
+def predict_labels(
+    model, image: np.ndarray, device, threshold: float = 0.5, min_size: int = 30
+) -> np.ndarray:
+    mask = remove_small_objects(
+        predict_foreground(model, image, device) > threshold, max_size=min_size - 1
+    )
     return connected_components(mask).astype(np.int32)
 
 
@@ -92,9 +101,18 @@ def predict_folder(model_uri: str, images: str, out_dir: str) -> list[str]:
         raw = read_tif(path)
         raw = raw[None] if raw.ndim == 2 else raw
         if raw.shape[0] != n_in:
-            raise DataError(f"{path}: {raw.shape[0]} channel(s), model expects {n_in} "
-                            f"({', '.join(ckpt['channels'])}) as (C, H, W)")
-        labels = predict_labels(model, normalise(raw, prep["low_percentile"], prep["high_percentile"]), device, ckpt["threshold"])
-        written.append(str(write_tif(Path(out_dir) / f"{path.stem}_labels.tif", labels.astype(np.uint16))))
+            raise DataError(
+                f"{path}: {raw.shape[0]} channel(s), model expects {n_in} "
+                f"({', '.join(ckpt['channels'])}) as (C, H, W)"
+            )
+        labels = predict_labels(
+            model,
+            normalise(raw, prep["low_percentile"], prep["high_percentile"]),
+            device,
+            ckpt["threshold"],
+        )
+        written.append(
+            str(write_tif(Path(out_dir) / f"{path.stem}_labels.tif", labels.astype(np.uint16)))
+        )
         log.info("%s: %d objects", path.name, labels.max())
     return written

@@ -69,7 +69,7 @@ def s3_client(endpoint_url: str | None = None):
 
 
 def _split_s3(uri: str) -> tuple[str, str]:
-    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
     if not bucket:
         raise ValueError(f"registry.uri={uri!r}: expected s3://bucket/prefix")
     return bucket, prefix.strip("/")
@@ -80,9 +80,20 @@ def _register_s3(uri: str, model: Path, card: dict, endpoint_url: str | None) ->
 
     client = s3_client(endpoint_url)
     bucket, prefix = _split_s3(uri)
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] not in ("404", "NoSuchBucket"):
+            raise
+        log.info("creating bucket %s for the registry", bucket)
+        client.create_bucket(Bucket=bucket)
     listing = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/")
-    existing = {int(k.split("/")[-2][1:]) for page in listing for k in
-                (o["Key"] for o in page.get("Contents", [])) if k.endswith("/card.json")}
+    existing = {
+        int(k.split("/")[-2][1:])
+        for page in listing
+        for k in (o["Key"] for o in page.get("Contents", []))
+        if k.endswith("/card.json")
+    }
     version = max(existing, default=0) + 1
     for _ in range(MAX_ATTEMPTS):
         key = f"{prefix}/{_version_name(version)}"
@@ -90,27 +101,49 @@ def _register_s3(uri: str, model: Path, card: dict, endpoint_url: str | None) ->
         try:  # the card is the claim: it is written first and only if absent
             client.put_object(Bucket=bucket, Key=f"{key}/card.json", Body=body, IfNoneMatch="*")
         except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            if exc.response["Error"]["Code"] in (
+                "PreconditionFailed",
+                "412",
+                "ConditionalRequestConflict",
+            ):
                 version += 1
                 continue
             raise
-        with open(model, "rb") as fh:
-            client.put_object(Bucket=bucket, Key=f"{key}/model.pt", Body=fh, IfNoneMatch="*")
+        try:
+            with open(model, "rb") as fh:
+                client.put_object(Bucket=bucket, Key=f"{key}/model.pt", Body=fh, IfNoneMatch="*")
+        except Exception:
+            # Release the claim so a retry can use this version; no card without a model stays.
+            client.delete_object(Bucket=bucket, Key=f"{key}/card.json")
+            raise
         return f"s3://{bucket}/{key}", version
     raise RuntimeError(f"could not claim a new version under {uri} after {MAX_ATTEMPTS} tries")
 
 
-def register_model(checkpoint: str, cfg: RegistryConfig, metrics: dict, dataset_id: str,
-                   run_id: str, config: dict | None = None) -> RegisteredModel:
+def register_model(
+    checkpoint: str,
+    cfg: RegistryConfig,
+    metrics: dict,
+    dataset_id: str,
+    run_id: str,
+    config: dict | None = None,
+) -> RegisteredModel:
     """Register `checkpoint` with its metrics as the next version of ``cfg.model_name``."""
     model = Path(checkpoint)
     if not model.is_file():
         raise DataError(f"{model}: checkpoint not found; run the train stage first")
-    card = {"model_name": cfg.model_name, "dataset_id": dataset_id, "run_id": run_id,
-            "metrics": metrics, "sha256": sha256_file(model), "config": config or {}}
+    card = {
+        "model_name": cfg.model_name,
+        "dataset_id": dataset_id,
+        "run_id": run_id,
+        "metrics": metrics,
+        "sha256": sha256_file(model),
+        "config": config or {},
+    }
     if cfg.uri.startswith("s3://"):
-        uri, version = _register_s3(f"{cfg.uri.rstrip('/')}/{cfg.model_name}", model, card,
-                                    cfg.s3_endpoint_url)
+        uri, version = _register_s3(
+            f"{cfg.uri.rstrip('/')}/{cfg.model_name}", model, card, cfg.s3_endpoint_url
+        )
     else:
         uri, version = _register_local(Path(cfg.uri) / cfg.model_name, model, card)
     log.info("registered %s version %d at %s", cfg.model_name, version, uri)

@@ -9,6 +9,7 @@ the same inputs rewrites the same files, so retries are safe.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -20,19 +21,26 @@ log = logging.getLogger(__name__)
 
 # Flat DAG params / CLI flags -> config keys.
 PARAM_KEYS = {
-    "layout": "data.layout", "source": "data.source", "target": "data.target",
-    "epochs": "train.epochs", "steps_per_epoch": "train.steps_per_epoch",
-    "encoder": "train.encoder", "encoder_weights": "train.encoder_weights",
-    "device": "train.device", "baselines": "baseline.methods",
-    "border_margin": "evaluate.border_margin", "registry_uri": "registry.uri",
+    "layout": "data.layout",
+    "source": "data.source",
+    "target": "data.target",
+    "epochs": "train.epochs",
+    "steps_per_epoch": "train.steps_per_epoch",
+    "encoder": "train.encoder",
+    "encoder_weights": "train.encoder_weights",
+    "device": "train.device",
+    "baselines": "baseline.methods",
+    "border_margin": "evaluate.border_margin",
+    "registry_uri": "registry.uri",
     "tracking": "tracking.backend",
 }
 
 
 def make_config(params: dict[str, Any] | None) -> PipelineConfig:
-    """Config from params: ``config_file`` (YAML), flat keys of PARAM_KEYS, ``overrides`` dict."""
+    """Config from params: ``config_file`` (YAML; default ``$CELLSEG_CONFIG``), flat keys of
+    PARAM_KEYS, and an ``overrides`` dict, in increasing priority."""
     params = dict(params or {})
-    path = params.pop("config_file", None) or None
+    path = params.pop("config_file", None) or os.environ.get("CELLSEG_CONFIG") or None
     overrides = params.pop("overrides", None) or {}
     flat = {PARAM_KEYS[k]: v for k, v in params.items() if k in PARAM_KEYS and v not in (None, "")}
     return load_config(path, {**flat, **overrides})
@@ -85,7 +93,9 @@ def baseline_task(params: dict, run_id: str, prepared: dict) -> dict:
 
     cfg = make_config(params)
     channel = get_layout(cfg.data.layout).target_channel[cfg.data.target]
-    return run_baselines(prepared["uri"], cfg, run_dir_for(cfg, run_id), prepared["channels"], channel)
+    return run_baselines(
+        prepared["uri"], cfg, run_dir_for(cfg, run_id), prepared["channels"], channel
+    )
 
 
 def train_task(params: dict, run_id: str, prepared: dict) -> dict:
@@ -95,15 +105,26 @@ def train_task(params: dict, run_id: str, prepared: dict) -> dict:
     return train(prepared["uri"], cfg, run_dir_for(cfg, run_id), prepared["channels"]).to_dict()
 
 
-def evaluate_task(params: dict, run_id: str, prepared: dict, baselines: dict, trained: dict,
-                  validation: dict) -> dict:
+def evaluate_task(
+    params: dict, run_id: str, prepared: dict, baselines: dict, trained: dict, validation: dict
+) -> dict:
     from pipeline.evaluate import evaluate
 
     cfg = make_config(params)
-    context = {"dataset_id": prepared["dataset_id"], "run_id": run_id, "validation": validation,
-               "training": trained}
-    result = evaluate(prepared["uri"], baselines, cfg, run_dir_for(cfg, run_id),
-                      checkpoint=trained["checkpoint"], context=context)
+    context = {
+        "dataset_id": prepared["dataset_id"],
+        "run_id": run_id,
+        "validation": validation,
+        "training": trained,
+    }
+    result = evaluate(
+        prepared["uri"],
+        baselines,
+        cfg,
+        run_dir_for(cfg, run_id),
+        checkpoint=trained["checkpoint"],
+        context=context,
+    )
     return {**result.to_dict(), "dataset_id": prepared["dataset_id"]}
 
 
@@ -113,10 +134,20 @@ def register_task(params: dict, run_id: str, trained: dict, evaluation: dict) ->
 
     cfg = make_config(params)
     metrics = {"test": evaluation["summary"], "val_fg_iou": trained["val_fg_iou"]}
-    model = register_model(trained["checkpoint"], cfg.registry, metrics, evaluation["dataset_id"],
-                           run_id, cfg.to_dict())
-    out = {"model_uri": model.uri, "version": model.version, "report": evaluation["report_html"],
-           "metrics": evaluation["summary_json"]}
+    model = register_model(
+        trained["checkpoint"],
+        cfg.registry,
+        metrics,
+        evaluation["dataset_id"],
+        run_id,
+        cfg.to_dict(),
+    )
+    out = {
+        "model_uri": model.uri,
+        "version": model.version,
+        "report": evaluation["report_html"],
+        "metrics": evaluation["summary_json"],
+    }
     write_json(Path(run_dir_for(cfg, run_id)) / "registered.json", out)
     return out
 

@@ -43,9 +43,16 @@ def track(cfg: PipelineConfig, run_dir: str, name: str, job_type: str):
         log.warning("tracking.mode=online but WANDB_API_KEY is not set; logging offline")
         mode = "offline"
     os.makedirs(run_dir, exist_ok=True)
-    run = wandb.init(project=t.project, name=name, job_type=job_type, dir=run_dir, mode=mode,
-                     config=cfg.to_dict(), reinit="finish_previous",
-                     settings=wandb.Settings(silent=True, console="off"))
+    run = wandb.init(
+        project=t.project,
+        name=name,
+        job_type=job_type,
+        dir=run_dir,
+        mode=mode,
+        config=cfg.to_dict(),
+        reinit="finish_previous",
+        settings=wandb.Settings(silent=True, console="off"),
+    )
     try:
         yield Tracker(run)
     finally:

@@ -40,8 +40,9 @@ class TrainResult:
         return asdict(self)
 
 
-def random_batch(samples: list[Sample], target: str, crop: int, batch: int,
-                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def random_batch(
+    samples: list[Sample], target: str, crop: int, batch: int, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random augmented crops: images (B, C, crop, crop) float32, masks (B, 1, crop, crop)."""
     xs, ys = [], []
     for _ in range(batch):
@@ -53,7 +54,7 @@ def random_batch(samples: list[Sample], target: str, crop: int, batch: int,
             img, mask = np.pad(img, pad), np.pad(mask, pad)
             _, h, w = img.shape
         y0, x0 = rng.integers(h - crop + 1), rng.integers(w - crop + 1)
-        img, mask = img[:, y0:y0 + crop, x0:x0 + crop], mask[:, y0:y0 + crop, x0:x0 + crop]
+        img, mask = img[:, y0 : y0 + crop, x0 : x0 + crop], mask[:, y0 : y0 + crop, x0 : x0 + crop]
         k = int(rng.integers(4))
         img, mask = np.rot90(img, k, (1, 2)), np.rot90(mask, k, (1, 2))
         if rng.random() < 0.5:
@@ -87,11 +88,19 @@ def train(prepared_uri: str, cfg: PipelineConfig, run_dir: str, channels: list[s
     model = build_model(**arch, encoder_weights=t.encoder_weights).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=t.lr, total_steps=t.epochs * t.steps_per_epoch)
+        optimizer, max_lr=t.lr, total_steps=t.epochs * t.steps_per_epoch
+    )
     ckpt_path = Path(run_dir) / "train" / "model.pt"
     best_iou, best_epoch, start = -1.0, -1, time.perf_counter()
-    log.info("training %s U-Net on %s: %d train / %d val fields, %d epochs x %d steps",
-             t.encoder, device, len(train_set), len(val_set), t.epochs, t.steps_per_epoch)
+    log.info(
+        "training %s U-Net on %s: %d train / %d val fields, %d epochs x %d steps",
+        t.encoder,
+        device,
+        len(train_set),
+        len(val_set),
+        t.epochs,
+        t.steps_per_epoch,
+    )
 
     with track(cfg, run_dir, name=f"train-{Path(run_dir).name}", job_type="train") as tracker:
         for epoch in range(t.epochs):
@@ -107,19 +116,41 @@ def train(prepared_uri: str, cfg: PipelineConfig, run_dir: str, channels: list[s
                 losses.append(loss.item())
 
             model.eval()
-            val_iou = float(np.mean([
-                foreground_iou(predict_foreground(model, s.image, device) > t.threshold,
-                               s.labels[target]) for s in val_set]))
+            val_iou = float(
+                np.mean(
+                    [
+                        foreground_iou(
+                            predict_foreground(model, s.image, device) > t.threshold,
+                            s.labels[target],
+                        )
+                        for s in val_set
+                    ]
+                )
+            )
             train_loss = float(np.mean(losses))
-            tracker.log({"train/loss": train_loss, "val/fg_iou": val_iou, "epoch": epoch}, step=epoch)
-            log.info("epoch %d/%d  loss %.4f  val fg IoU %.4f", epoch + 1, t.epochs, train_loss, val_iou)
+            tracker.log(
+                {"train/loss": train_loss, "val/fg_iou": val_iou, "epoch": epoch}, step=epoch
+            )
+            log.info(
+                "epoch %d/%d  loss %.4f  val fg IoU %.4f", epoch + 1, t.epochs, train_loss, val_iou
+            )
             if val_iou > best_iou:
                 best_iou, best_epoch = val_iou, epoch
                 with atomic_path(ckpt_path) as tmp:
-                    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                "config": cfg.to_dict(), "epoch": epoch, "arch": arch,
-                                "channels": channels, "target": target,
-                                "threshold": t.threshold, "val_fg_iou": val_iou}, tmp)
+                    torch.save(
+                        {
+                            "model": model.state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "config": cfg.to_dict(),
+                            "epoch": epoch,
+                            "arch": arch,
+                            "channels": channels,
+                            "target": target,
+                            "threshold": t.threshold,
+                            "val_fg_iou": val_iou,
+                        },
+                        tmp,
+                    )
         tracker.summary({"best_val_fg_iou": best_iou, "best_epoch": best_epoch})
     seconds = time.perf_counter() - start
     log.info("best val fg IoU %.4f at epoch %d (%.1fs)", best_iou, best_epoch + 1, seconds)

@@ -14,9 +14,12 @@ REPO = Path(__file__).resolve().parents[1]
 def airflow_env(home: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
-        AIRFLOW_HOME=str(home / "airflow"), CELLSEG_HOME=str(home),
-        AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"), AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__PARALLELISM="2", AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT="60",
+        AIRFLOW_HOME=str(home / "airflow"),
+        CELLSEG_HOME=str(home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__PARALLELISM="2",
+        AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT="60",
         PYTHONPATH=f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}",
         WANDB_SILENT="true",
     )
@@ -29,10 +32,17 @@ def dags_test(home: Path, conf: dict, timeout: int = 900) -> tuple[int, str, str
     Returns (exit code, combined log, run id).
     """
     env = airflow_env(home)
-    subprocess.run(["airflow", "db", "migrate"], env=env, check=True, capture_output=True,
-                   timeout=300)
-    proc = subprocess.run(["airflow", "dags", "test", "cell_segmentation", "-c", json.dumps(conf)],
-                          env=env, capture_output=True, text=True, timeout=timeout, cwd=home)
+    subprocess.run(
+        ["airflow", "db", "migrate"], env=env, check=True, capture_output=True, timeout=300
+    )
+    proc = subprocess.run(
+        ["airflow", "dags", "test", "cell_segmentation", "-c", json.dumps(conf)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=home,
+    )
     log = proc.stdout + proc.stderr
     match = re.findall(r"run_id=(manual__[^,\s]+)", log)
     return proc.returncode, log, match[-1] if match else ""
@@ -41,6 +51,11 @@ def dags_test(home: Path, conf: dict, timeout: int = 900) -> tuple[int, str, str
 def task_states(home: Path, run_id: str) -> dict[str, str]:
     out = subprocess.run(
         ["airflow", "tasks", "states-for-dag-run", "cell_segmentation", run_id, "-o", "json"],
-        env=airflow_env(home), capture_output=True, text=True, check=True, timeout=120)
-    rows = json.loads(out.stdout[out.stdout.index("["):])
+        env=airflow_env(home),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    rows = json.loads(out.stdout[out.stdout.index("[") :])
     return {r["task_id"]: r["state"] for r in rows}

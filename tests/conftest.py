@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny demo dataset, configs writing into tmp folders, the real ../shared data."""
+"""Shared fixtures: a tiny demo dataset, configs writing into tmp folders, real ../shared data."""
 
 from __future__ import annotations
 
@@ -18,9 +18,16 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 SHARED = Path(os.environ.get("CELLSEG_SHARED", REPO.parent / "shared")) / "data"
 
 # Small and fast: 8 fields of 128 x 160 (one unlabelled 30min field among them).
-TINY = {"data.demo_fields": 8, "data.demo_height": 128, "data.demo_width": 160,
-        "train.epochs": 1, "train.steps_per_epoch": 2, "train.batch_size": 2,
-        "train.crop_size": 64, "tracking.backend": "none"}
+TINY = {
+    "data.demo_fields": 8,
+    "data.demo_height": 128,
+    "data.demo_width": 160,
+    "train.epochs": 1,
+    "train.steps_per_epoch": 2,
+    "train.batch_size": 2,
+    "train.crop_size": 64,
+    "tracking.backend": "none",
+}
 
 
 @pytest.fixture(scope="session")
@@ -34,15 +41,23 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
     """A tiny demo dataset in the BBBC020 layout, generated once per session."""
-    spec = DemoSpec(n_fields=TINY["data.demo_fields"], height=TINY["data.demo_height"],
-                    width=TINY["data.demo_width"], seed=0)
+    spec = DemoSpec(
+        n_fields=TINY["data.demo_fields"],
+        height=TINY["data.demo_height"],
+        width=TINY["data.demo_width"],
+        seed=0,
+    )
     return generate_demo(tmp_path_factory.mktemp("demo") / "bbbc020", spec)
 
 
 def make_cfg(tmp_path: Path, **overrides) -> PipelineConfig:
     """A tiny config whose data, runs and registry live under `tmp_path`."""
-    base = {**TINY, "paths.data_dir": str(tmp_path / "data"),
-            "paths.runs_dir": str(tmp_path / "runs"), "registry.uri": str(tmp_path / "registry")}
+    base = {
+        **TINY,
+        "paths.data_dir": str(tmp_path / "data"),
+        "paths.runs_dir": str(tmp_path / "runs"),
+        "registry.uri": str(tmp_path / "registry"),
+    }
     return load_config(None, {**base, **overrides})
 
 
@@ -93,14 +108,30 @@ def s3_server(tmp_path_factory):
     ports = {name: free_port(taken) for name in ("master", "volume", "filer", "s3")}
     log = open(root / "weed.log", "w")
     proc = subprocess.Popen(
-        [weed, "server", f"-dir={root}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-         f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
-         f"-filer.port={ports['filer']}", "-s3", f"-s3.port={ports['s3']}",
-         "-master.volumeSizeLimitMB=64"],
-        stdout=log, stderr=subprocess.STDOUT)
+        [
+            weed,
+            "server",
+            f"-dir={root}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-master.port={ports['master']}",
+            f"-volume.port={ports['volume']}",
+            f"-filer.port={ports['filer']}",
+            "-s3",
+            f"-s3.port={ports['s3']}",
+            "-s3.port.iceberg=0",
+            "-master.volumeSizeLimitMB=256",
+            "-volume.max=64",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     endpoint = f"http://127.0.0.1:{ports['s3']}"
-    os.environ.update(AWS_ACCESS_KEY_ID="cellseg", AWS_SECRET_ACCESS_KEY="cellseg-secret",
-                      AWS_DEFAULT_REGION="us-east-1")
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="cellseg",
+        AWS_SECRET_ACCESS_KEY="cellseg-secret",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
     client = boto3.client("s3", endpoint_url=endpoint)
     deadline = time.monotonic() + 60
     while True:
@@ -110,7 +141,9 @@ def s3_server(tmp_path_factory):
         except Exception:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                pytest.fail(f"SeaweedFS S3 did not start; log: {(root / 'weed.log').read_text()[-2000:]}")
+                pytest.fail(
+                    f"SeaweedFS S3 did not start; log: {(root / 'weed.log').read_text()[-2000:]}"
+                )
             time.sleep(0.5)
     yield endpoint
     proc.terminate()

@@ -11,8 +11,11 @@ from .conftest import TINY
 
 def _tiny_args(tmp_path, source):
     sets = [f"{k}={v}" for k, v in TINY.items()] + [
-        f"paths.data_dir={tmp_path / 'data'}", f"paths.runs_dir={tmp_path / 'runs'}",
-        f"registry.uri={tmp_path / 'registry'}", f"data.source={source}"]
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"paths.runs_dir={tmp_path / 'runs'}",
+        f"registry.uri={tmp_path / 'registry'}",
+        f"data.source={source}",
+    ]
     return [arg for s in sets for arg in ("--set", s)]
 
 
@@ -33,16 +36,20 @@ def test_invalid_config_value(capsys):
 
 
 def test_unknown_stage_exits_nonzero_with_one_line():
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "trian"], capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", "trian"], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "invalid choice: 'trian'" in lines[0] and "train" in lines[0]
 
 
 def test_stage_order_is_enforced(capsys, tmp_path, demo_root):
-    _one_line_error(capsys, ["validate", "--run-id", "r", *_tiny_args(tmp_path, demo_root)],
-                    "run `cellseg ingest --run-id r` first")
+    _one_line_error(
+        capsys,
+        ["validate", "--run-id", "r", *_tiny_args(tmp_path, demo_root)],
+        "run `cellseg ingest --run-id r` first",
+    )
 
 
 @pytest.mark.slow
@@ -51,7 +58,7 @@ def test_stages_one_by_one_then_predict(capsys, tmp_path, demo_root):
     for stage in ("ingest", "validate", "preprocess", "baseline", "train", "evaluate", "register"):
         assert main([stage, *args]) == 0, stage
     out = capsys.readouterr().out
-    registered = json.loads(out[out.rindex("{\n"):])
+    registered = json.loads(out[out.rindex("{\n") :])
     assert registered["version"] == 1
     summary = json.loads(open(registered["metrics"]).read())["methods"]
     assert {"unet", "otsu"} <= set(summary)
@@ -62,6 +69,18 @@ def test_stages_one_by_one_then_predict(capsys, tmp_path, demo_root):
 
     test_image = next((tmp_path / "data" / "datasets").glob("*/fields/0000/image.tif"))
     shutil.copy(test_image, images / "field.tif")
-    assert main(["predict", "--model", registered["model_uri"], "--images", str(images),
-                 "--out", str(tmp_path / "pred")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                registered["model_uri"],
+                "--images",
+                str(images),
+                "--out",
+                str(tmp_path / "pred"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "pred" / "field_labels.tif").is_file()

@@ -63,7 +63,9 @@ def test_missing_and_bad_yaml(tmp_path):
 
 def test_parse_set_flags():
     assert parse_set_flags(["train.epochs=3", "data.source=/x=y"]) == {
-        "train.epochs": "3", "data.source": "/x=y"}
+        "train.epochs": "3",
+        "data.source": "/x=y",
+    }
     with pytest.raises(ConfigError, match="section.key=value"):
         parse_set_flags(["epochs"])
 

@@ -6,8 +6,16 @@ import sys
 from pathlib import Path
 
 DAG_FILE = Path(__file__).parents[1] / "dags" / "cell_segmentation.py"
-HEAVY = ["torch", "torchvision", "segmentation_models_pytorch", "cv2", "great_expectations",
-         "skimage", "wandb", "pipeline.train"]
+HEAVY = [
+    "torch",
+    "torchvision",
+    "segmentation_models_pytorch",
+    "cv2",
+    "great_expectations",
+    "skimage",
+    "wandb",
+    "pipeline.train",
+]
 
 
 def test_dag_file_imports_no_heavy_libraries():
@@ -32,10 +40,17 @@ def test_task_graph_and_params():
     dag = bag.dags["cell_segmentation"]
     edges = {(t.task_id, d) for t in dag.tasks for d in t.downstream_task_ids}
     assert edges == {
-        ("ingest", "validate"), ("ingest", "preprocess"), ("validate", "preprocess"),
-        ("validate", "evaluate"), ("preprocess", "baseline"), ("preprocess", "train"),
-        ("preprocess", "evaluate"), ("baseline", "evaluate"), ("train", "evaluate"),
-        ("train", "register"), ("evaluate", "register"),
+        ("ingest", "validate"),
+        ("ingest", "preprocess"),
+        ("validate", "preprocess"),
+        ("validate", "evaluate"),
+        ("preprocess", "baseline"),
+        ("preprocess", "train"),
+        ("preprocess", "evaluate"),
+        ("baseline", "evaluate"),
+        ("train", "evaluate"),
+        ("train", "register"),
+        ("evaluate", "register"),
     }
     assert all(t.retries >= 1 for t in dag.tasks)
     assert {"source", "target", "epochs", "encoder", "registry_uri", "overrides"} <= set(dag.params)

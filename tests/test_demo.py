@@ -47,8 +47,9 @@ def test_cells_touch_and_overlap_somewhere():
     overlaps = 0
     for index in range(6):
         cells = synth_field(spec, index)[2]
-        overlaps += sum(int(np.logical_and(x, y).sum()) for i, x in enumerate(cells)
-                        for y in cells[i + 1:])
+        overlaps += sum(
+            int(np.logical_and(x, y).sum()) for i, x in enumerate(cells) for y in cells[i + 1 :]
+        )
     assert overlaps > 0
 
 

@@ -10,14 +10,24 @@ from .airflow_helpers import dags_test, task_states
 
 @pytest.mark.slow
 def test_dag_runs_demo_end_to_end(tmp_path):
-    conf = {"epochs": 2, "steps_per_epoch": 4,
-            "overrides": {"data.demo_fields": 8, "data.demo_height": 160, "data.demo_width": 192,
-                          "train.batch_size": 4, "train.crop_size": 96}}
+    conf = {
+        "epochs": 2,
+        "steps_per_epoch": 4,
+        "overrides": {
+            "data.demo_fields": 8,
+            "data.demo_height": 160,
+            "data.demo_width": 192,
+            "train.batch_size": 4,
+            "train.crop_size": 96,
+        },
+    }
     code, log, run_id = dags_test(tmp_path, conf)
     assert code == 0 and "state=success" in log, log[-4000:]
     states = task_states(tmp_path, run_id)
-    assert states == {t: "success" for t in ("ingest", "validate", "preprocess", "baseline",
-                                               "train", "evaluate", "register")}
+    assert states == {
+        t: "success"
+        for t in ("ingest", "validate", "preprocess", "baseline", "train", "evaluate", "register")
+    }
     run_dir = tmp_path / "runs" / re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
     registered = json.loads((run_dir / "registered.json").read_text())
     model_dir = tmp_path / "registry" / "cellseg-unet" / "v0001"

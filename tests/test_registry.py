@@ -31,8 +31,14 @@ def test_local_versions_increase_and_never_overwrite(tmp_path, checkpoint):
 def test_local_concurrent_registrations_get_distinct_versions(tmp_path, checkpoint):
     cfg = RegistryConfig(uri=str(tmp_path / "reg"), model_name="m")
     versions = []
-    threads = [threading.Thread(target=lambda i=i: versions.append(
-        register_model(checkpoint, cfg, {}, "ds", f"run{i}").version)) for i in range(6)]
+    threads = [
+        threading.Thread(
+            target=lambda i=i: versions.append(
+                register_model(checkpoint, cfg, {}, "ds", f"run{i}").version
+            )
+        )
+        for i in range(6)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -46,21 +52,22 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_s3_registry_on_real_server(s3_server, checkpoint, tmp_path):
-    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="models-test")
     cfg = RegistryConfig(uri="s3://models-test/registry", model_name="m", s3_endpoint_url=s3_server)
-    first = register_model(checkpoint, cfg, {"fg_iou": 0.7}, "ds", "run1")
+    first = register_model(checkpoint, cfg, {"fg_iou": 0.7}, "ds", "run1")  # creates the bucket
     second = register_model(checkpoint, cfg, {"fg_iou": 0.8}, "ds", "run2")
     assert first.uri == "s3://models-test/registry/m/v0001"
     assert second.version == 2
     client = boto3.client("s3", endpoint_url=s3_server)
-    card = json.loads(client.get_object(Bucket="models-test",
-                                        Key="registry/m/v0001/card.json")["Body"].read())
+    card = json.loads(
+        client.get_object(Bucket="models-test", Key="registry/m/v0001/card.json")["Body"].read()
+    )
     assert card["metrics"] == {"fg_iou": 0.7}  # version 1 untouched by version 2
     # A conditional write onto an existing version is refused by the server.
     from botocore.exceptions import ClientError
 
     with pytest.raises(ClientError, match="PreconditionFailed"):
-        client.put_object(Bucket="models-test", Key="registry/m/v0001/card.json", Body=b"x",
-                          IfNoneMatch="*")
+        client.put_object(
+            Bucket="models-test", Key="registry/m/v0001/card.json", Body=b"x", IfNoneMatch="*"
+        )
     fetched = fetch_model(first.uri, str(tmp_path / "fetched"), s3_server)
     assert fetched.read_bytes() == open(checkpoint, "rb").read()
