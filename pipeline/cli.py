@@ -71,8 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
         parser_class=_Parser,
         metavar="{" + ",".join([*STAGE_FUNCS, "predict", "run"]) + "}",
     )
+    stage_parsers = {}
     for name in STAGE_FUNCS:
-        _common(sub.add_parser(name, help=f"run the {name} stage"))
+        stage_parsers[name] = sub.add_parser(name, help=f"run the {name} stage")
+        _common(stage_parsers[name])
+    stage_parsers["validate"].add_argument(
+        "--dataset", help="validate this dataset-version folder (data/datasets/<layout>-<id>) "
+        "instead of the run's ingest output")
+    stage_parsers["validate"].add_argument("--out", help="folder for result.json and data_docs/")
     _common(sub.add_parser("run", help="run every stage in order (what the DAG runs)"))
     pred = sub.add_parser("predict", help="segment a folder of new images with a model")
     pred.add_argument(
@@ -96,6 +102,14 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
 
 def _state(run_dir: str, stage: str) -> Path:
     return Path(run_dir) / "state" / f"{stage}.json"
+
+
+def _validate_folder(args: argparse.Namespace, params: dict, run_id: str) -> dict:
+    from pipeline.validate import validate_dataset
+
+    cfg = tasks.make_config(params)
+    out = args.out or str(Path(tasks.run_dir_for(cfg, run_id)) / "validate")
+    return validate_dataset(args.dataset, cfg, out).summary()
 
 
 def _run_stage(name: str, params: dict, run_id: str) -> dict:
@@ -153,12 +167,15 @@ def main(argv: list[str] | None = None) -> int:
                     console.print(
                         f"[green]    {name} done[/] in {time.perf_counter() - start:.1f}s"
                     )
+            elif args.command == "validate" and args.dataset:
+                result = _validate_folder(args, params, run_id)
             else:
                 result = _run_stage(args.command, params, run_id)
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()
-        detail = " | ".join(first) if first else type(exc).__name__
-        print(f"cellseg: error: {detail}", file=sys.stderr)
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        # A failed data check lists one expectation per line; other errors fit one line.
+        sep = "\n" if type(exc).__name__ == "ValidationFailed" else " | "
+        print(f"cellseg: error: {sep.join(lines)}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2, default=str))
     return 0

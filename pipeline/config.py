@@ -31,8 +31,11 @@ class ConfigError(ValueError):
 class DataConfig:
     """Where the raw data comes from and what to segment.
 
-    `source` is ``demo`` (generate the synthetic BBBC020-layout set), a local folder, an archive
-    directory or a URL base, depending on `layout`.
+    `source` is ``demo`` (generate the synthetic BBBC020-layout set), ``broad`` (download the
+    layout's official archives), an ``http(s)://`` base URL holding the archives, ``s3://bucket/
+    prefix`` (archives or an extracted tree), a local folder of ``.zip`` archives, one ``.zip``,
+    or an extracted folder. Remote archives are checked against `sha256` (``name=<hex>``
+    entries), then the layout's known sums, then a ``SHA256SUMS`` file beside them.
     """
 
     layout: str = "bbbc020"
@@ -43,15 +46,37 @@ class DataConfig:
     demo_height: int = 256
     demo_width: int = 320
     demo_seed: int = 0
+    archives: list[str] = field(default_factory=list)  # archive names; [] = the layout's default
+    sha256: list[str] = field(default_factory=list)  # "name=<64 hex>" expected sums (override)
+    cache_dir: str | None = None  # downloads; None: <data_dir>/raw/downloads; relative: in data_dir
+    s3_endpoint_url: str | None = None  # e.g. http://127.0.0.1:8333 for a local S3 server
+    download_retries: int = 4  # attempts after the first, waiting backoff * 2**attempt
+    download_backoff_s: float = 1.0
+    download_timeout_s: float = 60.0
 
 
 @dataclass
 class ValidateConfig:
-    min_labelled_fields: int = 3
+    """Thresholds of the data checks that gate a run (suite: pipeline/expectations.py).
+
+    A threshold left at ``None`` takes the default of the dataset's layout
+    (``expectations.LAYOUT_DEFAULTS``: bbbc020, ctc, folder); a value set here applies to every
+    layout. `severity` moves a check between levels, e.g. ``["mask_coverage_in_range=critical"]``;
+    `fail_on_warning` treats every failed warning as critical.
+    """
+
+    min_labelled_fields: int = 3  # fields with the target labels needed to train
     max_blank_std: float = 1.0  # an image channel with a std below this (in raw units) is blank
-    max_saturated_fraction: float = 0.05
-    min_mask_coverage: float = 0.001
-    max_mask_coverage: float = 0.95
+    max_saturated_fraction: float = 0.05  # of pixels at the dtype maximum, per channel
+    allowed_dtypes: list[str] = field(default_factory=lambda: ["uint8", "uint16"])
+    min_mask_coverage: float | None = None  # foreground fraction of a target mask
+    max_mask_coverage: float | None = None
+    min_objects: int | None = None  # objects per labelled field
+    max_objects: int | None = None
+    min_object_area: int | None = None  # pixels; smaller objects are fragments
+    max_object_fraction: float | None = None  # of the field's area; larger objects are implausible
+    object_size_mostly: float | None = None  # share of objects that must be plausible in size
+    severity: list[str] = field(default_factory=list)  # "check_name=critical|warning"
     fail_on_warning: bool = False
 
 
@@ -66,9 +91,25 @@ class PreprocessConfig:
 
 @dataclass
 class BaselineConfig:
-    methods: list[str] = field(default_factory=lambda: ["otsu"])
-    channel: str = "c1"  # the notebook scored thresholds on c1
-    min_object_size: int = 30
+    """Classical methods run on the test split (see pipeline/baseline.py and watershed.py).
+
+    Lengths and areas are in pixels of the images as ingested; the defaults suit the demo
+    fields (256 x 320, cells ~40 px across): scale them up for full-size BBBC020 (1040 x 1388).
+    """
+
+    methods: list[str] = field(
+        default_factory=lambda: ["threshold55", "otsu", "gaussian_otsu", "adaptive_gaussian",
+                                 "watershed"]
+    )
+    channel: str | None = None  # None: the layout's channel for data.target (BBBC020 cells: c1)
+    min_object_size: int = 30  # watershed: smaller foreground objects are dropped
+    watershed_sigma: float = 1.0  # Gaussian denoising before thresholding
+    watershed_threshold: str = "otsu"  # otsu | li | triangle | yen | mean (scikit-image)
+    watershed_max_hole_size: int = 100  # holes up to this area are filled
+    watershed_marker_channel: str | None = "c5"  # nuclei as cell markers; None: distance peaks
+    watershed_min_marker_size: int = 10  # smaller nucleus blobs are not markers
+    watershed_min_distance: int = 5  # between distance-transform peaks (nuclei markers)
+    watershed_peak_sigma: float = 1.0  # smoothing of the distance map before peak finding
 
 
 @dataclass
@@ -88,8 +129,17 @@ class TrainConfig:
 
 @dataclass
 class EvaluateConfig:
-    border_margin: int = 0  # pixels cropped from each edge before scoring (BBBC020: ~150 at full size)
-    report_overlays: int = 4
+    """Scoring on the test split (metric definitions in pipeline/metrics.py).
+
+    BBBC020 annotators skipped objects touching the border, so score with ``crop`` (drop
+    `border_margin` px from each edge, about one cell diameter: ~150 px at full size) or
+    ``ignore_border_predictions`` (drop predicted objects touching the image edge). ``none``
+    scores whole images (CTC: every object is labelled). `border_margin` is used by crop only.
+    """
+
+    border_policy: str = "ignore_border_predictions"  # none | crop | ignore_border_predictions
+    border_margin: int = 0  # crop only
+    report_overlays: int = 4  # test fields shown side by side (all methods) in report.html
 
 
 @dataclass
@@ -132,6 +182,8 @@ class PipelineConfig:
 # (layouts, baselines, encoders) are checked by the stage that owns them.
 _CHOICES: dict[str, tuple[str, ...]] = {
     "data.target": ("cells", "nuclei"),
+    "baseline.watershed_threshold": ("otsu", "li", "triangle", "yen", "mean"),
+    "evaluate.border_policy": ("none", "crop", "ignore_border_predictions"),
     "train.device": ("auto", "cpu", "cuda"),
     "tracking.backend": ("wandb", "none"),
     "tracking.mode": ("offline", "online", "disabled"),
@@ -139,6 +191,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 _POSITIVE = {
     "data.demo_fields", "data.demo_height", "data.demo_width", "train.epochs",
     "train.steps_per_epoch", "train.batch_size", "train.crop_size", "train.lr",
+    "baseline.min_object_size", "baseline.watershed_min_distance",
 }
 _FRACTIONS = {"preprocess.val_fraction", "preprocess.test_fraction", "train.threshold"}
 
@@ -200,6 +253,12 @@ def _check_ranges(cfg: PipelineConfig) -> None:
         raise ConfigError(
             f"preprocess percentiles ({p.low_percentile}, {p.high_percentile}) must satisfy "
             "0 <= low < high <= 100"
+        )
+    e = cfg.evaluate
+    if (e.border_policy == "crop") != (e.border_margin > 0) or e.border_margin < 0:
+        raise ConfigError(
+            f"evaluate.border_margin={e.border_margin} with border_policy={e.border_policy!r}: "
+            "crop needs a margin > 0 (pixels per edge); the other policies need 0"
         )
     if cfg.train.crop_size % 32:
         raise ConfigError(f"train.crop_size={cfg.train.crop_size} must be a multiple of 32 (U-Net)")
@@ -292,6 +351,8 @@ def parse_set_flags(items: list[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or "." not in key:
-            raise ConfigError(f"--set {item!r} must look like section.key=value, e.g. train.epochs=3")
+            raise ConfigError(
+                f"--set {item!r} must look like section.key=value, e.g. train.epochs=3"
+            )
         out[key.strip()] = value
     return out

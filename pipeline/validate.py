@@ -1,9 +1,15 @@
-"""Validate stage: data checks that gate a run before any preprocessing or training.
+"""Validate stage: Great Expectations data checks that gate a run before any preprocessing.
 
-Checks run over the dataset manifest: every listed file exists and reads, image and label shapes
-agree with the manifest, labelled fields have the target labels, enough labelled fields exist,
-and train/val/test are non-empty and disjoint. A failed critical check raises
-`ValidationFailed` listing each failure with the offending fields and observed vs expected value.
+The suite (`pipeline.expectations`, thresholds from `ValidateConfig`) runs over three tables built
+from the dataset version (`pipeline.expectations_tables`): the manifest, per-field statistics
+computed by reading every file once, and per-object sizes. Each check is a named GX expectation,
+critical or a warning. Written to the output folder (``<run_dir>/validate/`` for a run):
+
+- ``result.json``: summary, one record per check, and GX's validation results as JSON;
+- ``data_docs/index.html``: GX Data Docs (suites and validation results, static HTML).
+
+A failed critical check raises `ValidationFailed`, one line per failed expectation with the
+offending fields / files and observed vs expected values. Failed warnings are logged and listed.
 """
 
 from __future__ import annotations
@@ -12,11 +18,13 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pipeline.config import PipelineConfig
+from pipeline.config import ConfigError, PipelineConfig
 from pipeline.ingest import load_manifest
-from pipeline.io import DataError, read_tif, write_json
+from pipeline.io import DataError, atomic_path, write_json
 
 log = logging.getLogger(__name__)
+
+MAX_OFFENDING = 10  # offending rows named per check in messages (result.json has them all)
 
 
 class ValidationFailed(DataError):
@@ -31,6 +39,17 @@ class Check:
     observed: str
     expected: str
     offending: list[str] = field(default_factory=list)
+    expectation: str = ""  # GX expectation type and column, e.g. expect_column_values_to_be_unique
+    table: str = ""  # manifest | fields | objects
+
+    def line(self) -> str:
+        """One line: name, expectation, observed vs expected, the first offending rows."""
+        more = len(self.offending) - MAX_OFFENDING
+        shown = ", ".join(self.offending[:MAX_OFFENDING]) + (f" (+{more} more)" if more > 0 else "")
+        return (
+            f"- {self.name} [{self.expectation}]: observed {self.observed}; expected "
+            f"{self.expected}; offending: {shown or '-'}"
+        )
 
 
 @dataclass
@@ -39,6 +58,7 @@ class ValidationResult:
     passed: bool
     checks: list[Check]
     result_json: str
+    data_docs: str = ""
 
     @property
     def failures(self) -> list[Check]:
@@ -49,58 +69,115 @@ class ValidationResult:
         return [c for c in self.checks if not c.passed and not c.critical]
 
     def summary(self) -> dict:
-        return {"dataset_id": self.dataset_id, "passed": self.passed,
-                "n_checks": len(self.checks), "failures": [c.name for c in self.failures],
-                "warnings": [c.name for c in self.warnings], "result_json": self.result_json}
+        return {
+            "dataset_id": self.dataset_id,
+            "passed": self.passed,
+            "n_checks": len(self.checks),
+            "failures": [c.name for c in self.failures],
+            "warnings": [c.name for c in self.warnings],
+            "result_json": self.result_json,
+            "data_docs": self.data_docs,
+        }
 
 
-def run_checks(dataset_uri: str, cfg: PipelineConfig) -> tuple[str, list[Check]]:
+def run_suite(dataset_uri: str, cfg: PipelineConfig, out_dir: Path) -> ValidationResult:
+    """Build the tables, run the suite, write result.json and Data Docs into `out_dir`."""
+    from pipeline.expectations import build_checks, build_suites
+    from pipeline.expectations_gx import quiet_gx, run_suites, summarize
+    from pipeline.expectations_tables import build_tables
+    from pipeline.layouts import LAYOUTS
+
     manifest, meta = load_manifest(dataset_uri)
-    root, target, v = Path(dataset_uri), cfg.data.target, cfg.validate
-    unreadable, bad_shape = [], []
-    for row in manifest.itertuples():
-        for col in ("image_path", "cells_path", "nuclei_path"):
-            rel = getattr(row, col)
-            if not rel:
-                continue
-            try:
-                arr = read_tif(root / rel)
-            except DataError:
-                unreadable.append(f"{row.field_id}:{rel}")
-                continue
-            if arr.shape[-2:] != (row.height, row.width):
-                bad_shape.append(f"{row.field_id}:{rel} {arr.shape} vs ({row.height}, {row.width})")
-    labelled = manifest[manifest["labelled"].astype(bool)]
-    no_target = labelled[labelled[f"{target}_path"] == ""]["field_id"].tolist()
-    splits = {s: set(manifest[manifest["split"] == s]["field_id"]) for s in ("train", "val", "test")}
-    empty = [s for s, ids in splits.items() if not ids]
-    overlap = sorted((splits["train"] & splits["val"]) | (splits["train"] & splits["test"])
-                     | (splits["val"] & splits["test"]))
-    checks = [
-        Check("files_readable", not unreadable, True, f"{len(unreadable)} unreadable", "0", unreadable),
-        Check("shapes_match_manifest", not bad_shape, True, f"{len(bad_shape)} mismatched", "0", bad_shape),
-        Check(f"labelled_fields_have_{target}", not no_target, True,
-              f"{len(no_target)} labelled fields without {target}", "0", no_target),
-        Check("enough_labelled_fields", len(labelled) >= v.min_labelled_fields, True,
-              str(len(labelled)), f">= {v.min_labelled_fields}"),
-        Check("splits_non_empty", not empty, True, f"empty: {empty}", "train, val, test non-empty", empty),
-        Check("splits_disjoint", not overlap, True, f"{len(overlap)} shared fields", "0", overlap),
-    ]
-    return meta["dataset_id"], checks
+    layout, target = meta.get("layout", cfg.data.layout), cfg.data.target
+    if layout in LAYOUTS and target not in LAYOUTS[layout].target_channel:
+        raise ConfigError(
+            f"data.target={target!r} is not available in layout {layout!r}; "
+            f"choose one of {', '.join(LAYOUTS[layout].target_channel)}"
+        )
+    known = LAYOUTS[layout].channels if layout in LAYOUTS else ()
+    channels = [str(c) for c in meta.get("channels") or known]
+    checks = build_checks(cfg.validate, layout, channels)
+    tables = build_tables(dataset_uri, manifest, channels, target)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with quiet_gx(), atomic_path(out_dir / "data_docs") as docs:
+        gx_results = run_suites(tables.as_dict(), build_suites(checks), docs)
+    specs = {c.name: c for c in checks}
+    results = []
+    for suite in gx_results:
+        for res in suite["results"]:
+            spec = specs[res["expectation_config"]["meta"]["name"]]
+            results.append(
+                Check(
+                    spec.name,
+                    critical=spec.critical,
+                    table=spec.table,
+                    **summarize(res, spec.file_column),
+                )
+            )
+    order = {c.name: i for i, c in enumerate(checks)}
+    results.sort(key=lambda c: order[c.name])
+    passed = not any(c.critical and not c.passed for c in results)
+    out = out_dir / "result.json"
+    result = ValidationResult(
+        str(meta.get("dataset_id", Path(dataset_uri).name)),
+        passed,
+        results,
+        str(out),
+        str(out_dir / "data_docs" / "index.html"),
+    )
+    write_json(
+        out,
+        {
+            "summary": result.summary(),
+            "dataset_uri": str(dataset_uri),
+            "layout": layout,
+            "target": target,
+            "channels": channels,
+            "skipped_files": meta.get("skipped_files", []),
+            "checks": [asdict(c) for c in results],
+            "gx_validation_results": gx_results,
+        },
+    )
+    return result
+
+
+def _gate(result: ValidationResult, raise_on_failure: bool) -> ValidationResult:
+    for c in result.warnings:
+        log.warning("data warning %s", c.line()[2:])
+    if not result.passed:
+        lines = [c.line() for c in result.failures]
+        message = (
+            f"dataset {result.dataset_id} failed {len(lines)} critical data check(s) "
+            f"(result: {result.result_json}; data docs: {result.data_docs}):\n" + "\n".join(lines)
+        )
+        if raise_on_failure:
+            raise ValidationFailed(message)
+        log.error("%s", message)
+    else:
+        log.info(
+            "dataset %s passed %d data checks (%d warnings); data docs: %s",
+            result.dataset_id,
+            len(result.checks),
+            len(result.warnings),
+            result.data_docs,
+        )
+    return result
 
 
 def validate(dataset_uri: str, cfg: PipelineConfig, run_dir: str) -> ValidationResult:
-    """Run the checks, write ``<run_dir>/validate/result.json``; raise if a critical one fails."""
-    dataset_id, checks = run_checks(dataset_uri, cfg)
-    out = Path(run_dir) / "validate" / "result.json"
-    result = ValidationResult(dataset_id, all(c.passed for c in checks if c.critical), checks, str(out))
-    write_json(out, {"summary": result.summary(), "checks": [asdict(c) for c in checks]})
-    for c in result.warnings:
-        log.warning("data warning %s: observed %s, expected %s", c.name, c.observed, c.expected)
-    if not result.passed:
-        lines = [f"- {c.name}: observed {c.observed}, expected {c.expected}; offending: "
-                 f"{', '.join(c.offending[:10]) or '-'}" for c in result.failures]
-        raise ValidationFailed(f"dataset {dataset_id} failed {len(lines)} critical check(s) "
-                               f"(details in {out}):\n" + "\n".join(lines))
-    log.info("dataset %s passed %d checks", dataset_id, len(checks))
-    return result
+    """Run the suite into ``<run_dir>/validate/``; raise ValidationFailed on a critical failure."""
+    return _gate(run_suite(dataset_uri, cfg, Path(run_dir) / "validate"), True)
+
+
+def validate_dataset(
+    dataset_uri: str, cfg: PipelineConfig, out_dir: str, raise_on_failure: bool = True
+) -> ValidationResult:
+    """The same suite on any dataset-version folder, writing result.json and data_docs/ into
+    `out_dir` (for ``cellseg validate --dataset PATH``). Layout and channels come from the
+    folder's dataset.json; the target label set from ``cfg.data.target``."""
+    if Path(out_dir).resolve().is_relative_to(Path(dataset_uri).resolve()):
+        raise ConfigError(
+            f"output folder {out_dir} lies inside the dataset {dataset_uri}; "
+            "dataset versions are immutable, choose another folder"
+        )
+    return _gate(run_suite(dataset_uri, cfg, Path(out_dir)), raise_on_failure)

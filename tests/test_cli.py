@@ -84,3 +84,26 @@ def test_stages_one_by_one_then_predict(capsys, tmp_path, demo_root):
         == 0
     )
     assert (tmp_path / "pred" / "field_labels.tif").is_file()
+
+
+def test_validate_any_dataset_folder(capsys, tmp_path, demo_root):
+    args = ["--run-id", "v1", *_tiny_args(tmp_path, demo_root)]
+    assert main(["ingest", *args]) == 0
+    dataset = json.loads(capsys.readouterr().out)["uri"]
+    out = tmp_path / "checks"
+    assert main(["validate", "--dataset", dataset, "--out", str(out), *args]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["passed"] and (out / "result.json").is_file()
+    # Blank one image: the same command now fails and lists the failed expectation.
+    import numpy as np
+    import tifffile
+
+    broken = tmp_path / "broken"
+    import shutil
+
+    shutil.copytree(dataset, broken)
+    image = broken / "fields" / "0000" / "image.tif"
+    tifffile.imwrite(image, np.zeros_like(tifffile.imread(image)))
+    assert main(["validate", "--dataset", str(broken), "--out", str(tmp_path / "c2"), *args]) == 2
+    err = capsys.readouterr().err
+    assert "image_not_blank" in err or "image_not_constant" in err
