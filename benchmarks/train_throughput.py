@@ -30,7 +30,9 @@ def main() -> None:
 
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or "cpu"
-    print(f"device: {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(
+        f"device: {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}"
+    )
     model = build_model(args.encoder, in_channels=2, classes=1).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.rand(args.batch, 2, args.crop, args.crop, device=device)
@@ -51,8 +53,10 @@ def main() -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
     dt = (time.perf_counter() - start) / args.steps
-    print(f"train {args.encoder} batch {args.batch} x {args.crop}^2: {1 / dt:.2f} steps/s, "
-          f"{args.batch / dt:.1f} crops/s")
+    print(
+        f"train {args.encoder} batch {args.batch} x {args.crop}^2: {1 / dt:.2f} steps/s, "
+        f"{args.batch / dt:.1f} crops/s"
+    )
     for h, w in ((256, 320), (1040, 1388)):
         image = np.random.rand(2, h, w).astype(np.float32)
         predict_foreground(model, image, device)

@@ -50,6 +50,9 @@ def _maybe(kind: str, description: str, **kw) -> Param:
         "encoder": _maybe("string", "smp encoder, e.g. resnet18, resnet34, efficientnet-b0"),
         "encoder_weights": _maybe("string", "'imagenet' when online; empty trains from scratch"),
         "device": _maybe("string", "auto | cpu | cuda"),
+        "border_policy": _maybe(
+            "string", "none | crop | ignore_border_predictions (BBBC020 skips border objects)"
+        ),
         "border_margin": _maybe(
             "integer", "pixels cropped from each edge before scoring", minimum=0
         ),

@@ -1,40 +1,63 @@
-"""Classical baseline stage: a registry of threshold methods, run on the test split.
+"""Classical baseline stage: a registry of classical methods, run on the test split.
 
-Every method maps a raw (C, H, W) image to an (H, W) int32 instance label image (0 =
-background); binary methods label connected components. The reference methods reproduce the
-notebook this project grew from (OpenCV, 8-bit c1 channel):
+Every method maps a `MethodInput` (a raw (C, H, W) image) to an (H, W) array: a binary mask
+(uint8 0/255 or bool), whose connected components become objects, or int32 instance labels.
+`segment` returns (H, W) int32 instance labels, 0 = background, 1..N objects. The reference
+methods reproduce the notebook this project grew from (OpenCV, 8-bit copy of one channel: c1
+for BBBC020 cells):
 
 - ``threshold55``: ``cv2.threshold(img, 55, 255, THRESH_BINARY)`` (pixels > 55);
 - ``otsu``: ``cv2.threshold(img, 0, 255, THRESH_BINARY + THRESH_OTSU)``;
 - ``gaussian_otsu``: 5x5 Gaussian blur, then Otsu (the notebook ran plain Otsu twice by mistake);
 - ``adaptive_gaussian``: ``cv2.adaptiveThreshold(img, 255, ADAPTIVE_THRESH_GAUSSIAN_C,
   THRESH_BINARY, 15, 2)``.
+
+The strong method, ``watershed``, denoises, thresholds, cleans up and splits touching objects
+with a marker-controlled watershed (pipeline/watershed.py); its parameters are in
+`BaselineConfig`.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 from skimage.measure import label as connected_components
+from skimage.segmentation import relabel_sequential
 
-from pipeline.config import PipelineConfig
+from pipeline.config import BaselineConfig, PipelineConfig
 from pipeline.io import atomic_path, write_json, write_tif
 from pipeline.preprocess import load_split, safe_name
+from pipeline.watershed import watershed_instances
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class MethodInput:
-    raw: np.ndarray  # (C, H, W) raw intensities
-    channels: list[str]
+    """One image for a method: `raw` (C, H, W) raw intensities (uint8, uint16 or float)."""
+
+    raw: np.ndarray
+    channels: list[str]  # names of the C channels, in order
     channel: str  # the channel single-channel methods use
     target: str  # "cells" | "nuclei"
+    params: BaselineConfig = field(default_factory=BaselineConfig)
+
+    def __post_init__(self) -> None:
+        if self.raw.ndim != 3 or self.raw.shape[0] != len(self.channels):
+            raise ValueError(
+                f"raw must be (C, H, W) with C = {len(self.channels)} channels "
+                f"{self.channels}; got shape {self.raw.shape}"
+            )
+        if self.channel not in self.channels:
+            raise ValueError(f"channel {self.channel!r} is not among {self.channels}")
+        if self.target not in ("cells", "nuclei"):
+            raise ValueError(f"target {self.target!r} must be 'cells' or 'nuclei'")
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -68,36 +91,48 @@ def adaptive_gaussian(x: MethodInput) -> np.ndarray:
     )
 
 
+def watershed(x: MethodInput) -> np.ndarray:
+    return watershed_instances(x.raw, x.channels, x.channel, x.target, x.params)
+
+
 METHODS: dict[str, Callable[[MethodInput], np.ndarray]] = {
     "threshold55": threshold55,
     "otsu": otsu,
     "gaussian_otsu": gaussian_otsu,
     "adaptive_gaussian": adaptive_gaussian,
+    "watershed": watershed,
 }
+REFERENCE_METHODS = ("threshold55", "otsu", "gaussian_otsu", "adaptive_gaussian")
 
 
 def get_method(name: str) -> Callable[[MethodInput], np.ndarray]:
     try:
         return METHODS[name]
     except KeyError:
-        raise ValueError(f"unknown baseline method {name!r}; valid methods: {', '.join(sorted(METHODS))}") from None
+        valid = ", ".join(sorted(METHODS))
+        raise ValueError(f"unknown baseline method {name!r}; valid methods: {valid}") from None
 
 
 def segment(name: str, x: MethodInput) -> np.ndarray:
-    """Run method `name`; binary outputs become connected-component instance labels (int32)."""
+    """Run method `name` -> (H, W) int32 labels 1..N (0 = background).
+
+    Binary outputs (bool or uint8 masks) become 8-connected components.
+    """
     out = get_method(name)(x)
     if out.shape != x.raw.shape[1:]:
         raise ValueError(f"method {name} returned shape {out.shape}, expected {x.raw.shape[1:]}")
-    if out.dtype == np.uint8 or out.max() <= 1 or out.dtype == bool:
-        out = connected_components(out > 0)
-    return out.astype(np.int32)
+    if out.dtype in (np.uint8, np.bool_):
+        return connected_components(out > 0).astype(np.int32)
+    return relabel_sequential(out.astype(np.int32))[0]
 
 
-def run_baselines(prepared_uri: str, cfg: PipelineConfig, run_dir: str, channels: list[str],
-                  target_channel: str) -> dict[str, str]:
+def run_baselines(
+    prepared_uri: str, cfg: PipelineConfig, run_dir: str, channels: list[str], target_channel: str
+) -> dict[str, str]:
     """Segment every test field with each configured method.
 
-    Writes ``<run_dir>/predictions/<method>/<safe_id>.tif`` (uint16 labels) and returns
+    Writes ``<run_dir>/predictions/<method>/<safe_id>.tif`` (uint16 labels; uint32 above 65535
+    objects) and ``method.json`` (method, channel, parameters), and returns
     ``{method: folder}``.
     """
     for name in cfg.baseline.methods:
@@ -109,11 +144,23 @@ def run_baselines(prepared_uri: str, cfg: PipelineConfig, run_dir: str, channels
     out = {}
     for name in cfg.baseline.methods:
         folder = Path(run_dir) / "predictions" / name
+        start = time.perf_counter()
         with atomic_path(folder) as tmp:
             for s in samples:
-                labels = segment(name, MethodInput(s.raw, channels, channel, cfg.data.target))
-                write_tif(tmp / f"{safe_name(s.field_id)}.tif", labels.astype(np.uint16))
-            write_json(tmp / "method.json", {"method": name, "channel": channel})
+                x = MethodInput(s.raw, channels, channel, cfg.data.target, cfg.baseline)
+                labels = segment(name, x)
+                dtype = np.uint16 if labels.max() <= np.iinfo(np.uint16).max else np.uint32
+                write_tif(tmp / f"{safe_name(s.field_id)}.tif", labels.astype(dtype))
+            write_json(
+                tmp / "method.json",
+                {"method": name, "channel": channel, "params": asdict(cfg.baseline)},
+            )
         out[name] = str(folder)
-        log.info("baseline %s: %d test fields -> %s", name, len(samples), folder)
+        log.info(
+            "baseline %s: %d test fields in %.1fs -> %s",
+            name,
+            len(samples),
+            time.perf_counter() - start,
+            folder,
+        )
     return out

@@ -76,9 +76,22 @@ def build_parser() -> argparse.ArgumentParser:
         stage_parsers[name] = sub.add_parser(name, help=f"run the {name} stage")
         _common(stage_parsers[name])
     stage_parsers["validate"].add_argument(
-        "--dataset", help="validate this dataset-version folder (data/datasets/<layout>-<id>) "
-        "instead of the run's ingest output")
+        "--dataset",
+        help="validate this dataset-version folder (data/datasets/<layout>-<id>) "
+        "instead of the run's ingest output",
+    )
     stage_parsers["validate"].add_argument("--out", help="folder for result.json and data_docs/")
+    ev = stage_parsers["evaluate"]
+    ev.add_argument(
+        "--predictions",
+        help="score this folder of <field>.tif label images (or of "
+        "per-method sub-folders) instead of the run's own predictions",
+    )
+    ev.add_argument(
+        "--dataset",
+        help="dataset version, prepared folder or run folder to score against (with --predictions)",
+    )
+    ev.add_argument("--out", help="folder for metrics and report.html (with --predictions)")
     _common(sub.add_parser("run", help="run every stage in order (what the DAG runs)"))
     pred = sub.add_parser("predict", help="segment a folder of new images with a model")
     pred.add_argument(
@@ -110,6 +123,16 @@ def _validate_folder(args: argparse.Namespace, params: dict, run_id: str) -> dic
     cfg = tasks.make_config(params)
     out = args.out or str(Path(tasks.run_dir_for(cfg, run_id)) / "validate")
     return validate_dataset(args.dataset, cfg, out).summary()
+
+
+def _evaluate_folder(args: argparse.Namespace, params: dict, run_id: str) -> dict:
+    from pipeline.evaluate import evaluate_folder
+
+    if not args.dataset:
+        raise ConfigError("--predictions needs --dataset (a dataset version or run folder)")
+    cfg = tasks.make_config(params)
+    out = args.out or str(Path(tasks.run_dir_for(cfg, run_id)) / "evaluate")
+    return evaluate_folder(args.predictions, args.dataset, cfg, out).to_dict()
 
 
 def _run_stage(name: str, params: dict, run_id: str) -> dict:
@@ -169,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
                     )
             elif args.command == "validate" and args.dataset:
                 result = _validate_folder(args, params, run_id)
+            elif args.command == "evaluate" and args.predictions:
+                result = _evaluate_folder(args, params, run_id)
             else:
                 result = _run_stage(args.command, params, run_id)
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as exc:

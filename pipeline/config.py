@@ -98,8 +98,13 @@ class BaselineConfig:
     """
 
     methods: list[str] = field(
-        default_factory=lambda: ["threshold55", "otsu", "gaussian_otsu", "adaptive_gaussian",
-                                 "watershed"]
+        default_factory=lambda: [
+            "threshold55",
+            "otsu",
+            "gaussian_otsu",
+            "adaptive_gaussian",
+            "watershed",
+        ]
     )
     channel: str | None = None  # None: the layout's channel for data.target (BBBC020 cells: c1)
     min_object_size: int = 30  # watershed: smaller foreground objects are dropped
@@ -189,9 +194,16 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "tracking.mode": ("offline", "online", "disabled"),
 }
 _POSITIVE = {
-    "data.demo_fields", "data.demo_height", "data.demo_width", "train.epochs",
-    "train.steps_per_epoch", "train.batch_size", "train.crop_size", "train.lr",
-    "baseline.min_object_size", "baseline.watershed_min_distance",
+    "data.demo_fields",
+    "data.demo_height",
+    "data.demo_width",
+    "train.epochs",
+    "train.steps_per_epoch",
+    "train.batch_size",
+    "train.crop_size",
+    "train.lr",
+    "baseline.min_object_size",
+    "baseline.watershed_min_distance",
 }
 _FRACTIONS = {"preprocess.val_fraction", "preprocess.test_fraction", "train.threshold"}
 
@@ -276,8 +288,9 @@ def _section_types(section: Any) -> dict[str, Any]:
 
 def apply_overrides(cfg: PipelineConfig, overrides: dict[str, Any]) -> PipelineConfig:
     """Return a copy of `cfg` with ``{"section.key": value}`` (or nested dict) overrides applied."""
-    cfg = dataclasses.replace(cfg, **{f.name: dataclasses.replace(getattr(cfg, f.name))
-                                      for f in fields(cfg)})
+    cfg = dataclasses.replace(
+        cfg, **{f.name: dataclasses.replace(getattr(cfg, f.name)) for f in fields(cfg)}
+    )
     sections = {f.name for f in fields(cfg)}
     for key, value in _flatten(overrides).items():
         section_name, _, name = key.partition(".")
@@ -340,7 +353,11 @@ def resolve_paths(cfg: PipelineConfig) -> PipelineConfig:
         if "://" not in value and not Path(value).is_absolute():
             setattr(getattr(cfg, section), key, str(home / value))
     src = cfg.data.source
-    if src != "demo" and "://" not in src and not Path(src).expanduser().is_absolute():
+    if (
+        src not in ("demo", "broad")
+        and "://" not in src
+        and not Path(src).expanduser().is_absolute()
+    ):
         cfg.data.source = str(home / src)
     return cfg
 

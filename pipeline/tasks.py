@@ -30,6 +30,7 @@ PARAM_KEYS = {
     "encoder_weights": "train.encoder_weights",
     "device": "train.device",
     "baselines": "baseline.methods",
+    "border_policy": "evaluate.border_policy",
     "border_margin": "evaluate.border_margin",
     "registry_uri": "registry.uri",
     "tracking": "tracking.backend",

@@ -95,6 +95,7 @@ def s3_server(tmp_path_factory):
     Yields the endpoint URL; AWS credentials are set to dummy values for boto3.
     """
     import shutil
+    import signal
     import subprocess
     import time
 
@@ -120,6 +121,7 @@ def s3_server(tmp_path_factory):
             "-s3",
             f"-s3.port={ports['s3']}",
             "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
             "-master.volumeSizeLimitMB=256",
             "-volume.max=64",
         ],
@@ -146,9 +148,10 @@ def s3_server(tmp_path_factory):
                 )
             time.sleep(0.5)
     yield endpoint
-    proc.terminate()
+    proc.send_signal(signal.SIGINT)
     try:
-        proc.wait(timeout=20)
+        proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait()
     log.close()

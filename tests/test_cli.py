@@ -27,7 +27,9 @@ def _one_line_error(capsys, argv, expected):
 
 
 def test_missing_dataset_folder(capsys, tmp_path):
-    _one_line_error(capsys, ["ingest", "--source", str(tmp_path / "nope")], "does not exist")
+    _one_line_error(
+        capsys, ["ingest", "--source", str(tmp_path / "nope")], "no such file or folder"
+    )
 
 
 def test_invalid_config_value(capsys):
@@ -84,6 +86,27 @@ def test_stages_one_by_one_then_predict(capsys, tmp_path, demo_root):
         == 0
     )
     assert (tmp_path / "pred" / "field_labels.tif").is_file()
+    # re-score the run's saved predictions with `cellseg evaluate --predictions`
+    run_dir = tmp_path / "runs" / "r1"
+    out = tmp_path / "rescored"
+    assert (
+        main(
+            [
+                "evaluate",
+                "--predictions",
+                str(run_dir / "predictions"),
+                "--dataset",
+                str(run_dir),
+                "--out",
+                str(out),
+                *args,
+            ]
+        )
+        == 0
+    )
+    rescored = json.loads((out / "metrics_summary.json").read_text())["methods"]
+    assert rescored["otsu"]["fg_iou"] == pytest.approx(summary["otsu"]["fg_iou"])
+    assert (out / "report.html").is_file()
 
 
 def test_validate_any_dataset_folder(capsys, tmp_path, demo_root):

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -16,24 +14,9 @@ import tifffile
 
 from pipeline.demo import DemoSpec, field_names, generate_demo
 
-REPO = Path(__file__).resolve().parents[1]
+from .airflow_helpers import dags_test, task_states
+
 DOWNSTREAM = ("preprocess", "baseline", "train", "evaluate", "register")
-
-
-def _airflow(home: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run an `airflow` command against a private AIRFLOW_HOME (SQLite) under `home`."""
-    env = dict(os.environ)
-    env.update(
-        AIRFLOW_HOME=str(home / "airflow"),
-        CELLSEG_HOME=str(home),
-        AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT="120",
-        PYTHONPATH=f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}",
-    )
-    return subprocess.run(
-        ["airflow", *args], env=env, cwd=home, capture_output=True, text=True, timeout=timeout
-    )
 
 
 def _digest(root: Path) -> dict[str, str]:
@@ -52,8 +35,6 @@ def test_planted_defect_fails_dag_at_validate(tmp_path):
     tifffile.imwrite(c1, np.zeros_like(tifffile.imread(c1)), photometric="rgb")  # blank c1
     before = _digest(raw)
 
-    migrate = _airflow(tmp_path, "db", "migrate")
-    assert migrate.returncode == 0, migrate.stderr[-3000:]
     conf = {
         "source": str(raw),
         "layout": "bbbc020",
@@ -63,24 +44,17 @@ def test_planted_defect_fails_dag_at_validate(tmp_path):
         "tracking": "none",
         "registry_uri": str(tmp_path / "registry"),
     }
-    run = _airflow(tmp_path, "dags", "test", "cell_segmentation", "-c", json.dumps(conf))
-    log = run.stdout + run.stderr
-    run_ids = re.findall(r"run_id=(manual__[^,\s]+)", log)
-    assert run_ids, log[-4000:]
-    assert run.returncode != 0 and "state=failed" in log, log[-4000:]
-
-    states = _airflow(
-        tmp_path, "tasks", "states-for-dag-run", "cell_segmentation", run_ids[-1], "-o", "json"
-    )
-    rows = json.loads(states.stdout[states.stdout.index("[") :])
-    state = {r["task_id"]: r["state"] for r in rows}
+    code, log, run_id = dags_test(tmp_path, conf)
+    assert run_id, log[-4000:]
+    assert code != 0 and "state=failed" in log, log[-4000:]
+    state = task_states(tmp_path, run_id)
     assert state["ingest"] == "success" and state["validate"] == "failed", state
     assert all(state[t] == "upstream_failed" for t in DOWNSTREAM), state
     # The failure names the expectation, the field, the file and observed vs expected.
     assert re.search(rf"image_not_blank\[c1\] .*{re.escape(field)} .*c1_std=0", log), log[-4000:]
     assert "Calculating Metrics" not in log  # GX progress bars stay out of the task log
 
-    run_dir = tmp_path / "runs" / re.sub(r"[^A-Za-z0-9._-]+", "_", run_ids[-1])
+    run_dir = tmp_path / "runs" / re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
     summary = json.loads((run_dir / "validate" / "result.json").read_text())["summary"]
     assert "image_not_blank[c1]" in summary["failures"]
     assert (run_dir / "validate" / "data_docs" / "index.html").is_file()
