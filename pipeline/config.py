@@ -130,6 +130,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     seed: int = 0
     threshold: float = 0.5
+    # How the U-Net's foreground becomes instances: "watershed" splits touching objects with the
+    # baseline's markers (nuclei for cells, distance peaks for nuclei); "components" does not.
+    instances: str = "watershed"
 
 
 @dataclass
@@ -190,6 +193,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "baseline.watershed_threshold": ("otsu", "li", "triangle", "yen", "mean"),
     "evaluate.border_policy": ("none", "crop", "ignore_border_predictions"),
     "train.device": ("auto", "cpu", "cuda"),
+    "train.instances": ("watershed", "components"),
     "tracking.backend": ("wandb", "none"),
     "tracking.mode": ("offline", "online", "disabled"),
 }

@@ -72,7 +72,7 @@ def predict_unet(checkpoint: str, prepared_uri: str, run_dir: str) -> str:
     folder = Path(run_dir) / "predictions" / "unet"
     with atomic_path(folder) as tmp:
         for s in load_split(prepared_uri, "test"):
-            labels = predict_labels(model, s.image, device, ckpt["threshold"])
+            labels = predict_labels(model, s.image, device, ckpt)
             write_tif(tmp / f"{safe_name(s.field_id)}.tif", labels.astype(np.uint16))
     return str(folder)
 

@@ -15,8 +15,11 @@ import torch
 from skimage.measure import label as connected_components
 from skimage.morphology import remove_small_objects
 
+from pipeline.config import BaselineConfig
 from pipeline.io import DataError, read_tif, write_tif
+from pipeline.layouts import get_layout
 from pipeline.preprocess import normalise
+from pipeline.watershed import split_foreground
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +64,24 @@ def predict_foreground(
     return prob
 
 
-def predict_labels(
-    model, image: np.ndarray, device, threshold: float = 0.5, min_size: int = 30
-) -> np.ndarray:
-    mask = remove_small_objects(
-        predict_foreground(model, image, device) > threshold, max_size=min_size - 1
-    )
-    return connected_components(mask).astype(np.int32)
+def predict_labels(model, image: np.ndarray, device, ckpt: dict) -> np.ndarray:
+    """(C, H, W) normalised image -> (H, W) int32 instance labels (0 = background).
+
+    The foreground (probability > the checkpoint's threshold, small specks removed) is split
+    into instances as ``train.instances`` says: ``watershed`` reuses the baseline's markers
+    (nuclei for cells, distance-transform peaks for nuclei), ``components`` labels connected
+    components.
+    """
+    cfg = ckpt["config"]
+    baseline = BaselineConfig(**cfg["baseline"])
+    fg = predict_foreground(model, image, device) > ckpt["threshold"]
+    fg = remove_small_objects(fg, max_size=baseline.min_object_size - 1)
+    if cfg["train"].get("instances", "components") == "components":
+        return connected_components(fg).astype(np.int32)
+    channels = ckpt["channels"]
+    channel = baseline.channel or get_layout(cfg["data"]["layout"]).target_channel[ckpt["target"]]
+    channel = channel if channel in channels else channels[0]
+    return split_foreground(fg, image, channels, channel, ckpt["target"], baseline)
 
 
 def load_model(checkpoint: str | Path, device: torch.device | None = None):
@@ -109,7 +123,7 @@ def predict_folder(model_uri: str, images: str, out_dir: str) -> list[str]:
             model,
             normalise(raw, prep["low_percentile"], prep["high_percentile"]),
             device,
-            ckpt["threshold"],
+            ckpt,
         )
         written.append(
             str(write_tif(Path(out_dir) / f"{path.stem}_labels.tif", labels.astype(np.uint16)))

@@ -89,6 +89,22 @@ def watershed_instances(
     fg = clean(
         _foreground(img, cfg.watershed_threshold), cfg.watershed_max_hole_size, cfg.min_object_size
     )
+    return split_foreground(fg, raw, channels, channel, target, cfg)
+
+
+def split_foreground(
+    fg: np.ndarray,
+    raw: np.ndarray,
+    channels: list[str],
+    channel: str,
+    target: str,
+    cfg: BaselineConfig,
+) -> np.ndarray:
+    """Steps 4-5 on a given (H, W) bool foreground (from a threshold or a U-Net): markers, then
+    the watershed. `raw` (C, H, W) may be raw or normalised intensities. Returns int32 labels."""
+    if fg.shape != raw.shape[1:]:
+        raise ValueError(f"foreground shape {fg.shape} != image shape {raw.shape[1:]}")
+    img = _smooth(raw[channels.index(channel)], cfg.watershed_sigma)
     marker_ch = cfg.watershed_marker_channel
     if target == "cells" and marker_ch and marker_ch in channels and marker_ch != channel:
         nuc_img = _smooth(raw[channels.index(marker_ch)], cfg.watershed_sigma)

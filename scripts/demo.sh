@@ -30,8 +30,9 @@ run_dir = f"{cfg.paths.runs_dir}/{re.sub(r'[^A-Za-z0-9._-]+', '_', run_id)}"
 reg = json.load(open(f"{run_dir}/registered.json"))
 summary = json.load(open(reg["metrics"]))["methods"]
 print(f"\nDAG run {run_id} succeeded in {seconds}s")
+print(f"  {'method':<18} {'fg IoU':>7} {'Dice':>7} {'F1@0.5':>7} {'AJI':>7}")
 for method, m in summary.items():
-    print(f"  {method:<18} fg IoU {m['fg_iou']:.3f}  Dice {m['fg_dice']:.3f}")
+    print(f"  {method:<18} {m['fg_iou']:7.3f} {m['fg_dice']:7.3f} {m['f1']:7.3f} {m['aji']:7.3f}")
 print(f"Report:           {reg['report']}")
 print(f"Metrics:          {reg['metrics']}")
 print(f"Registered model: {reg['model_uri']} (version {reg['version']})")

@@ -39,10 +39,12 @@ def test_train_writes_full_checkpoint_and_predicts(prepared, tiny_cfg, tmp_path)
     ckpt = torch.load(result.checkpoint, weights_only=False)
     assert {"model", "optimizer", "config", "epoch", "arch", "channels", "target"} <= set(ckpt)
     assert ckpt["config"]["train"]["encoder"] == "resnet18" and ckpt["channels"] == ["c1", "c5"]
-    model, _ = load_model(result.checkpoint)
+    model, ckpt = load_model(result.checkpoint)
     sample = load_split(prepared.uri, "test")[0]
-    labels = predict_labels(model, sample.image, torch.device("cpu"))
-    assert labels.shape == sample.image.shape[1:] and labels.dtype == np.int32
+    for instances in ("watershed", "components"):
+        ckpt["config"]["train"]["instances"] = instances
+        labels = predict_labels(model, sample.image, torch.device("cpu"), ckpt)
+        assert labels.shape == sample.image.shape[1:] and labels.dtype == np.int32
     # predict on a folder of new (C, H, W) images
     import tifffile
 
