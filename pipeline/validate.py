@@ -59,6 +59,7 @@ class ValidationResult:
     checks: list[Check]
     result_json: str
     data_docs: str = ""
+    skipped_files: list[str] = field(default_factory=list)  # unreadable raw files ingest skipped
 
     @property
     def failures(self) -> list[Check]:
@@ -77,6 +78,8 @@ class ValidationResult:
             "warnings": [c.name for c in self.warnings],
             "result_json": self.result_json,
             "data_docs": self.data_docs,
+            "n_skipped_files": len(self.skipped_files),
+            "skipped_files": self.skipped_files[:20],
         }
 
 
@@ -124,6 +127,7 @@ def run_suite(dataset_uri: str, cfg: PipelineConfig, out_dir: Path) -> Validatio
         results,
         str(out),
         str(out_dir / "data_docs" / "index.html"),
+        list(meta.get("skipped_files", [])),
     )
     write_json(
         out,

@@ -253,3 +253,15 @@ def test_real_bbbc020_nuclei_archive_labels_pass(shared_data, tmp_path):
     )
     result = validate(uri, cfg, str(tmp_path / "run"))
     assert result.passed and result.summary()["warnings"] == ["fields_have_images"]
+
+
+def test_skipped_raw_files_are_counted_in_the_summary(demo_root, tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(demo_root, raw)
+    victim = sorted((raw / "BBC020_v1_outlines_cells").glob("*.TIF"))[0]
+    victim.write_bytes(b"not a tif")  # like the corrupt file in the served nuclei archive
+    cfg = make_cfg(tmp_path, **{"data.source": str(raw)})
+    ref = ingest(cfg)
+    assert ref.n_skipped_files == 1
+    summary = validate(ref.uri, cfg, str(tmp_path / "run")).summary()
+    assert summary["n_skipped_files"] == 1 and victim.name in summary["skipped_files"][0]
