@@ -75,6 +75,12 @@ def preprocess(dataset_uri: str, cfg: PipelineConfig, run_dir: str) -> PreparedR
             f"(channels: {', '.join(meta['channels'])}); fix data.channels"
         )
     idx = [meta["channels"].index(c) for c in channels]
+    if not manifest["image_path"].astype(str).str.len().gt(0).any():
+        raise DataError(
+            f"dataset {meta['dataset_id']} holds labels only (no images), so it cannot train; "
+            "ingest the image archive too (it can still score predictions: cellseg evaluate "
+            "--predictions DIR --dataset ...)"
+        )
     have = manifest["split"].value_counts().to_dict()
     for split in ("train", "val", "test"):
         if have.get(split, 0) == 0:

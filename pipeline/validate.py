@@ -15,7 +15,7 @@ offending fields / files and observed vs expected values. Failed warnings are lo
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from pipeline.config import ConfigError, PipelineConfig
@@ -99,7 +99,13 @@ def run_suite(dataset_uri: str, cfg: PipelineConfig, out_dir: Path) -> Validatio
         )
     known = LAYOUTS[layout].channels if layout in LAYOUTS else ()
     channels = [str(c) for c in meta.get("channels") or known]
-    checks = build_checks(cfg.validate, layout, channels)
+    v = cfg.validate
+    # A ground-truth-only dataset (e.g. the BBBC020 nuclei archive alone) is valid for scoring
+    # predictions; missing images are then a warning, and preprocess refuses to train on it.
+    labels_only = not manifest["image_path"].astype(str).str.len().gt(0).any()
+    if labels_only and not any(s.startswith("fields_have_images=") for s in v.severity):
+        v = replace(v, severity=[*v.severity, "fields_have_images=warning"])
+    checks = build_checks(v, layout, channels)
     tables = build_tables(dataset_uri, manifest, channels, target)
     out_dir.mkdir(parents=True, exist_ok=True)
     with quiet_gx(), atomic_path(out_dir / "data_docs") as docs:
@@ -136,6 +142,7 @@ def run_suite(dataset_uri: str, cfg: PipelineConfig, out_dir: Path) -> Validatio
             "dataset_uri": str(dataset_uri),
             "layout": layout,
             "target": target,
+            "labels_only": labels_only,
             "channels": channels,
             "skipped_files": meta.get("skipped_files", []),
             "checks": [asdict(c) for c in results],

@@ -17,6 +17,8 @@ import tifffile
 from pipeline.config import ConfigError, ValidateConfig
 from pipeline.expectations import LAYOUT_DEFAULTS, resolve_thresholds
 from pipeline.ingest import ingest
+from pipeline.io import DataError
+from pipeline.preprocess import preprocess
 from pipeline.validate import ValidationFailed, validate, validate_dataset
 
 from .conftest import make_cfg
@@ -234,25 +236,28 @@ def test_real_ctc_sets_pass(shared_data, tmp_path, name):
 
 
 def test_real_bbbc020_nuclei_archive_labels_pass(shared_data, tmp_path):
-    """The nuclei archive alone holds masks and no images: every label check passes, and the
-    gate refuses it for training by name (fields_have_images) unless that is demoted."""
+    """The nuclei archive alone holds masks and no images: a ground-truth-only dataset. Every
+    label check passes; missing images are a warning (it can score predictions, not train)
+    unless the user makes them critical."""
     with zipfile.ZipFile(shared_data / "bbbc020" / "BBBC020_v1_outlines_nuclei.zip") as zf:
         zf.extractall(tmp_path / "raw")
     cfg = make_cfg(tmp_path, **{"data.source": str(tmp_path / "raw"), "data.target": "nuclei"})
     uri = ingest(cfg).uri
-    result = validate_dataset(uri, cfg, str(tmp_path / "strict"), raise_on_failure=False)
-    assert result.summary()["failures"] == ["fields_have_images"]
-    assert result.summary()["warnings"] == []
-    cfg = make_cfg(
+    result = validate(uri, cfg, str(tmp_path / "run"))
+    assert result.passed and result.summary()["warnings"] == ["fields_have_images"]
+    assert json.loads(Path(result.result_json).read_text())["labels_only"] is True
+    with pytest.raises(DataError, match="holds labels only"):  # never trains
+        preprocess(uri, cfg, str(tmp_path / "run"))
+    strict = make_cfg(
         tmp_path,
         **{
             "data.source": str(tmp_path / "raw"),
             "data.target": "nuclei",
-            "validate.severity": "fields_have_images=warning",
+            "validate.severity": "fields_have_images=critical",
         },
     )
-    result = validate(uri, cfg, str(tmp_path / "run"))
-    assert result.passed and result.summary()["warnings"] == ["fields_have_images"]
+    result = validate_dataset(uri, strict, str(tmp_path / "strict"), raise_on_failure=False)
+    assert result.summary()["failures"] == ["fields_have_images"]
 
 
 def test_skipped_raw_files_are_counted_in_the_summary(demo_root, tmp_path):
