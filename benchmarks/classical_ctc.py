@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.baseline import METHODS, run_baselines
+from pipeline.baseline import run_baselines
 from pipeline.config import PipelineConfig, load_config
 from pipeline.evaluate import EvalResult, evaluate
 from pipeline.ingest import ingest
@@ -30,30 +30,11 @@ from pipeline.preprocess import preprocess
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CELLSEG_SHARED", REPO.parent / "shared")) / "data"
-COMMON = {
-    "data.layout": "ctc",
-    "data.target": "nuclei",
-    "data.channels": ["fluo"],
-    "baseline.methods": list(METHODS),
-    "evaluate.border_policy": "none",
-    "baseline.watershed_threshold": "li",
-    "tracking.backend": "none",
-}
-DATASETS: dict[str, dict] = {
-    "Fluo-N2DH-GOWT1": {
-        "baseline.watershed_sigma": 2.0,
-        "baseline.min_object_size": 200,
-        "baseline.watershed_max_hole_size": 500,
-        "baseline.watershed_min_distance": 25,
-        "baseline.watershed_peak_sigma": 4.0,
-    },
-    "Fluo-N2DL-HeLa": {
-        "baseline.watershed_sigma": 1.0,
-        "baseline.min_object_size": 30,
-        "baseline.watershed_max_hole_size": 100,
-        "baseline.watershed_min_distance": 7,
-        "baseline.watershed_peak_sigma": 1.0,
-    },
+# One YAML per dataset (layout, target, border policy and the watershed parameters chosen on the
+# validation frames) in configs/, shared with `cellseg run --config`.
+DATASETS: dict[str, Path] = {
+    "Fluo-N2DH-GOWT1": REPO / "configs" / "ctc_gowt1.yaml",
+    "Fluo-N2DL-HeLa": REPO / "configs" / "ctc_hela.yaml",
 }
 COLUMNS = ["fg_iou", "fg_dice", "precision", "recall", "f1", "map", "aji", "abs_count_error"]
 
@@ -61,13 +42,12 @@ COLUMNS = ["fg_iou", "fg_dice", "precision", "recall", "f1", "map", "aji", "abs_
 def ctc_config(name: str, shared: Path, work: Path) -> PipelineConfig:
     """The benchmark's configuration for one CTC dataset; data and runs go under `work`."""
     return load_config(
-        None,
+        DATASETS[name],
         {
-            **COMMON,
-            **DATASETS[name],
             "data.source": str(shared / "ctc" / name),
             "paths.data_dir": str(work / "data"),
             "paths.runs_dir": str(work / "runs"),
+            "tracking.backend": "none",
         },
     )
 
