@@ -43,6 +43,7 @@ from pipeline.plots import (
 )
 from pipeline.preprocess import Sample, load_split, normalise, safe_name
 from pipeline.report import write_report
+from pipeline.tracking import track
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +271,10 @@ def evaluate(
         predictions["unet"] = predict_unet(checkpoint, prepared_uri, run_dir)
     samples, info = load_reference(prepared_uri, cfg, "test")
     meta = {**info, **(context or {})}
-    return _finish(samples, predictions, cfg, Path(run_dir) / "evaluate", meta)
+    result = _finish(samples, predictions, cfg, Path(run_dir) / "evaluate", meta)
+    with track(cfg, run_dir, name=f"evaluate-{Path(run_dir).name}", job_type="evaluate") as t:
+        t.summary({f"test/{m}/{k}": v for m, row in result.summary.items() for k, v in row.items()})
+    return result
 
 
 def prediction_folders(pred_dir: str | Path) -> dict[str, str]:

@@ -43,8 +43,10 @@ def track(cfg: PipelineConfig, run_dir: str, name: str, job_type: str):
         log.warning("tracking.mode=online but WANDB_API_KEY is not set; logging offline")
         mode = "offline"
     os.makedirs(run_dir, exist_ok=True)
+    # Stages of one pipeline run share a W&B group named after the run folder.
     run = wandb.init(
         project=t.project,
+        group=os.path.basename(os.path.abspath(run_dir)),
         name=name,
         job_type=job_type,
         dir=run_dir,
