@@ -130,8 +130,10 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     seed: int = 0
     threshold: float = 0.5
-    # How the U-Net's foreground becomes instances: "watershed" splits touching objects with the
-    # baseline's markers (nuclei for cells, distance peaks for nuclei); "components" does not.
+    # How `cellseg predict` turns the U-Net's foreground into instances: "watershed" splits
+    # touching objects with the baseline's markers (nuclei for cells, distance peaks for
+    # nuclei), "components" does not. Evaluation always reports both ("unet" = the model alone,
+    # "unet_watershed" = with the split), so the model is never credited with post-processing.
     instances: str = "watershed"
 
 

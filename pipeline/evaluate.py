@@ -64,18 +64,25 @@ class EvalResult:
         return asdict(self)
 
 
-def predict_unet(checkpoint: str, prepared_uri: str, run_dir: str) -> str:
-    """Run the trained U-Net on the test split; returns the predictions folder."""
-    from pipeline.predict import load_model, predict_labels
+def predict_unet(checkpoint: str, prepared_uri: str, run_dir: str) -> dict[str, str]:
+    """Run the trained U-Net on the test split, scored two ways so the model is not credited
+    with the post-processing: ``unet`` (connected components of its foreground, the model
+    alone) and ``unet_watershed`` (the same foreground split with the baseline's markers).
+    Returns {method: predictions folder}."""
+    from pipeline.predict import foreground_mask, load_model, to_instances
 
     model, ckpt = load_model(checkpoint)
     device = next(model.parameters()).device
-    folder = Path(run_dir) / "predictions" / "unet"
-    with atomic_path(folder) as tmp:
+    methods = {"unet": "components", "unet_watershed": "watershed"}
+    folders = {name: Path(run_dir) / "predictions" / name for name in methods}
+    with atomic_path(folders["unet"]) as pure, atomic_path(folders["unet_watershed"]) as split:
+        out = {"unet": pure, "unet_watershed": split}
         for s in load_split(prepared_uri, "test"):
-            labels = predict_labels(model, s.image, device, ckpt)
-            write_tif(tmp / f"{safe_name(s.field_id)}.tif", labels.astype(np.uint16))
-    return str(folder)
+            fg = foreground_mask(model, s.image, device, ckpt)
+            for name, how in methods.items():
+                labels = to_instances(fg, s.image, ckpt, how)
+                write_tif(out[name] / f"{safe_name(s.field_id)}.tif", labels.astype(np.uint16))
+    return {name: str(folder) for name, folder in folders.items()}
 
 
 def read_prediction(folder: Path, field_id: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -268,7 +275,7 @@ def evaluate(
     """
     predictions = dict(predictions)
     if checkpoint:
-        predictions["unet"] = predict_unet(checkpoint, prepared_uri, run_dir)
+        predictions |= predict_unet(checkpoint, prepared_uri, run_dir)
     samples, info = load_reference(prepared_uri, cfg, "test")
     meta = {**info, **(context or {})}
     result = _finish(samples, predictions, cfg, Path(run_dir) / "evaluate", meta)

@@ -75,9 +75,10 @@ def assign_splits(
     """Deterministic split by field: field_id -> train | val | test | unlabelled.
 
     ``stratified``: fields of each group are shuffled (seeded by field id, not by order) and the
-    groups interleaved, so each split draws evenly from every condition. ``contiguous``: frames of
-    each sequence (group) stay in time order; the last block of every sequence goes to test and
-    the block before it to val, block sizes in proportion to the sequence lengths.
+    groups interleaved in a seeded order, so each split draws evenly from every condition.
+    ``contiguous``: frames of each sequence (group) stay in time order; the last block of every
+    sequence goes to test and the block before it to val, block sizes in proportion to the
+    sequence lengths.
     At least one field goes to val and test whenever there are three or more labelled fields.
     A field is in exactly one split; unlabelled fields are never in train, val or test.
     """
@@ -113,7 +114,10 @@ def assign_splits(
                     "test" if i < t_q[g] else "val" if i < t_q[g] + v_q[g] else "train"
                 )
         return out
-    queues = [sorted(g, key=key) for _, g in sorted(groups.items())]
+    # Groups take turns in a seeded order, so with fewer test slots than groups the group left
+    # out of test changes with the seed (and comes first for val) instead of always the last name.
+    turn = sorted(groups, key=lambda g: hashlib.sha256(f"{seed}:group:{g}".encode()).hexdigest())
+    queues = [sorted(groups[g], key=key) for g in turn]
     order = [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
     for i, f in enumerate(order):
         out[f.field_id] = "test" if i < n_test else "val" if i < n_test + n_val else "train"

@@ -64,24 +64,40 @@ def predict_foreground(
     return prob
 
 
-def predict_labels(model, image: np.ndarray, device, ckpt: dict) -> np.ndarray:
-    """(C, H, W) normalised image -> (H, W) int32 instance labels (0 = background).
+def foreground_mask(model, image: np.ndarray, device, ckpt: dict) -> np.ndarray:
+    """(C, H, W) normalised image -> (H, W) bool foreground: probability > the checkpoint's
+    threshold, specks smaller than ``baseline.min_object_size`` removed."""
+    fg = predict_foreground(model, image, device) > ckpt["threshold"]
+    min_size = ckpt["config"]["baseline"]["min_object_size"]
+    return remove_small_objects(fg, max_size=min_size - 1)
 
-    The foreground (probability > the checkpoint's threshold, small specks removed) is split
-    into instances as ``train.instances`` says: ``watershed`` reuses the baseline's markers
-    (nuclei for cells, distance-transform peaks for nuclei), ``components`` labels connected
-    components.
+
+def to_instances(fg: np.ndarray, image: np.ndarray, ckpt: dict, method: str) -> np.ndarray:
+    """Split an (H, W) bool foreground into (H, W) int32 instance labels (0 = background).
+
+    ``components``: connected components (the model alone). ``watershed``: the baseline's
+    markers (nuclei of the image for cells, distance-transform peaks for nuclei) split touching
+    objects; markers come from the image, so this is model + classical post-processing.
     """
+    if method == "components":
+        return connected_components(fg).astype(np.int32)
+    if method != "watershed":
+        raise ValueError(f"unknown instance method {method!r}; use components or watershed")
     cfg = ckpt["config"]
     baseline = BaselineConfig(**cfg["baseline"])
-    fg = predict_foreground(model, image, device) > ckpt["threshold"]
-    fg = remove_small_objects(fg, max_size=baseline.min_object_size - 1)
-    if cfg["train"].get("instances", "components") == "components":
-        return connected_components(fg).astype(np.int32)
     channels = ckpt["channels"]
     channel = baseline.channel or get_layout(cfg["data"]["layout"]).target_channel[ckpt["target"]]
     channel = channel if channel in channels else channels[0]
     return split_foreground(fg, image, channels, channel, ckpt["target"], baseline)
+
+
+def predict_labels(
+    model, image: np.ndarray, device, ckpt: dict, instances: str | None = None
+) -> np.ndarray:
+    """(C, H, W) normalised image -> (H, W) int32 instance labels, split as `instances` says
+    (default: the checkpoint's ``train.instances``)."""
+    method = instances or ckpt["config"]["train"].get("instances", "components")
+    return to_instances(foreground_mask(model, image, device, ckpt), image, ckpt, method)
 
 
 def load_model(checkpoint: str | Path, device: torch.device | None = None):

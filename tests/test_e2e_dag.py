@@ -35,7 +35,7 @@ def test_dag_runs_demo_end_to_end(tmp_path):
     card = json.loads((model_dir / "card.json").read_text())
     summary = json.loads((run_dir / "evaluate" / "metrics_summary.json").read_text())
     methods = summary["methods"]
-    assert "unet" in methods and "otsu" in methods
+    assert {"unet", "unet_watershed", "otsu", "watershed"} <= set(methods)
     for values in methods.values():
         assert 0.0 <= values["fg_iou"] <= 1.0 and 0.0 <= values["fg_dice"] <= 1.0
     assert card["metrics"]["test"] == methods and card["dataset_id"] == summary["dataset_id"]

@@ -149,6 +149,14 @@ def test_stratified_splits_are_deterministic_disjoint_and_cover_groups():
     test_groups = {fid.split("-")[0] for fid, s in splits.items() if s == "test"}
     assert len(test_groups) == 4  # four test fields from four different conditions
     assert splits != assign_splits(fields, "stratified", 0.2, 0.2, seed=1)
+    held_out = {fid.split("-")[0] for fid, s in splits.items() if s in ("test", "val")}
+    assert held_out == {"Kontrolle", "15min", "1h", "2h", "24h"}  # every condition is held out
+    # Which condition misses the test split depends on the seed, not on its name.
+    tested = set()
+    for seed in range(10):
+        s = assign_splits(fields, "stratified", 0.2, 0.2, seed=seed)
+        tested |= {fid.split("-")[0] for fid, v in s.items() if v == "test"}
+    assert tested == {"Kontrolle", "15min", "1h", "2h", "24h"}
 
 
 def test_contiguous_splits_take_the_last_frames_of_each_sequence():
