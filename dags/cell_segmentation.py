@@ -62,7 +62,8 @@ def _maybe(kind: str, description: str, **kw) -> Param:
     },
 )
 def cell_segmentation():
-    # Bad data fails at once (AirflowFailException skips retries): retrying cannot fix a file.
+    # Bad data or config fails at once (AirflowFailException skips retries): retrying cannot
+    # fix a file or a setting. Other errors (a lost worker, a full disk) are retried.
     @task
     def ingest(params=None, run_id=None) -> dict:
         from pipeline.tasks import fail_fast, ingest_task
@@ -77,35 +78,48 @@ def cell_segmentation():
 
     @task
     def preprocess(dataset: dict, validation: dict, params=None, run_id=None) -> dict:
-        from pipeline.tasks import preprocess_task
+        from pipeline.tasks import fail_fast, preprocess_task
 
-        return preprocess_task(dict(params), run_id, dataset, validation)
+        return fail_fast(
+            AirflowFailException, preprocess_task, dict(params), run_id, dataset, validation
+        )
 
     @task
     def baseline(prepared: dict, params=None, run_id=None) -> dict:
-        from pipeline.tasks import baseline_task
+        from pipeline.tasks import baseline_task, fail_fast
 
-        return baseline_task(dict(params), run_id, prepared)
+        return fail_fast(AirflowFailException, baseline_task, dict(params), run_id, prepared)
 
     @task(retries=1, execution_timeout=timedelta(hours=6))
     def train(prepared: dict, params=None, run_id=None) -> dict:
-        from pipeline.tasks import train_task
+        from pipeline.tasks import fail_fast, train_task
 
-        return train_task(dict(params), run_id, prepared)
+        return fail_fast(AirflowFailException, train_task, dict(params), run_id, prepared)
 
     @task
     def evaluate(
         prepared: dict, baselines: dict, trained: dict, validation: dict, params=None, run_id=None
     ) -> dict:
-        from pipeline.tasks import evaluate_task
+        from pipeline.tasks import evaluate_task, fail_fast
 
-        return evaluate_task(dict(params), run_id, prepared, baselines, trained, validation)
+        return fail_fast(
+            AirflowFailException,
+            evaluate_task,
+            dict(params),
+            run_id,
+            prepared,
+            baselines,
+            trained,
+            validation,
+        )
 
     @task
     def register(trained: dict, evaluation: dict, params=None, run_id=None) -> dict:
-        from pipeline.tasks import register_task
+        from pipeline.tasks import fail_fast, register_task
 
-        return register_task(dict(params), run_id, trained, evaluation)
+        return fail_fast(
+            AirflowFailException, register_task, dict(params), run_id, trained, evaluation
+        )
 
     dataset = ingest()
     validation = validate(dataset)

@@ -30,7 +30,7 @@ import numpy as np
 from skimage.measure import label as connected_components
 from skimage.segmentation import relabel_sequential
 
-from pipeline.config import BaselineConfig, PipelineConfig
+from pipeline.config import BaselineConfig, ConfigError, PipelineConfig
 from pipeline.io import atomic_path, write_json, write_tif
 from pipeline.preprocess import load_split, safe_name
 from pipeline.watershed import watershed_instances
@@ -110,7 +110,7 @@ def get_method(name: str) -> Callable[[MethodInput], np.ndarray]:
         return METHODS[name]
     except KeyError:
         valid = ", ".join(sorted(METHODS))
-        raise ValueError(f"unknown baseline method {name!r}; valid methods: {valid}") from None
+        raise ConfigError(f"unknown baseline method {name!r}; valid methods: {valid}") from None
 
 
 def segment(name: str, x: MethodInput) -> np.ndarray:

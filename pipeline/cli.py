@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             params = _params(args)
             run_id = args.run_id or datetime.now().strftime("run-%Y%m%d-%H%M%S")
-            tasks.make_config(params)  # validate the config before any work
+            # Fail before any work (the encoder check imports torch: only where training runs).
+            tasks.check_names(tasks.make_config(params), encoder=args.command in ("run", "train"))
             if args.command == "run":
                 stages = list(STAGE_FUNCS)
                 result = {}

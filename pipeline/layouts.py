@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from skimage.measure import label as connected_components
 
+from pipeline.config import ConfigError
 from pipeline.io import DataError, read_tif
 
 log = logging.getLogger(__name__)
@@ -386,6 +387,6 @@ def get_layout(name: str) -> Layout:
     try:
         return LAYOUTS[name]
     except KeyError:
-        raise ValueError(
+        raise ConfigError(
             f"unknown layout {name!r}; valid layouts: {', '.join(sorted(LAYOUTS))}"
         ) from None

@@ -15,7 +15,7 @@ import torch
 from skimage.measure import label as connected_components
 from skimage.morphology import remove_small_objects
 
-from pipeline.config import BaselineConfig
+from pipeline.config import BaselineConfig, ConfigError
 from pipeline.io import DataError, read_tif, write_tif
 from pipeline.layouts import get_layout
 from pipeline.preprocess import normalise
@@ -33,9 +33,27 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_model(encoder: str, in_channels: int, classes: int, encoder_weights: str | None = None):
-    """An smp U-Net; an unknown encoder raises smp's error listing the valid names."""
+    """An smp U-Net; an unknown encoder raises ConfigError listing valid names."""
     import segmentation_models_pytorch as smp
 
+    names = smp.encoders.get_encoder_names()
+    if encoder not in names:
+        common = [
+            n
+            for n in (
+                "resnet18",
+                "resnet34",
+                "resnet50",
+                "efficientnet-b0",
+                "mobilenet_v2",
+                "tu-convnext_tiny",
+            )
+            if n in names
+        ]
+        raise ConfigError(
+            f"train.encoder={encoder!r} is not an smp encoder; e.g. {', '.join(common)} "
+            f"({len(names)} in smp.encoders.get_encoder_names())"
+        )
     try:
         return smp.Unet(
             encoder_name=encoder,
@@ -44,7 +62,7 @@ def build_model(encoder: str, in_channels: int, classes: int, encoder_weights: s
             classes=classes,
         )
     except KeyError as exc:
-        raise ValueError(f"train.encoder={encoder!r}: {exc}") from None
+        raise ConfigError(f"train.encoder={encoder!r}: {exc}") from None
 
 
 @torch.no_grad()

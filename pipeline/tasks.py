@@ -47,6 +47,22 @@ def make_config(params: dict[str, Any] | None) -> PipelineConfig:
     return load_config(path, {**flat, **overrides})
 
 
+def check_names(cfg: PipelineConfig, encoder: bool = True) -> None:
+    """Fail before any work on names the stages would only reject later (layout, baseline
+    methods and, if `encoder`, the smp encoder: that check imports torch), listing the valid
+    choices."""
+    from pipeline.baseline import get_method
+    from pipeline.layouts import get_layout
+
+    get_layout(cfg.data.layout)
+    for name in cfg.baseline.methods:
+        get_method(name)
+    if encoder:
+        from pipeline.predict import build_model
+
+        build_model(cfg.train.encoder, in_channels=1, classes=1)  # no weights: no download
+
+
 def run_dir_for(cfg: PipelineConfig, run_id: str) -> str:
     path = Path(cfg.paths.runs_dir) / re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
     path.mkdir(parents=True, exist_ok=True)
@@ -69,6 +85,7 @@ def ingest_task(params: dict, run_id: str) -> dict:
     from pipeline.ingest import ingest
 
     cfg = make_config(params)
+    check_names(cfg)  # the first task rejects a bad method or encoder name before any work
     return {**ingest(cfg).to_dict(), "run_dir": run_dir_for(cfg, run_id)}
 
 

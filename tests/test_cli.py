@@ -130,3 +130,19 @@ def test_validate_any_dataset_folder(capsys, tmp_path, demo_root):
     assert main(["validate", "--dataset", str(broken), "--out", str(tmp_path / "c2"), *args]) == 2
     err = capsys.readouterr().err
     assert "image_not_blank" in err or "image_not_constant" in err
+
+
+def test_bad_names_fail_before_any_work(capsys, tmp_path):
+    args = ["--set", f"paths.data_dir={tmp_path / 'data'}", "--set", f"paths.runs_dir={tmp_path}"]
+    _one_line_error(
+        capsys,
+        ["run", "--baselines", "otsu,nope", *args],
+        "unknown baseline method 'nope'; valid methods:",
+    )
+    _one_line_error(
+        capsys,
+        ["run", "--encoder", "resnet-9000", *args],
+        "train.encoder='resnet-9000' is not an smp encoder; e.g. resnet18",
+    )
+    _one_line_error(capsys, ["ingest", "--layout", "zarr", *args], "valid layouts: bbbc020")
+    assert not (tmp_path / "data").exists()  # nothing was ingested
