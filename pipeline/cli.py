@@ -120,9 +120,17 @@ def _state(run_dir: str, stage: str) -> Path:
 def _validate_folder(args: argparse.Namespace, params: dict, run_id: str) -> dict:
     from pipeline.validate import validate_dataset
 
+    folder = Path(args.dataset)
+    if not folder.exists():
+        raise ConfigError(f"--dataset {folder} does not exist; pass a dataset folder")
+    if not (folder / "dataset.json").is_file():  # a raw folder: ingest it into a version first
+        from pipeline.ingest import ingest
+
+        params = {**params, "source": str(folder.resolve())}
+        folder = Path(ingest(tasks.make_config(params)).uri)
     cfg = tasks.make_config(params)
     out = args.out or str(Path(tasks.run_dir_for(cfg, run_id)) / "validate")
-    return validate_dataset(args.dataset, cfg, out).summary()
+    return validate_dataset(str(folder), cfg, out).summary()
 
 
 def _evaluate_folder(args: argparse.Namespace, params: dict, run_id: str) -> dict:

@@ -224,7 +224,9 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         return _coerce(key, value, args[0])
     if origin is list:
         (item,) = typing.get_args(annotation)
-        if isinstance(value, str):
+        if isinstance(value, str) and value.strip().startswith("["):
+            value = yaml.safe_load(value)  # a YAML flow list: [a, b]
+        elif isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key}={value!r}: expected a list, e.g. {key}=a,b")

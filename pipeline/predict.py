@@ -141,6 +141,8 @@ def predict_folder(model_uri: str, images: str, out_dir: str) -> list[str]:
     model, ckpt = load_model(model_uri, device)
     n_in = ckpt["arch"]["in_channels"]
     prep = ckpt["config"]["preprocess"]  # normalise exactly as in training
+    if not Path(images).is_dir():
+        raise DataError(f"{images}: folder does not exist; pass --images a folder of .tif files")
     paths = sorted(p for p in Path(images).glob("*") if p.suffix.lower() in (".tif", ".tiff"))
     if not paths:
         raise DataError(f"{images}: no .tif images to segment")
@@ -148,10 +150,12 @@ def predict_folder(model_uri: str, images: str, out_dir: str) -> list[str]:
     for path in paths:
         raw = read_tif(path)
         raw = raw[None] if raw.ndim == 2 else raw
-        if raw.shape[0] != n_in:
+        if raw.ndim == 3 and raw.shape[0] != n_in and raw.shape[-1] == n_in:
+            raw = np.moveaxis(raw, -1, 0)  # (H, W, C) -> (C, H, W)
+        if raw.ndim != 3 or raw.shape[0] != n_in:
             raise DataError(
-                f"{path}: {raw.shape[0]} channel(s), model expects {n_in} "
-                f"({', '.join(ckpt['channels'])}) as (C, H, W)"
+                f"{path}: shape {raw.shape}, model expects {n_in} channel(s) "
+                f"({', '.join(ckpt['channels'])}) as (C, H, W) or (H, W, C)"
             )
         labels = predict_labels(
             model,

@@ -117,6 +117,14 @@ def test_validate_any_dataset_folder(capsys, tmp_path, demo_root):
     assert main(["validate", "--dataset", dataset, "--out", str(out), *args]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["passed"] and (out / "result.json").is_file()
+    # a raw folder in the layout is ingested first, to the same dataset version
+    assert (
+        main(["validate", "--dataset", str(demo_root), "--out", str(tmp_path / "c0"), *args]) == 0
+    )
+    assert json.loads(capsys.readouterr().out)["dataset_id"] == summary["dataset_id"]
+    _one_line_error(
+        capsys, ["validate", "--dataset", str(tmp_path / "nope"), *args], "does not exist"
+    )
     # Blank one image: the same command now fails and lists the failed expectation.
     import numpy as np
     import tifffile

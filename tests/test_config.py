@@ -19,6 +19,10 @@ def test_yaml_then_overrides(tmp_path):
     assert cfg.train.encoder_weights == "imagenet"
     assert cfg.data.target == "nuclei"
     assert cfg.data.channels == ["c1", "c5"]
+    assert load_config(None, {"baseline.methods": "[otsu, watershed]"}).baseline.methods == [
+        "otsu",
+        "watershed",
+    ]
 
 
 def test_none_and_bool_coercion():

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from pipeline.ingest import ingest
+from pipeline.io import DataError
 from pipeline.predict import build_model, load_model, predict_folder, predict_labels
 from pipeline.preprocess import load_split, preprocess
 from pipeline.train import dice_bce_loss, random_batch, train
@@ -51,5 +52,8 @@ def test_train_writes_full_checkpoint_and_predicts(prepared, tiny_cfg, tmp_path)
     images = tmp_path / "new"
     images.mkdir()
     tifffile.imwrite(images / "a.tif", sample.raw)
+    tifffile.imwrite(images / "b.tif", np.moveaxis(sample.raw, 0, -1))  # (H, W, C) works too
     written = predict_folder(result.checkpoint, str(images), str(tmp_path / "out"))
-    assert tifffile.imread(written[0]).shape == sample.raw.shape[1:]
+    assert [tifffile.imread(w).shape for w in written] == [sample.raw.shape[1:]] * 2
+    with pytest.raises(DataError, match="folder does not exist"):
+        predict_folder(result.checkpoint, str(tmp_path / "nope"), str(tmp_path / "out"))
