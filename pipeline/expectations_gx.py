@@ -25,7 +25,7 @@ SITE = "cellseg_validation"
 # Columns named in each failure so a person can find the offending field and file.
 INDEX_COLUMNS = {
     "manifest": ["field_id"],
-    "fields": ["field_id", "image_path", "mask_path"],
+    "fields": ["field_id", "image_path", "mask_path", "raw_files"],
     "objects": ["field_id", "mask_path", "label"],
 }
 _QUIET = ("great_expectations", "tqdm", "py.warnings", "altair", "marshmallow", "posthog")
@@ -156,7 +156,8 @@ def _offending_rows(res: dict, file_column: str | None, column: str) -> list[str
             continue
         where = str(rec.get("field_id", "?"))
         if file_column and rec.get(file_column):
-            where += f" ({rec[file_column]})"
+            raw = [r for r in str(rec.get("raw_files") or "").split(";") if r][:2]
+            where += f" ({rec[file_column]}{'; raw: ' + ', '.join(raw) if raw else ''})"
         if "label" in rec:
             where += f" label {rec['label']}"
         out.append(

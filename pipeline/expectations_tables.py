@@ -224,6 +224,7 @@ def build_tables(
             "split": row["split"],
             "image_path": image_path,
             "mask_path": masks.get(target, ""),
+            "raw_files": str(row.get("sources", "") or ""),  # raw inputs, relative to the source
         }
         rec |= _image_columns(info["image"], row, channels)
         rec |= _mask_columns(info["masks"], target, shape)
