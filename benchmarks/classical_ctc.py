@@ -60,7 +60,7 @@ def run_dataset(name: str, shared: Path, work: Path) -> EvalResult:
     dataset = ingest(cfg)
     validation = validate(dataset.uri, cfg, run_dir).summary()  # bad data stops the benchmark
     prepared = preprocess(dataset.uri, cfg, run_dir)
-    predictions = run_baselines(prepared.uri, cfg, run_dir, prepared.channels, "fluo")
+    predictions = run_baselines(prepared.uri, cfg, run_dir, prepared.channels)
     context = {
         "dataset_id": dataset.dataset_id,
         "run_id": f"classical-{name}",

@@ -31,7 +31,8 @@ from skimage.measure import label as connected_components
 from skimage.segmentation import relabel_sequential
 
 from pipeline.config import BaselineConfig, ConfigError, PipelineConfig
-from pipeline.io import atomic_path, write_json, write_tif
+from pipeline.io import atomic_path, write_json, write_labels
+from pipeline.layouts import method_channel
 from pipeline.preprocess import load_split, safe_name
 from pipeline.watershed import watershed_instances
 
@@ -127,7 +128,7 @@ def segment(name: str, x: MethodInput) -> np.ndarray:
 
 
 def run_baselines(
-    prepared_uri: str, cfg: PipelineConfig, run_dir: str, channels: list[str], target_channel: str
+    prepared_uri: str, cfg: PipelineConfig, run_dir: str, channels: list[str]
 ) -> dict[str, str]:
     """Segment every test field with each configured method.
 
@@ -137,9 +138,7 @@ def run_baselines(
     """
     for name in cfg.baseline.methods:
         get_method(name)  # fail before any work on an unknown name
-    channel = cfg.baseline.channel or target_channel
-    if channel not in channels:
-        raise ValueError(f"baseline.channel={channel!r} not among the prepared channels {channels}")
+    channel = method_channel(cfg.data.layout, cfg.data.target, cfg.baseline.channel, channels)
     samples = load_split(prepared_uri, "test")
     out = {}
     for name in cfg.baseline.methods:
@@ -149,8 +148,7 @@ def run_baselines(
             for s in samples:
                 x = MethodInput(s.raw, channels, channel, cfg.data.target, cfg.baseline)
                 labels = segment(name, x)
-                dtype = np.uint16 if labels.max() <= np.iinfo(np.uint16).max else np.uint32
-                write_tif(tmp / f"{safe_name(s.field_id)}.tif", labels.astype(dtype))
+                write_labels(tmp / f"{safe_name(s.field_id)}.tif", labels)
             write_json(
                 tmp / "method.json",
                 {"method": name, "channel": channel, "params": asdict(cfg.baseline)},

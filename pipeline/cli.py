@@ -16,6 +16,7 @@ import json
 import logging
 import sys
 import time
+import traceback
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -187,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             params = _params(args)
             run_id = args.run_id or datetime.now().strftime("run-%Y%m%d-%H%M%S")
-            # Fail before any work (the encoder check imports torch: only where training runs).
+            # Fail before any work (the encoder check imports torch: only where training runs;
+            # in-process, the ingest task's own check then costs nothing more).
             tasks.check_names(tasks.make_config(params), encoder=args.command in ("run", "train"))
             if args.command == "run":
                 stages = list(STAGE_FUNCS)
@@ -205,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
                 result = _evaluate_folder(args, params, run_id)
             else:
                 result = _run_stage(args.command, params, run_id)
-    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ConfigError, ValueError, FileNotFoundError) as exc:  # bad input: say what to fix
+        if args.verbose:
+            traceback.print_exc()
         lines = str(exc).strip().splitlines() or [type(exc).__name__]
         # A failed data check lists one expectation per line; other errors fit one line.
         sep = "\n" if type(exc).__name__ == "ValidationFailed" else " | "

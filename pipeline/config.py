@@ -190,10 +190,12 @@ class PipelineConfig:
 
 # Allowed values for string settings that select from a fixed set. Registries of methods
 # (layouts, baselines, encoders) are checked by the stage that owns them.
+WATERSHED_THRESHOLDS = ("otsu", "li", "triangle", "yen", "mean")  # scikit-image threshold_*
+BORDER_POLICIES = ("none", "crop", "ignore_border_predictions")
 _CHOICES: dict[str, tuple[str, ...]] = {
     "data.target": ("cells", "nuclei"),
-    "baseline.watershed_threshold": ("otsu", "li", "triangle", "yen", "mean"),
-    "evaluate.border_policy": ("none", "crop", "ignore_border_predictions"),
+    "baseline.watershed_threshold": WATERSHED_THRESHOLDS,
+    "evaluate.border_policy": BORDER_POLICIES,
     "train.device": ("auto", "cpu", "cuda"),
     "train.instances": ("watershed", "components"),
     "tracking.backend": ("wandb", "none"),

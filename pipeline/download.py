@@ -33,7 +33,7 @@ import zipfile
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
-from pipeline.io import DataError, sha256_file, write_json
+from pipeline.io import DataError, publish_dir, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -355,11 +355,7 @@ def extract_all(archives: list[tuple[Path, str]], dest_root: Path) -> Path:
         for path, _ in archives:
             n = safe_extract(path, tmp)
             log.info("extracted %d entries of %s", n, path.name)
-        try:
-            tmp.rename(final)
-        except OSError:
-            if not final.is_dir():
-                raise
+        publish_dir(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final

@@ -27,11 +27,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-from skimage.measure import label as connected_components
 
 from pipeline.config import PipelineConfig
 from pipeline.ingest import load_manifest
-from pipeline.io import DataError, atomic_path, read_tif, write_json, write_tif
+from pipeline.io import (
+    DataError,
+    atomic_path,
+    binary_to_instances,
+    read_tif,
+    write_json,
+    write_labels,
+)
 from pipeline.layouts import get_layout
 from pipeline.metrics import IOU_THRESHOLDS, SUMMARY_METRICS, describe_border_policy, score_image
 from pipeline.plots import (
@@ -41,7 +47,7 @@ from pipeline.plots import (
     per_image_figure,
     png_bytes,
 )
-from pipeline.preprocess import Sample, load_split, normalise, safe_name
+from pipeline.preprocess import Sample, channel_indices, load_split, read_field, safe_name
 from pipeline.report import write_report
 from pipeline.tracking import track
 
@@ -64,11 +70,11 @@ class EvalResult:
         return asdict(self)
 
 
-def predict_unet(checkpoint: str, prepared_uri: str, run_dir: str) -> dict[str, str]:
+def predict_unet(checkpoint: str, samples: list[Sample], run_dir: str) -> dict[str, str]:
     """Run the trained U-Net on the test split, scored two ways so the model is not credited
     with the post-processing: ``unet`` (connected components of its foreground, the model
     alone) and ``unet_watershed`` (the same foreground split with the baseline's markers).
-    Returns {method: predictions folder}."""
+    `samples`: the test fields (normalised images). Returns {method: predictions folder}."""
     from pipeline.predict import foreground_mask, load_model, to_instances
 
     model, ckpt = load_model(checkpoint)
@@ -77,11 +83,11 @@ def predict_unet(checkpoint: str, prepared_uri: str, run_dir: str) -> dict[str, 
     folders = {name: Path(run_dir) / "predictions" / name for name in methods}
     with atomic_path(folders["unet"]) as pure, atomic_path(folders["unet_watershed"]) as split:
         out = {"unet": pure, "unet_watershed": split}
-        for s in load_split(prepared_uri, "test"):
+        for s in samples:
             fg = foreground_mask(model, s.image, device, ckpt)
             for name, how in methods.items():
                 labels = to_instances(fg, s.image, ckpt, how)
-                write_tif(out[name] / f"{safe_name(s.field_id)}.tif", labels.astype(np.uint16))
+                write_labels(out[name] / f"{safe_name(s.field_id)}.tif", labels)
     return {name: str(folder) for name, folder in folders.items()}
 
 
@@ -99,9 +105,7 @@ def read_prediction(folder: Path, field_id: str, shape: tuple[int, ...]) -> np.n
         raise DataError(f"{path}: float values that are not integer labels (dtype {arr.dtype})")
     if arr.min() < 0:
         raise DataError(f"{path}: negative labels (min {arr.min()}); 0 must be background")
-    if len(np.unique(arr)) <= 2 and arr.max() > 0:  # a binary mask: split into components
-        return connected_components(arr > 0).astype(np.int64)
-    return arr.astype(np.int64)
+    return binary_to_instances(arr)  # a binary mask is split into its components
 
 
 def _dataset_samples(root: Path, cfg: PipelineConfig, split: str) -> tuple[list[Sample], dict]:
@@ -112,16 +116,11 @@ def _dataset_samples(root: Path, cfg: PipelineConfig, split: str) -> tuple[list[
             f"{root} holds a {meta['layout']!r} dataset but data.layout is "
             f"{cfg.data.layout!r}; set data.layout={meta['layout']}"
         )
-    channels = [c for c in cfg.data.channels if c in meta["channels"]] or meta["channels"]
-    idx, target, p = [meta["channels"].index(c) for c in channels], cfg.data.target, cfg.preprocess
+    idx, target, p = channel_indices(meta, cfg.data.channels), cfg.data.target, cfg.preprocess
     rows = manifest[(manifest["split"] == split) & (manifest[f"{target}_path"] != "")]
-    samples = []
-    for row in rows.itertuples():
-        raw = read_tif(root / row.image_path)
-        raw = (raw[None] if raw.ndim == 2 else raw)[idx]
-        labels = {target: read_tif(root / getattr(row, f"{target}_path")).astype(np.int32)}
-        image = normalise(raw, p.low_percentile, p.high_percentile)
-        samples.append(Sample(row.field_id, split, image, raw, labels))
+    samples = [
+        read_field(root, row, idx, p.low_percentile, p.high_percentile) for row in rows.itertuples()
+    ]
     return samples, {
         "dataset_id": meta["dataset_id"],
         "split_strategy": meta.get("split_strategy", "?"),
@@ -172,7 +171,7 @@ def score_fields(
     Returns the per-image table and (field_id, PNG) of the side-by-side comparisons.
     """
     e, target = cfg.evaluate, cfg.data.target
-    display = _display_channel(cfg, samples[0].image.shape[0])
+    display = _display_channel(cfg, max(1, samples[0].image.shape[0]))
     rows, figures = [], []
     with atomic_path(out / "overlays") as tmp:
         for i, s in enumerate(samples):
@@ -184,7 +183,8 @@ def score_fields(
                 m: score_image(p, gt, e.border_margin, e.border_policy) for m, p in preds.items()
             }
             rows += [{"method": m, "field_id": s.field_id, **v} for m, v in scores.items()]
-            image = s.image[display]
+            # ground truth without its image (labels-only dataset): draw contours on black
+            image = s.image[display] if len(s.image) else np.zeros(gt.shape, np.float32)
             overlays = {m: overlay_rgb(image, gt, pred) for m, pred in preds.items()}
             for m, rgb in overlays.items():
                 (tmp / m).mkdir(parents=True, exist_ok=True)
@@ -274,9 +274,9 @@ def evaluate(
     `context` (dataset_id, run_id, validation summary, ...) is copied into the summary and report.
     """
     predictions = dict(predictions)
-    if checkpoint:
-        predictions |= predict_unet(checkpoint, prepared_uri, run_dir)
     samples, info = load_reference(prepared_uri, cfg, "test")
+    if checkpoint:
+        predictions |= predict_unet(checkpoint, samples, run_dir)
     meta = {**info, **(context or {})}
     result = _finish(samples, predictions, cfg, Path(run_dir) / "evaluate", meta)
     with track(cfg, run_dir, name=f"evaluate-{Path(run_dir).name}", job_type="evaluate") as t:

@@ -34,13 +34,12 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import PipelineConfig
-from pipeline.io import DataError, sha256_array, write_json, write_tif
+from pipeline.io import DataError, publish_dir, sha256_array, write_json, write_tif
 from pipeline.layouts import OVERLAP_RULE, Field, ParseResult, get_layout
 from pipeline.sources import resolve_source
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 UNLABELLED = "unlabelled"
 MANIFEST_VERSION = 2  # part of the dataset id: a new manifest format never reuses an old folder
 LABEL_KEYS = ("cells", "nuclei")
@@ -270,11 +269,7 @@ def ingest(cfg: PipelineConfig) -> DatasetRef:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{owner}.", dir=final.parent))
     try:
         _write_version(tmp, parsed, rows, meta)
-        try:
-            tmp.rename(final)
-        except OSError:  # a concurrent run wrote the same content-addressed version first
-            if not (final / "dataset.json").is_file():
-                raise
+        publish_dir(tmp, final)  # a concurrent run may have written the same version first
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DataError(

@@ -47,7 +47,8 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from skimage.segmentation import clear_border
 
-BORDER_POLICIES = ("none", "crop", "ignore_border_predictions")
+from pipeline.config import BORDER_POLICIES
+
 IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # 0.50, 0.55, ..., 0.95
 MATCH_THRESHOLD = 0.5  # precision / recall / F1
 # Per-method summary metrics (means over images): name -> (best, definition); best is "max"

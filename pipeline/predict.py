@@ -16,8 +16,8 @@ from skimage.measure import label as connected_components
 from skimage.morphology import remove_small_objects
 
 from pipeline.config import BaselineConfig, ConfigError
-from pipeline.io import DataError, read_tif, write_tif
-from pipeline.layouts import get_layout
+from pipeline.io import DataError, read_tif, write_labels
+from pipeline.layouts import method_channel
 from pipeline.preprocess import normalise
 from pipeline.watershed import split_foreground
 
@@ -28,7 +28,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but no CUDA GPU is visible; use train.device=auto")
+        raise ConfigError("train.device=cuda but no CUDA GPU is visible; use train.device=auto")
     return torch.device(name)
 
 
@@ -104,8 +104,7 @@ def to_instances(fg: np.ndarray, image: np.ndarray, ckpt: dict, method: str) -> 
     cfg = ckpt["config"]
     baseline = BaselineConfig(**cfg["baseline"])
     channels = ckpt["channels"]
-    channel = baseline.channel or get_layout(cfg["data"]["layout"]).target_channel[ckpt["target"]]
-    channel = channel if channel in channels else channels[0]
+    channel = method_channel(cfg["data"]["layout"], ckpt["target"], baseline.channel, channels)
     return split_foreground(fg, image, channels, channel, ckpt["target"], baseline)
 
 
@@ -135,7 +134,8 @@ def load_model(checkpoint: str | Path, device: torch.device | None = None):
 def predict_folder(model_uri: str, images: str, out_dir: str) -> list[str]:
     """Segment every ``*.tif`` in `images` (each (H, W) or (C, H, W), C = model channels).
 
-    Writes ``<out_dir>/<stem>_labels.tif`` (uint16 instance labels) and returns their paths.
+    Writes ``<out_dir>/<stem>_labels.tif`` (uint16 instance labels, uint32 past 65535 objects)
+    and returns their paths.
     """
     device = resolve_device("auto")
     model, ckpt = load_model(model_uri, device)
@@ -163,8 +163,6 @@ def predict_folder(model_uri: str, images: str, out_dir: str) -> list[str]:
             device,
             ckpt,
         )
-        written.append(
-            str(write_tif(Path(out_dir) / f"{path.stem}_labels.tif", labels.astype(np.uint16)))
-        )
+        written.append(str(write_labels(Path(out_dir) / f"{path.stem}_labels.tif", labels)))
         log.info("%s: %d objects", path.name, labels.max())
     return written

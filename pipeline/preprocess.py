@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 
 from pipeline.config import PipelineConfig
 from pipeline.ingest import load_manifest
-from pipeline.io import DataError, atomic_path, read_tif, write_json
+from pipeline.io import DataError, atomic_path, read_tif, safe_name, write_json
 
 log = logging.getLogger(__name__)
 
@@ -60,21 +59,42 @@ def normalise(image: np.ndarray, low: float, high: float) -> np.ndarray:
     return out
 
 
-def safe_name(field_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", field_id)
-
-
-def preprocess(dataset_uri: str, cfg: PipelineConfig, run_dir: str) -> PreparedRef:
-    """Normalise every field of the dataset version and write it, by split, into `run_dir`."""
-    manifest, meta = load_manifest(dataset_uri)
-    channels = cfg.data.channels or meta["channels"]
+def channel_indices(meta: dict, channels: list[str]) -> list[int]:
+    """Indices of `channels` (empty = all) in a dataset version's channels; unknown ones raise."""
+    channels = channels or meta["channels"]
     unknown = [c for c in channels if c not in meta["channels"]]
     if unknown:
         raise DataError(
             f"data.channels {unknown} not in dataset {meta['dataset_id']} "
             f"(channels: {', '.join(meta['channels'])}); fix data.channels"
         )
-    idx = [meta["channels"].index(c) for c in channels]
+    return [meta["channels"].index(c) for c in channels]
+
+
+def read_field(root: Path, row, idx: list[int], low: float, high: float) -> Sample:
+    """One manifest row of a dataset version as a Sample (see the module docstring for arrays).
+
+    A field without an image (ground truth only) gets (0, H, W) `image` and `raw` arrays.
+    """
+    labels = {
+        key: read_tif(root / getattr(row, f"{key}_path")).astype(np.int32)
+        for key in ("cells", "nuclei")
+        if getattr(row, f"{key}_path")
+    }
+    if row.image_path and row.n_channels:
+        raw = read_tif(root / row.image_path)
+        raw = (raw[None] if raw.ndim == 2 else raw)[idx]
+        image = normalise(raw, low, high)
+    else:
+        raw = image = np.zeros((0, int(row.height), int(row.width)), np.float32)
+    return Sample(row.field_id, row.split, image, raw, labels)
+
+
+def preprocess(dataset_uri: str, cfg: PipelineConfig, run_dir: str) -> PreparedRef:
+    """Normalise every field of the dataset version and write it, by split, into `run_dir`."""
+    manifest, meta = load_manifest(dataset_uri)
+    idx = channel_indices(meta, cfg.data.channels)
+    channels = [meta["channels"][i] for i in idx]
     if not manifest["image_path"].astype(str).str.len().gt(0).any():
         raise DataError(
             f"dataset {meta['dataset_id']} holds labels only (no images), so it cannot train; "
@@ -97,15 +117,8 @@ def preprocess(dataset_uri: str, cfg: PipelineConfig, run_dir: str) -> PreparedR
             if not row.image_path or row.n_channels == 0:
                 log.warning("field %s has no image; skipped", row.field_id)
                 continue
-            raw = read_tif(root / row.image_path)
-            if raw.ndim == 2:
-                raw = raw[None]
-            raw = raw[idx]
-            arrays = {"image": normalise(raw, p.low_percentile, p.high_percentile), "raw": raw}
-            for key in ("cells", "nuclei"):
-                path = getattr(row, f"{key}_path")
-                if path:
-                    arrays[key] = read_tif(root / path).astype(np.int32)
+            sample = read_field(root, row, idx, p.low_percentile, p.high_percentile)
+            arrays = {"image": sample.image, "raw": sample.raw, **sample.labels}
             rel = f"{row.split}/{safe_name(row.field_id)}.npz"
             (tmp / row.split).mkdir(parents=True, exist_ok=True)
             np.savez_compressed(tmp / rel, **arrays)

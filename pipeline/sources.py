@@ -39,7 +39,7 @@ from pipeline.download import (
     parse_sums,
     part_path,
 )
-from pipeline.io import DataError, sha256_file
+from pipeline.io import DataError, publish_dir, sha256_file
 from pipeline.layouts import Layout, get_layout
 
 log = logging.getLogger(__name__)
@@ -240,7 +240,7 @@ def s3_mirror(client, bucket: str, prefix: str, objects: list[dict], dest_root: 
             if rel is not None:
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                 _s3_get(client, bucket, key, tmp / rel)
-        tmp.rename(final)
+        publish_dir(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final

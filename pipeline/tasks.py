@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import PipelineConfig, load_config
+from pipeline.config import ConfigError, PipelineConfig, load_config
+from pipeline.io import DataError, safe_name
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def check_names(cfg: PipelineConfig, encoder: bool = True) -> None:
 
 
 def run_dir_for(cfg: PipelineConfig, run_id: str) -> str:
-    path = Path(cfg.paths.runs_dir) / re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
+    path = Path(cfg.paths.runs_dir) / safe_name(run_id)
     path.mkdir(parents=True, exist_ok=True)
     return str(path)
 
@@ -72,9 +72,6 @@ def run_dir_for(cfg: PipelineConfig, run_id: str) -> str:
 def fail_fast(error_type: type[Exception], func: Callable[..., dict], *args: Any) -> dict:
     """Call `func`; re-raise bad-data and bad-config errors as `error_type` (e.g. an
     orchestrator's no-retry exception), keeping the message that names the file and the fix."""
-    from pipeline.config import ConfigError
-    from pipeline.io import DataError
-
     try:
         return func(*args)
     except (DataError, ConfigError) as exc:
@@ -100,20 +97,16 @@ def preprocess_task(params: dict, run_id: str, dataset: dict, validation: dict) 
     from pipeline.preprocess import preprocess
 
     if not validation.get("passed"):
-        raise RuntimeError(f"dataset {dataset['dataset_id']} did not pass validation")
+        raise DataError(f"dataset {dataset['dataset_id']} did not pass validation")
     cfg = make_config(params)
     return preprocess(dataset["uri"], cfg, run_dir_for(cfg, run_id)).to_dict()
 
 
 def baseline_task(params: dict, run_id: str, prepared: dict) -> dict:
     from pipeline.baseline import run_baselines
-    from pipeline.layouts import get_layout
 
     cfg = make_config(params)
-    channel = get_layout(cfg.data.layout).target_channel[cfg.data.target]
-    return run_baselines(
-        prepared["uri"], cfg, run_dir_for(cfg, run_id), prepared["channels"], channel
-    )
+    return run_baselines(prepared["uri"], cfg, run_dir_for(cfg, run_id), prepared["channels"])
 
 
 def train_task(params: dict, run_id: str, prepared: dict) -> dict:
@@ -168,22 +161,3 @@ def register_task(params: dict, run_id: str, trained: dict, evaluation: dict) ->
     }
     write_json(Path(run_dir_for(cfg, run_id)) / "registered.json", out)
     return out
-
-
-def run_all(params: dict, run_id: str, on_stage: Callable[[str], None] | None = None) -> dict:
-    """The whole pipeline in-process, in DAG order (what the Airflow DAG runs, without Airflow)."""
-    note = on_stage or (lambda name: None)
-    note("ingest")
-    dataset = ingest_task(params, run_id)
-    note("validate")
-    validation = validate_task(params, run_id, dataset)
-    note("preprocess")
-    prepared = preprocess_task(params, run_id, dataset, validation)
-    note("baseline")
-    baselines = baseline_task(params, run_id, prepared)
-    note("train")
-    trained = train_task(params, run_id, prepared)
-    note("evaluate")
-    evaluation = evaluate_task(params, run_id, prepared, baselines, trained, validation)
-    note("register")
-    return register_task(params, run_id, trained, evaluation)

@@ -27,10 +27,10 @@ from skimage import filters
 from skimage.feature import peak_local_max
 from skimage.segmentation import watershed
 
-from pipeline.config import BaselineConfig
+from pipeline.config import WATERSHED_THRESHOLDS, BaselineConfig
 from pipeline.preprocess import normalise
 
-THRESHOLDS = ("otsu", "li", "triangle", "yen", "mean")
+THRESHOLDS = WATERSHED_THRESHOLDS
 
 
 def _smooth(channel: np.ndarray, sigma: float) -> np.ndarray:
@@ -89,7 +89,7 @@ def watershed_instances(
     fg = clean(
         _foreground(img, cfg.watershed_threshold), cfg.watershed_max_hole_size, cfg.min_object_size
     )
-    return split_foreground(fg, raw, channels, channel, target, cfg)
+    return split_foreground(fg, raw, channels, channel, target, cfg, smoothed=img)
 
 
 def split_foreground(
@@ -99,14 +99,20 @@ def split_foreground(
     channel: str,
     target: str,
     cfg: BaselineConfig,
+    smoothed: np.ndarray | None = None,
 ) -> np.ndarray:
     """Steps 4-5 on a given (H, W) bool foreground (from a threshold or a U-Net): markers, then
-    the watershed. `raw` (C, H, W) may be raw or normalised intensities. Returns int32 labels."""
+    the watershed. `raw` (C, H, W) may be raw or normalised intensities; `smoothed` is step 1's
+    result for `channel` when the caller has it. Returns (H, W) int32 labels."""
     if fg.shape != raw.shape[1:]:
         raise ValueError(f"foreground shape {fg.shape} != image shape {raw.shape[1:]}")
-    img = _smooth(raw[channels.index(channel)], cfg.watershed_sigma)
     marker_ch = cfg.watershed_marker_channel
     if target == "cells" and marker_ch and marker_ch in channels and marker_ch != channel:
+        img = (
+            smoothed
+            if smoothed is not None
+            else _smooth(raw[channels.index(channel)], cfg.watershed_sigma)
+        )
         nuc_img = _smooth(raw[channels.index(marker_ch)], cfg.watershed_sigma)
         nuclei = drop_small(
             _foreground(nuc_img, cfg.watershed_threshold), cfg.watershed_min_marker_size

@@ -22,11 +22,10 @@ fi
 grep -q "state=success" "$log" || { echo "[demo] DAG run did not succeed; see $log" >&2; exit 1; }
 run_id=$(grep -oE "run_id=manual__[^,]+" "$log" | tail -1 | cut -d= -f2)
 python - "$run_id" "$(( $(date +%s) - start ))" <<'PY'
-import json, re, sys
-from pipeline.config import load_config
+import json, sys
+from pipeline.tasks import make_config, run_dir_for
 run_id, seconds = sys.argv[1], sys.argv[2]
-cfg = load_config()
-run_dir = f"{cfg.paths.runs_dir}/{re.sub(r'[^A-Za-z0-9._-]+', '_', run_id)}"
+run_dir = run_dir_for(make_config({}), run_id)
 reg = json.load(open(f"{run_dir}/registered.json"))
 summary = json.load(open(reg["metrics"]))["methods"]
 print(f"\nDAG run {run_id} succeeded in {seconds}s")

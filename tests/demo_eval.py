@@ -27,7 +27,7 @@ def evaluate_demo(
     """Ingest, preprocess, run `cfg.baseline.methods` and evaluate, all under `run_dir`."""
     dataset = ingest(cfg)
     prepared = preprocess(dataset.uri, cfg, str(run_dir))
-    predictions = run_baselines(prepared.uri, cfg, str(run_dir), prepared.channels, "c1")
+    predictions = run_baselines(prepared.uri, cfg, str(run_dir), prepared.channels)
     context = {
         "dataset_id": dataset.dataset_id,
         "run_id": "test-run",

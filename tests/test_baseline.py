@@ -154,7 +154,7 @@ def test_run_baselines_writes_every_default_method(tmp_path, tiny_cfg):
     dataset = ingest(tiny_cfg)
     prepared = preprocess(dataset.uri, tiny_cfg, str(tmp_path / "run"))
     start = time.perf_counter()
-    out = run_baselines(prepared.uri, tiny_cfg, str(tmp_path / "run"), prepared.channels, "c1")
+    out = run_baselines(prepared.uri, tiny_cfg, str(tmp_path / "run"), prepared.channels)
     assert time.perf_counter() - start < 10
     assert list(out) == tiny_cfg.baseline.methods
     n_test = prepared.counts["test"]

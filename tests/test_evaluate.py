@@ -161,3 +161,38 @@ def test_crop_policy_is_stated_and_checked(demo, tmp_path):
         make_cfg(tmp_path, **{"evaluate.border_policy": "none", "evaluate.border_margin": 20})
     with pytest.raises(ConfigError, match="evaluate.border_policy='edge' is not valid"):
         make_cfg(tmp_path, **{"evaluate.border_policy": "edge"})
+
+
+def test_labels_only_dataset_scores_predictions(shared_data, tmp_path):
+    """The real BBBC020 nuclei archive alone (no images) can score a folder of predictions."""
+    import zipfile
+
+    import pandas as pd
+    import tifffile
+
+    from pipeline.evaluate import evaluate_folder
+    from pipeline.ingest import ingest
+    from pipeline.preprocess import safe_name
+
+    from .conftest import make_cfg
+
+    with zipfile.ZipFile(shared_data / "bbbc020" / "BBBC020_v1_outlines_nuclei.zip") as zf:
+        zf.extractall(tmp_path / "raw")
+    cfg = make_cfg(
+        tmp_path,
+        **{
+            "data.source": str(tmp_path / "raw"),
+            "data.target": "nuclei",
+            "evaluate.report_overlays": 1,
+        },
+    )
+    uri = ingest(cfg).uri
+    manifest = pd.read_csv(f"{uri}/manifest.csv", keep_default_na=False)
+    preds = tmp_path / "perfect"
+    preds.mkdir()
+    for row in manifest[manifest["split"] == "test"].itertuples():
+        tifffile.imwrite(
+            preds / f"{safe_name(row.field_id)}.tif", tifffile.imread(f"{uri}/{row.nuclei_path}")
+        )
+    result = evaluate_folder(str(preds), uri, cfg, str(tmp_path / "scores"))
+    assert result.summary["perfect"]["f1"] == 1.0 and result.summary["perfect"]["aji"] == 1.0

@@ -40,6 +40,7 @@ __all__ = [
     "Layout",
     "ParseResult",
     "get_layout",
+    "method_channel",
     "merge_objects",
     "overlap_stats",
     "parse_bbbc020",
@@ -87,3 +88,16 @@ def get_layout(name: str) -> Layout:
         raise ConfigError(
             f"unknown layout {name!r}; valid layouts: {', '.join(sorted(LAYOUTS))}"
         ) from None
+
+
+def method_channel(layout: str, target: str, override: str | None, channels: list[str]) -> str:
+    """The channel a single-channel method (or the watershed) reads: `override`
+    (``baseline.channel``) if set, else the layout's channel for `target`; it must be one of the
+    prepared `channels`."""
+    name = override or get_layout(layout).target_channel.get(target, "")
+    if name not in channels:
+        raise ConfigError(
+            f"baseline.channel={name!r} is not among the prepared channels {channels}; "
+            f"set baseline.channel to one of them"
+        )
+    return name

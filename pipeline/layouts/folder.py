@@ -5,25 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from skimage.measure import label as connected_components
 
-from pipeline.io import DataError, read_tif
+from pipeline.io import DataError, binary_to_instances, read_tif
 from pipeline.layouts.base import Field, ParseResult
 
 
 def _to_labels(lab: np.ndarray, path: Path) -> np.ndarray:
-    """A mask image -> (H, W) uint16 instance labels: binary masks (two values, e.g. 0/255) are
-    split into 8-connected components; instance masks (3+ values) are kept as they are."""
+    """A mask image -> (H, W) uint16 instance labels: binary masks (0 and one value, e.g. 0/255)
+    are split into 8-connected components; instance masks are kept as they are."""
     if lab.ndim != 2:
         raise DataError(f"{path}: expected a 2-D mask, got shape {lab.shape}")
-    values = np.unique(lab)
-    if len(values) <= 2:
-        return connected_components(
-            lab > values.min() if len(values) == 2 else lab > 0, connectivity=2
-        ).astype(np.uint16)
-    if values.min() < 0 or values.max() >= 2**16:
-        raise DataError(f"{path}: labels {values.min()}..{values.max()} do not fit uint16")
-    return lab.astype(np.uint16)
+    if lab.min() < 0 or lab.max() >= 2**16:
+        raise DataError(f"{path}: labels {lab.min()}..{lab.max()} do not fit uint16")
+    labels = binary_to_instances(lab)
+    if labels.max() >= 2**16:
+        raise DataError(f"{path}: {labels.max()} objects do not fit uint16 labels")
+    return labels.astype(np.uint16)
 
 
 def parse_folder(root: Path) -> ParseResult:
