@@ -15,7 +15,6 @@ are only ever read, never modified.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import http.client
 import json
@@ -33,7 +32,7 @@ import zipfile
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
-from pipeline.io import DataError, publish_dir, sha256_file, write_json
+from pipeline.io import DataError, disk_full_is_data_error, publish_dir, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +125,9 @@ def _fetch_once(url: str, part: Path, timeout: float) -> None:
         else:
             mode, have = "wb", 0
         progress = _Progress(part.name.removesuffix(".part"), total, have)
+        full = f"{part}: disk full while downloading {url}; free space and re-run (it resumes)"
         try:
-            with open(part, mode) as fh:
+            with disk_full_is_data_error(full), open(part, mode) as fh:
                 while True:
                     try:
                         chunk = resp.read(_CHUNK)
@@ -138,13 +138,6 @@ def _fetch_once(url: str, part: Path, timeout: float) -> None:
                     fh.write(chunk)
                     have += len(chunk)
                     progress.update(len(chunk))
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise DataError(
-                    f"{part}: disk full while downloading {url}; free space and "
-                    "re-run (the download resumes)"
-                ) from exc
-            raise
         finally:
             progress.close()
     if total is not None and have != total:
@@ -168,6 +161,22 @@ def cached(url: str, cache: Path, expected: frozenset[str]) -> Path | None:
     return None
 
 
+def cached_or_require_sum(
+    url: str, cache: Path, expected: frozenset[str], where: str
+) -> Path | None:
+    """The cached copy of `url`, else None when a sum is known to check a fresh download
+    against; with no known sum, raise (never fetch unchecked). `where`: where sums may live."""
+    if (hit := cached(url, cache, expected)) is not None:
+        return hit
+    if not expected:
+        name = url.rstrip("/").rsplit("/", 1)[-1]
+        raise DataError(
+            f"{url}: no expected sha256 for {name}; put a {SUMS_FILE} {where} or set "
+            f"data.sha256={name}=<64 hex>"
+        )
+    return None
+
+
 def download(
     url: str,
     cache: Path,
@@ -187,14 +196,9 @@ def download(
             f"retries={retries}, backoff_s={backoff_s}, timeout_s={timeout_s}: "
             "need retries >= 0, backoff_s >= 0, timeout_s > 0"
         )
-    name = url.rstrip("/").rsplit("/", 1)[-1]
-    if (hit := cached(url, cache, expected)) is not None:
+    if hit := cached_or_require_sum(url, cache, expected, "file next to the archives"):
         return hit
-    if not expected:
-        raise DataError(
-            f"{url}: no expected sha256 for {name}; publish a {SUMS_FILE} file next "
-            f"to the archives or set data.sha256={name}=<64 hex>"
-        )
+    name = url.rstrip("/").rsplit("/", 1)[-1]
     part = part_path(url, cache)
     for attempt in range(retries + 1):
         try:

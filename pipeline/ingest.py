@@ -17,7 +17,6 @@ touches an older one; a re-run starts clean.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
@@ -34,7 +33,14 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import PipelineConfig
-from pipeline.io import DataError, publish_dir, sha256_array, write_json, write_tif
+from pipeline.io import (
+    DataError,
+    disk_full_is_data_error,
+    publish_dir,
+    sha256_array,
+    write_json,
+    write_tif,
+)
 from pipeline.layouts import OVERLAP_RULE, Field, ParseResult, get_layout
 from pipeline.sources import resolve_source
 
@@ -267,16 +273,14 @@ def ingest(cfg: PipelineConfig) -> DatasetRef:
     _remove_stale_temps(final.parent)
     owner = f"{socket.gethostname()}-{os.getpid()}"  # lets a later run clean up after a kill
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{owner}.", dir=final.parent))
+    full = (
+        f"{final.parent}: disk full while writing dataset {digest}; free space and re-run "
+        "(earlier versions are intact)"
+    )
     try:
-        _write_version(tmp, parsed, rows, meta)
-        publish_dir(tmp, final)  # a concurrent run may have written the same version first
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DataError(
-                f"{final.parent}: disk full while writing dataset {digest}; free "
-                "space and re-run (earlier versions are intact)"
-            ) from exc
-        raise
+        with disk_full_is_data_error(full):
+            _write_version(tmp, parsed, rows, meta)
+            publish_dir(tmp, final)  # a concurrent run may have written the same version first
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info(

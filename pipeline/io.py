@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import hashlib
 import json
@@ -54,6 +55,17 @@ def _restore_previous(final: Path) -> None:
     for previous in sorted(final.parent.glob(f".{glob.escape(final.name)}.*.tmp/previous")):
         previous.rename(final)
         return
+
+
+@contextlib.contextmanager
+def disk_full_is_data_error(message: str) -> Iterator[None]:
+    """Turn "no space left" (ENOSPC, EDQUOT) inside the block into DataError(`message`)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DataError(message) from exc
+        raise
 
 
 def publish_dir(tmp: Path, final: Path) -> None:

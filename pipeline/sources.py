@@ -30,6 +30,7 @@ from pipeline.demo import DemoSpec, generate_demo
 from pipeline.download import (
     SUMS_FILE,
     cached,
+    cached_or_require_sum,
     commit_download,
     download,
     entry_target,
@@ -203,13 +204,8 @@ def s3_list(uri: str, endpoint_url: str | None) -> tuple[object, str, str, list[
 def s3_download(client, bucket: str, key: str, cache: Path, expected: frozenset[str]) -> Path:
     """Fetch one archive object into the download cache, verified like an HTTP download."""
     url = f"s3://{bucket}/{key}"
-    if (hit := cached(url, cache, expected)) is not None:
+    if hit := cached_or_require_sum(url, cache, expected, "object next to it"):
         return hit
-    if not expected:
-        raise DataError(
-            f"{url}: no expected sha256; put a {SUMS_FILE} object next to it or set "
-            f"data.sha256={key.rsplit('/', 1)[-1]}=<64 hex>"
-        )
     part = part_path(url, cache)
     _s3_get(client, bucket, key, part)
     return commit_download(part, url, cache, expected)
