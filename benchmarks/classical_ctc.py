@@ -21,11 +21,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.baseline import run_baselines
 from pipeline.config import PipelineConfig, load_config
-from pipeline.evaluate import EvalResult, evaluate
-from pipeline.ingest import ingest
-from pipeline.preprocess import preprocess
+from pipeline.evaluate.scoring import EvalResult
+from pipeline.evaluate.stage import evaluate
+from pipeline.ingest.dataset import ingest
+from pipeline.preprocess.prepare import preprocess
+from pipeline.rundir import RunDir
+from pipeline.segment.baseline import run_baselines
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CELLSEG_SHARED", REPO.parent / "shared")) / "data"
@@ -53,20 +55,20 @@ def ctc_config(name: str, shared: Path, work: Path) -> PipelineConfig:
 
 def run_dataset(name: str, shared: Path, work: Path) -> EvalResult:
     """Ingest, validate, preprocess, run the classical methods and evaluate one CTC dataset."""
-    from pipeline.validate import validate
+    from pipeline.validate.run import validate
 
     cfg = ctc_config(name, shared, work)
-    run_dir = str(Path(cfg.paths.runs_dir) / f"classical-{name}")
+    run = RunDir.create(cfg.paths.runs_dir, f"classical-{name}")
     dataset = ingest(cfg)
-    validation = validate(dataset.uri, cfg, run_dir).summary()  # bad data stops the benchmark
-    prepared = preprocess(dataset.uri, cfg, run_dir)
-    predictions = run_baselines(prepared.uri, cfg, run_dir, prepared.channels)
+    validation = validate(dataset.uri, cfg, run.validate).summary()  # bad data stops it
+    prepared = preprocess(dataset.uri, cfg, run.preprocess)
+    predictions = run_baselines(prepared.uri, cfg, run, prepared.channels)
     context = {
         "dataset_id": dataset.dataset_id,
         "run_id": f"classical-{name}",
         "validation": validation,
     }
-    return evaluate(prepared.uri, predictions, cfg, run_dir, context=context)
+    return evaluate(prepared.uri, predictions, cfg, run, context=context)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,8 +15,9 @@ import time
 import numpy as np
 import torch
 
-from pipeline.predict import build_model, predict_foreground, resolve_device
-from pipeline.train import dice_bce_loss
+from pipeline.segment.inference import predict_foreground
+from pipeline.segment.network import build_model, resolve_device
+from pipeline.train.loop import dice_bce_loss
 
 
 def main() -> None:

@@ -1,12 +1,12 @@
 """`cellseg` command line: one subcommand per stage, and `run` for the whole pipeline.
 
-Stages run one at a time share a run id: each writes its output to
-``<runs_dir>/<run_id>/state/<stage>.json`` and the next stage reads it, so
+Stages run one at a time share a run id: each records its output in the run folder and the
+next stage reads it, so
 
     cellseg ingest --run-id r1 && cellseg validate --run-id r1 && ...
 
 is the same as ``cellseg run --run-id r1``. Bad input exits with status 2 and one line saying
-what is wrong and how to fix it.
+what is wrong and how to fix it (``-v`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -21,27 +21,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline import tasks
+from pipeline import stages
 from pipeline.config import ConfigError, parse_set_flags
-
-STAGE_INPUTS: dict[str, list[str]] = {
-    "ingest": [],
-    "validate": ["ingest"],
-    "preprocess": ["ingest", "validate"],
-    "baseline": ["preprocess"],
-    "train": ["preprocess"],
-    "evaluate": ["preprocess", "baseline", "train", "validate"],
-    "register": ["train", "evaluate"],
-}
-STAGE_FUNCS = {
-    "ingest": tasks.ingest_task,
-    "validate": tasks.validate_task,
-    "preprocess": tasks.preprocess_task,
-    "baseline": tasks.baseline_task,
-    "train": tasks.train_task,
-    "evaluate": tasks.evaluate_task,
-    "register": tasks.register_task,
-}
+from pipeline.config.params import PARAMS, config_from_params
+from pipeline.rundir import RunDir
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,9 +42,11 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="override one config value, e.g. --set train.epochs=3 (repeatable)",
     )
     p.add_argument("--run-id", help="run folder name (default: a timestamp)")
-    for flag, key in tasks.PARAM_KEYS.items():
-        p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, help=f"sets {key}")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    for param in PARAMS:
+        p.add_argument(
+            f"--{param.name.replace('_', '-')}", dest=param.name, help=f"{param.help} [{param.key}]"
+        )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,15 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command",
         required=True,
         parser_class=_Parser,
-        metavar="{" + ",".join([*STAGE_FUNCS, "predict", "run"]) + "}",
+        metavar="{" + ",".join([*stages.STAGE_NAMES, "predict", "run"]) + "}",
     )
     stage_parsers = {}
-    for name in STAGE_FUNCS:
-        stage_parsers[name] = sub.add_parser(name, help=f"run the {name} stage")
-        _common(stage_parsers[name])
+    for stage in stages.STAGES:
+        stage_parsers[stage.name] = sub.add_parser(stage.name, help=stage.doc)
+        _common(stage_parsers[stage.name])
     stage_parsers["validate"].add_argument(
         "--dataset",
-        help="validate this dataset-version folder (data/datasets/<layout>-<id>) "
+        help="validate this dataset version (data/datasets/<layout>-<id>) or raw folder "
         "instead of the run's ingest output",
     )
     stage_parsers["validate"].add_argument("--out", help="folder for result.json and data_docs/")
@@ -108,68 +93,76 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
-    params: dict[str, Any] = {k: getattr(args, k) for k in tasks.PARAM_KEYS if getattr(args, k)}
+    params: dict[str, Any] = {p.name: getattr(args, p.name) for p in PARAMS}
     params["config_file"] = args.config
     params["overrides"] = parse_set_flags(args.set)
     return params
 
 
-def _state(run_dir: str, stage: str) -> Path:
-    return Path(run_dir) / "state" / f"{stage}.json"
-
-
 def _validate_folder(args: argparse.Namespace, params: dict, run_id: str) -> dict:
-    from pipeline.validate import validate_dataset
+    from pipeline.ingest.manifest import is_version
+    from pipeline.validate.run import validate
 
     folder = Path(args.dataset)
     if not folder.exists():
         raise ConfigError(f"--dataset {folder} does not exist; pass a dataset folder")
-    if not (folder / "dataset.json").is_file():  # a raw folder: ingest it into a version first
-        from pipeline.ingest import ingest
+    if not is_version(folder):  # a raw folder: ingest it into a version first
+        from pipeline.ingest.dataset import ingest
 
         params = {**params, "source": str(folder.resolve())}
-        folder = Path(ingest(tasks.make_config(params)).uri)
-    cfg = tasks.make_config(params)
-    out = args.out or str(Path(tasks.run_dir_for(cfg, run_id)) / "validate")
-    return validate_dataset(str(folder), cfg, out).summary()
+        folder = Path(ingest(config_from_params(params)).uri)
+    cfg = config_from_params(params)
+    out = args.out or RunDir.create(cfg.paths.runs_dir, run_id).validate
+    return validate(str(folder), cfg, out).summary()
 
 
 def _evaluate_folder(args: argparse.Namespace, params: dict, run_id: str) -> dict:
-    from pipeline.evaluate import evaluate_folder
+    from pipeline.evaluate.stage import evaluate_folder
 
     if not args.dataset:
         raise ConfigError("--predictions needs --dataset (a dataset version or run folder)")
-    cfg = tasks.make_config(params)
-    out = args.out or str(Path(tasks.run_dir_for(cfg, run_id)) / "evaluate")
+    cfg = config_from_params(params)
+    out = args.out or RunDir.create(cfg.paths.runs_dir, run_id).evaluate
     return evaluate_folder(args.predictions, args.dataset, cfg, out).to_dict()
 
 
-def _run_stage(name: str, params: dict, run_id: str) -> dict:
-    from pipeline.io import write_json
-
-    run_dir = tasks.run_dir_for(tasks.make_config(params), run_id)
-    inputs = []
-    for upstream in STAGE_INPUTS[name]:
-        path = _state(run_dir, upstream)
-        if not path.is_file():
-            raise ConfigError(
-                f"stage {name} needs the output of '{upstream}' for run {run_id}; "
-                f"run `cellseg {upstream} --run-id {run_id}` first"
-            )
-        inputs.append(json.loads(path.read_text()))
-    result = STAGE_FUNCS[name](params, run_id, *inputs)
-    write_json(_state(run_dir, name), result)
-    return result
-
-
 def _predict(args: argparse.Namespace) -> dict:
-    from pipeline.predict import predict_folder
-    from pipeline.registry import fetch_model
+    from pipeline.registry.versions import fetch_model
+    from pipeline.segment.inference import predict_folder
 
     model = args.model
     if model.startswith("s3://"):
         model = str(fetch_model(model, str(Path(args.out) / ".model"), args.s3_endpoint_url))
     return {"written": predict_folder(model, args.images, args.out)}
+
+
+def _run_all(params: dict, run_id: str) -> dict:
+    from rich.console import Console
+
+    console, outputs = Console(stderr=True), {}
+    for i, stage in enumerate(stages.STAGES, 1):
+        start = time.perf_counter()
+        console.print(f"[bold cyan][{i}/{len(stages.STAGES)}] {stage.name}[/] ...")
+        outputs[stage.name] = stages.run_stage(stage.name, params, run_id, outputs)
+        console.print(f"[green]    {stage.name} done[/] in {time.perf_counter() - start:.1f}s")
+    return outputs[stages.STAGES[-1].name]
+
+
+def _dispatch(args: argparse.Namespace) -> dict:
+    if args.command == "predict":
+        return _predict(args)
+    params = _params(args)
+    run_id = args.run_id or datetime.now().strftime("run-%Y%m%d-%H%M%S")
+    cfg = config_from_params(params)  # a bad value or name fails here, before any work
+    if args.command in ("run", "train"):
+        stages.check_encoder(cfg)  # imports torch: only where training runs
+    if args.command == "run":
+        return _run_all(params, run_id)
+    if args.command == "validate" and args.dataset:
+        return _validate_folder(args, params, run_id)
+    if args.command == "evaluate" and args.predictions:
+        return _evaluate_folder(args, params, run_id)
+    return stages.run_stage(args.command, params, run_id)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,34 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    from rich.console import Console
-
-    console = Console(stderr=True)
     try:
-        if args.command == "predict":
-            result = _predict(args)
-        else:
-            params = _params(args)
-            run_id = args.run_id or datetime.now().strftime("run-%Y%m%d-%H%M%S")
-            # Fail before any work (the encoder check imports torch: only where training runs;
-            # in-process, the ingest task's own check then costs nothing more).
-            tasks.check_names(tasks.make_config(params), encoder=args.command in ("run", "train"))
-            if args.command == "run":
-                stages = list(STAGE_FUNCS)
-                result = {}
-                for i, name in enumerate(stages, 1):
-                    start = time.perf_counter()
-                    console.print(f"[bold cyan][{i}/{len(stages)}] {name}[/] ...")
-                    result = _run_stage(name, params, run_id)
-                    console.print(
-                        f"[green]    {name} done[/] in {time.perf_counter() - start:.1f}s"
-                    )
-            elif args.command == "validate" and args.dataset:
-                result = _validate_folder(args, params, run_id)
-            elif args.command == "evaluate" and args.predictions:
-                result = _evaluate_folder(args, params, run_id)
-            else:
-                result = _run_stage(args.command, params, run_id)
+        result = _dispatch(args)
     except (ConfigError, ValueError, FileNotFoundError) as exc:  # bad input: say what to fix
         if args.verbose:
             traceback.print_exc()

@@ -1,4 +1,4 @@
-"""Small file helpers shared by the stages: atomic writes and TIF reads with clear errors."""
+"""Small file helpers shared by the stages: atomic writes, TIF reads with clear errors, hashes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import glob
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -18,9 +17,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-
-class DataError(ValueError):
-    """Bad input data: the message names the file and how to fix it."""
+from pipeline.errors import DataError
 
 
 @contextlib.contextmanager
@@ -123,11 +120,6 @@ def read_tif(path: str | Path) -> np.ndarray:
             f"{path}: not a readable TIF ({type(exc).__name__}: {exc}); "
             "re-download or remove the file"
         ) from exc
-
-
-def safe_name(name: str) -> str:
-    """A file-name-safe form of a field id or run id (runs of other characters become "_")."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

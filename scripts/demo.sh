@@ -23,10 +23,11 @@ grep -q "state=success" "$log" || { echo "[demo] DAG run did not succeed; see $l
 run_id=$(grep -oE "run_id=manual__[^,]+" "$log" | tail -1 | cut -d= -f2)
 python - "$run_id" "$(( $(date +%s) - start ))" <<'PY'
 import json, sys
-from pipeline.tasks import make_config, run_dir_for
+from pipeline.config.params import config_from_params
+from pipeline.rundir import RunDir
 run_id, seconds = sys.argv[1], sys.argv[2]
-run_dir = run_dir_for(make_config({}), run_id)
-reg = json.load(open(f"{run_dir}/registered.json"))
+run = RunDir.create(config_from_params({}).paths.runs_dir, run_id)
+reg = json.load(open(run.registered))
 summary = json.load(open(reg["metrics"]))["methods"]
 print(f"\nDAG run {run_id} succeeded in {seconds}s")
 print(f"  {'method':<18} {'fg IoU':>7} {'Dice':>7} {'F1@0.5':>7} {'AJI':>7}")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import PipelineConfig, load_config
-from pipeline.demo import DemoSpec, generate_demo
+from pipeline.ingest.demo import DemoSpec, generate_demo
 
 REPO = Path(__file__).resolve().parents[1]
 # Airflow imported in-process (DagBag) must not write into ~/airflow.

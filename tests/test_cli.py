@@ -5,8 +5,7 @@ import sys
 import pytest
 
 from pipeline.cli import main
-
-from .conftest import TINY
+from tests.conftest import TINY
 
 
 def _tiny_args(tmp_path, source):

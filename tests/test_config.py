@@ -47,7 +47,7 @@ def test_relative_paths_anchor_on_cellseg_home(tmp_path, monkeypatch):
         ({"data.target": "mitochondria"}, "choose one of cells, nuclei"),
         ({"train.nope": 1}, "unknown config key 'train.nope'"),
         ({"bogus.key": 1}, "unknown config section 'bogus'"),
-        ({"preprocess.val_fraction": 0.5, "preprocess.test_fraction": 0.5}, "leaves no training"),
+        ({"data.val_fraction": 0.5, "data.test_fraction": 0.5}, "leaves no training"),
         ({"train.crop_size": 100}, "multiple of 32"),
     ],
 )

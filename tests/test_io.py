@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from pipeline.io import DataError, atomic_path, read_tif, write_labels, write_tif
+from pipeline.errors import DataError
+from pipeline.io import atomic_path, read_tif, write_labels, write_tif
 
 
 def test_folder_swap_keeps_old_version_on_error(tmp_path):

@@ -1,0 +1,205 @@
+"""The configuration schema: one dataclass per stage, composed into `PipelineConfig`.
+
+Every rule about a value lives on its field (``metadata``): ``choices`` (a tuple, or the name of
+a method registry: ``layouts``, ``baselines``), ``min``/``max`` bounds and ``exclusive_min``.
+`pipeline.config.loading` enforces them; `pipeline.config.params` turns them into CLI flags and
+Airflow trigger-form drop-downs. Lengths and areas are in pixels of the images as ingested.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.conventions import LABEL_SETS, Record
+
+WATERSHED_THRESHOLDS = ("otsu", "li", "triangle", "yen", "mean")  # scikit-image threshold_*
+BORDER_POLICIES = ("none", "crop", "ignore_border_predictions")
+INSTANCE_METHODS = ("watershed", "components")  # network foreground -> instances
+
+
+def _rule(default: Any = None, *, factory: Any = None, **metadata: Any) -> Any:
+    """A dataclass field carrying its validation rule (see the module docstring)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def positive(default: Any) -> Any:
+    return _rule(default, min=0, exclusive_min=True)
+
+
+def fraction(default: float) -> Any:  # [0, 1)
+    return _rule(default, min=0.0, max=1.0, exclusive_max=True)
+
+
+@dataclass
+class DataConfig:
+    """Where the raw data comes from, what to segment, and how fields are split (at ingest).
+
+    `source` is ``demo`` (generate the synthetic BBBC020-layout set), ``broad`` (download the
+    layout's official archives), an ``http(s)://`` base URL holding the archives, ``s3://bucket/
+    prefix`` (archives or an extracted tree), a local folder of ``.zip`` archives, one ``.zip``,
+    or an extracted folder. Remote archives are checked against `sha256` (``name=<hex>``
+    entries), then the layout's known sums, then a ``SHA256SUMS`` file beside them.
+    """
+
+    layout: str = _rule("bbbc020", choices="layouts")
+    source: str = "demo"
+    target: str = _rule("cells", choices=LABEL_SETS)  # label set to learn and score
+    channels: list[str] = field(default_factory=lambda: ["c1", "c5"])
+    demo_fields: int = positive(12)
+    demo_height: int = positive(256)
+    demo_width: int = positive(320)
+    demo_seed: int = 0
+    archives: list[str] = field(default_factory=list)  # archive names; [] = the layout's default
+    sha256: list[str] = field(default_factory=list)  # "name=<64 hex>" expected sums (override)
+    cache_dir: str | None = None  # downloads; None: <data_dir>/raw/downloads; relative: in data_dir
+    s3_endpoint_url: str | None = None  # e.g. http://127.0.0.1:8333 for a local S3 server
+    download_retries: int = 4  # attempts after the first, waiting backoff * 2**attempt
+    download_backoff_s: float = 1.0
+    download_timeout_s: float = 60.0
+    val_fraction: float = fraction(0.2)  # of labelled fields, by field (never by pixel or tile)
+    test_fraction: float = fraction(0.2)
+    split_seed: int = 0
+
+
+@dataclass
+class ValidateConfig:
+    """Thresholds of the data checks that gate a run (suite: pipeline/validate/suite.py).
+
+    A threshold left at ``None`` takes the default of the dataset's layout
+    (``suite.LAYOUT_DEFAULTS``: bbbc020, ctc, folder); a value set here applies to every layout.
+    `severity` moves a check between levels, e.g. ``["mask_coverage_in_range=critical"]``;
+    `fail_on_warning` treats every failed warning as critical.
+    """
+
+    min_labelled_fields: int = 3  # fields with the target labels needed to train
+    max_blank_std: float = 1.0  # an image channel with a std below this (in raw units) is blank
+    max_saturated_fraction: float = 0.05  # of pixels at the dtype maximum, per channel
+    allowed_dtypes: list[str] = field(default_factory=lambda: ["uint8", "uint16"])
+    min_mask_coverage: float | None = None  # foreground fraction of a target mask
+    max_mask_coverage: float | None = None
+    min_objects: int | None = None  # objects per labelled field
+    max_objects: int | None = None
+    min_object_area: int | None = None  # pixels; smaller objects are fragments
+    max_object_fraction: float | None = None  # of the field's area; larger objects are implausible
+    object_size_mostly: float | None = None  # share of objects that must be plausible in size
+    severity: list[str] = field(default_factory=list)  # "check_name=critical|warning"
+    fail_on_warning: bool = False
+
+
+@dataclass
+class PreprocessConfig:
+    """Per-channel percentile normalisation to [0, 1] (training and inference alike)."""
+
+    low_percentile: float = _rule(1.0, min=0.0, max=100.0)
+    high_percentile: float = _rule(99.8, min=0.0, max=100.0)
+
+
+@dataclass
+class WatershedConfig:
+    """Marker-controlled watershed (pipeline/segment/watershed.py): the classical method's
+    settings (``baseline.watershed``) and, as the same type, the split of a network's foreground
+    (``postprocess.watershed``). The defaults suit the demo fields (256 x 320, cells ~40 px
+    across): scale lengths up for full-size BBBC020 (1040 x 1388)."""
+
+    sigma: float = 1.0  # Gaussian denoising before thresholding
+    threshold: str = _rule("otsu", choices=WATERSHED_THRESHOLDS)
+    max_hole_size: int = 100  # holes up to this area are filled
+    min_object_size: int = positive(30)  # smaller foreground objects are dropped
+    marker_channel: str | None = "c5"  # nuclei as cell markers; None: distance peaks
+    min_marker_size: int = 10  # smaller nucleus blobs are not markers
+    min_distance: int = positive(5)  # between distance-transform peaks (nuclei markers)
+    peak_sigma: float = 1.0  # smoothing of the distance map before peak finding
+
+
+@dataclass
+class BaselineConfig:
+    """Classical methods run on the test split (pipeline/segment/classical.py)."""
+
+    methods: list[str] = _rule(
+        factory=lambda: ["threshold55", "otsu", "gaussian_otsu", "adaptive_gaussian", "watershed"],
+        choices="baselines",
+    )
+    channel: str | None = None  # None: the layout's channel for data.target (BBBC020 cells: c1)
+    watershed: WatershedConfig = field(default_factory=WatershedConfig)
+
+
+@dataclass
+class TrainConfig:
+    encoder: str = "resnet18"  # any smp encoder (checked before any work)
+    encoder_weights: str | None = None  # "imagenet" when online; None trains from scratch
+    epochs: int = positive(6)
+    steps_per_epoch: int = positive(20)
+    batch_size: int = positive(8)
+    crop_size: int = positive(128)  # a multiple of 32 (U-Net)
+    lr: float = positive(2e-3)
+    weight_decay: float = 1e-4
+    device: str = _rule("auto", choices=("auto", "cpu", "cuda"))
+    seed: int = 0
+
+
+@dataclass
+class PostprocessConfig:
+    """How the network's output becomes instance labels; written into the model card, so
+    `cellseg predict` and evaluation post-process exactly as configured for training.
+
+    ``instances``: ``watershed`` splits the foreground with markers (nuclei for cells,
+    distance peaks for nuclei; settings in `watershed`), ``components`` takes connected
+    components. Evaluation always reports both (``unet`` = the model alone, ``unet_watershed``
+    = with the split), so the model is never credited with post-processing.
+    """
+
+    instances: str = _rule("watershed", choices=INSTANCE_METHODS)
+    threshold: float = fraction(0.5)  # foreground probability
+    watershed: WatershedConfig = field(default_factory=WatershedConfig)
+
+
+@dataclass
+class EvaluateConfig:
+    """Scoring on the test split (metric definitions in pipeline/evaluate/metrics.py).
+
+    BBBC020 annotators skipped objects touching the border, so score with ``crop`` (drop
+    `border_margin` px from each edge, about one cell diameter: ~150 px at full size) or
+    ``ignore_border_predictions`` (drop predicted objects touching the image edge). ``none``
+    scores whole images (CTC: every object is labelled). `border_margin` is used by crop only.
+    """
+
+    border_policy: str = _rule("ignore_border_predictions", choices=BORDER_POLICIES)
+    border_margin: int = _rule(0, min=0)  # crop only
+    report_overlays: int = 4  # test fields shown side by side (all methods) in report.html
+
+
+@dataclass
+class RegistryConfig:
+    uri: str = "registry"  # local folder or s3://bucket/prefix
+    model_name: str = "cellseg-unet"
+    s3_endpoint_url: str | None = None  # e.g. http://127.0.0.1:8333 for a local S3 server
+
+
+@dataclass
+class TrackingConfig:
+    backend: str = _rule("wandb", choices=("wandb", "none"))
+    mode: str = _rule("offline", choices=("offline", "online", "disabled"))  # online: needs a key
+    project: str = "cellseg"
+
+
+@dataclass
+class PathsConfig:
+    data_dir: str = "data"  # raw downloads and dataset versions
+    runs_dir: str = "runs"  # one folder per pipeline run
+
+
+@dataclass
+class PipelineConfig(Record):
+    data: DataConfig = field(default_factory=DataConfig)
+    validate: ValidateConfig = field(default_factory=ValidateConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)

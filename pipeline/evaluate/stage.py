@@ -1,0 +1,83 @@
+"""Evaluate stage: score every method and the network on the test split, write metrics and a
+report (outputs: `pipeline.evaluate.scoring`); or score any folder of predicted label images.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from pathlib import Path
+
+from pipeline.config import PipelineConfig
+from pipeline.conventions import safe_name
+from pipeline.evaluate.reference import load_reference, prediction_folders
+from pipeline.evaluate.scoring import EvalResult, write_evaluation
+from pipeline.io import atomic_path, write_labels
+from pipeline.preprocess.samples import Sample
+from pipeline.rundir import RunDir
+from pipeline.tracking import track
+
+# Evaluation rows of the network: the model alone, and its foreground split with the classical
+# method's markers, so the model is never credited with the post-processing.
+NETWORK_ROWS = {"unet": "components", "unet_watershed": "watershed"}
+
+
+def predict_network(checkpoint: str, samples: list[Sample], run: RunDir) -> dict[str, str]:
+    """Run the trained network on `samples` (normalised test images) and write one predictions
+    folder per row of NETWORK_ROWS; returns {method: folder}."""
+    from pipeline.segment.inference import load_model, predict_foreground
+    from pipeline.segment.postprocess import foreground, to_instances
+
+    model, card = load_model(checkpoint)
+    device = next(model.parameters()).device
+    folders = {name: run.predictions(name) for name in NETWORK_ROWS}
+    with ExitStack() as stack:  # every folder appears complete, or not at all
+        out = {name: stack.enter_context(atomic_path(f)) for name, f in folders.items()}
+        for s in samples:
+            fg = foreground(predict_foreground(model, s.image, device), card.postprocess)
+            for name, how in NETWORK_ROWS.items():
+                labels = to_instances(fg, s.image, card, how)
+                write_labels(out[name] / f"{safe_name(s.field_id)}.tif", labels)
+    return {name: str(folder) for name, folder in folders.items()}
+
+
+def evaluate(
+    prepared_uri: str,
+    predictions: dict[str, str],
+    cfg: PipelineConfig,
+    run: RunDir,
+    checkpoint: str | None = None,
+    context: dict | None = None,
+) -> EvalResult:
+    """Score baselines (`predictions`: method -> folder) and, if given, the network checkpoint,
+    into the run's evaluation folder. `context` (dataset_id, run_id, validation summary, ...)
+    is copied into the summary and report."""
+    predictions = dict(predictions)
+    samples, info = load_reference(prepared_uri, cfg, "test")
+    if checkpoint:
+        predictions |= predict_network(checkpoint, samples, run)
+    meta = {**info, **(context or {})}
+    result = write_evaluation(samples, predictions, cfg, run.evaluate, meta)
+    with track(cfg, str(run.root), name=f"evaluate-{run.run_id}", job_type="evaluate") as t:
+        t.summary({f"test/{m}/{k}": v for m, row in result.summary.items() for k, v in row.items()})
+    return result
+
+
+def evaluate_folder(
+    pred_dir: str,
+    dataset_uri: str,
+    cfg: PipelineConfig,
+    out_dir: str | Path,
+    split: str = "test",
+    context: dict | None = None,
+) -> EvalResult:
+    """Score a folder of predicted label images against a dataset; outputs as `evaluate`.
+
+    `pred_dir` holds ``<field>.tif`` label images (one method, named after the folder) or one
+    sub-folder of them per method (e.g. a run's ``predictions/``). `dataset_uri` is a dataset
+    version, a prepared folder or a run folder; every `split` field with ``data.target`` labels
+    must have a prediction.
+    """
+    predictions = prediction_folders(pred_dir)
+    samples, info = load_reference(dataset_uri, cfg, split)
+    meta = {**info, "predictions": str(pred_dir), "split": split, **(context or {})}
+    return write_evaluation(samples, predictions, cfg, Path(out_dir), meta)

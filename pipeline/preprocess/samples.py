@@ -1,0 +1,109 @@
+"""Samples: one field's normalised image, raw image and label images, read from a dataset
+version or from a prepared folder (written by `pipeline.preprocess.prepare`).
+
+A prepared folder::
+
+    index.json              [{field_id, split, file}], the split of every field
+    <split>/<safe_id>.npz   image  (C, H, W) float32 in [0, 1] after percentile normalisation
+                            raw    (C, H, W) original intensities (classical methods use these)
+                            cells / nuclei  (H, W) int32 instance labels, 0 = background
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.conventions import LABEL_SETS, safe_name
+from pipeline.errors import DataError
+from pipeline.io import read_tif
+
+INDEX = "index.json"
+
+
+@dataclass
+class Sample:
+    field_id: str
+    split: str
+    image: np.ndarray  # (C, H, W) float32 normalised
+    raw: np.ndarray  # (C, H, W) raw intensities
+    labels: dict[str, np.ndarray]  # (H, W) int32 instance labels
+
+
+def normalise(image: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Per-channel percentile normalisation of a (C, H, W) image to float32 in [0, 1]."""
+    if image.ndim != 3:
+        raise ValueError(f"normalise expects (C, H, W), got shape {image.shape}")
+    out = np.empty(image.shape, np.float32)
+    for c, ch in enumerate(image.astype(np.float32)):
+        lo, hi = np.percentile(ch, [low, high])
+        out[c] = np.clip((ch - lo) / max(hi - lo, 1e-6), 0, 1)
+    return out
+
+
+def channel_indices(meta: dict, channels: list[str]) -> list[int]:
+    """Indices of `channels` (empty = all) in a dataset version's channels; unknown ones raise."""
+    channels = channels or meta["channels"]
+    unknown = [c for c in channels if c not in meta["channels"]]
+    if unknown:
+        raise DataError(
+            f"data.channels {unknown} not in dataset {meta['dataset_id']} "
+            f"(channels: {', '.join(meta['channels'])}); fix data.channels"
+        )
+    return [meta["channels"].index(c) for c in channels]
+
+
+def read_field(root: Path, row, idx: list[int], low: float, high: float) -> Sample:
+    """One manifest row of a dataset version as a Sample (see the module docstring for arrays).
+
+    A field without an image (ground truth only) gets (0, H, W) `image` and `raw` arrays.
+    """
+    labels = {
+        key: read_tif(root / getattr(row, f"{key}_path")).astype(np.int32)
+        for key in LABEL_SETS
+        if getattr(row, f"{key}_path")
+    }
+    if row.image_path and row.n_channels:
+        raw = read_tif(root / row.image_path)
+        raw = (raw[None] if raw.ndim == 2 else raw)[idx]
+        image = normalise(raw, low, high)
+    else:
+        raw = image = np.zeros((0, int(row.height), int(row.width)), np.float32)
+    return Sample(row.field_id, row.split, image, raw, labels)
+
+
+def write_samples(folder: Path, samples: Iterable[Sample]) -> dict[str, int]:
+    """Write `samples` (one at a time: memory stays bounded) as a prepared folder (see the
+    module docstring); returns the number of fields per split."""
+    index, counts = [], {}
+    for s in samples:
+        rel = f"{s.split}/{safe_name(s.field_id)}.npz"
+        (folder / s.split).mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(folder / rel, image=s.image, raw=s.raw, **s.labels)
+        index.append({"field_id": s.field_id, "split": s.split, "file": rel})
+        counts[s.split] = counts.get(s.split, 0) + 1
+    (folder / INDEX).write_text(json.dumps(index, indent=2))
+    return counts
+
+
+def is_prepared(folder: str | Path) -> bool:
+    return (Path(folder) / INDEX).is_file()
+
+
+def load_split(prepared_uri: str | Path, split: str) -> list[Sample]:
+    """Load every sample of one split ("train", "val", "test" or "unlabelled")."""
+    root = Path(prepared_uri)
+    if not is_prepared(root):
+        raise DataError(f"{root}: no {INDEX}; run `cellseg preprocess` first")
+    samples = []
+    for entry in json.loads((root / INDEX).read_text()):
+        if entry["split"] != split:
+            continue
+        with np.load(root / entry["file"]) as z:
+            labels = {k: z[k] for k in LABEL_SETS if k in z}
+            samples.append(Sample(entry["field_id"], split, z["image"], z["raw"], labels))
+    return samples

@@ -1,0 +1,160 @@
+"""Model registry stage: versioned, never-overwritten models in a folder or an S3 bucket.
+
+Layout under ``registry.uri`` (a local folder or ``s3://bucket/prefix``)::
+
+    <model_name>/v0001/model.pt      the checkpoint
+    <model_name>/v0001/card.json     model card, metrics, dataset id, run id, config, sha256
+
+Versions are claimed exclusively: locally by renaming a complete temporary folder onto a fresh
+name (fails if it exists), on S3 with conditional writes (``IfNoneMatch='*'``), so two runs
+registering at once get different versions and an existing version is never replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import RegistryConfig
+from pipeline.conventions import Record
+from pipeline.errors import DataError
+from pipeline.io import sha256_file
+from pipeline.storage import is_s3, s3_client, split_s3
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 50
+
+
+@dataclass
+class RegisteredModel(Record):
+    uri: str
+    version: int
+    card: dict[str, Any]
+
+
+def _version_name(v: int) -> str:
+    return f"v{v:04d}"
+
+
+def _register_local(root: Path, model: Path, card: dict) -> tuple[str, int]:
+    root.mkdir(parents=True, exist_ok=True)
+    for _ in range(MAX_ATTEMPTS):
+        existing = [int(p.name[1:]) for p in root.glob("v[0-9]*") if p.name[1:].isdigit()]
+        version = max(existing, default=0) + 1
+        tmp = Path(tempfile.mkdtemp(prefix=".register-", dir=root))
+        try:
+            shutil.copy2(model, tmp / "model.pt")
+            (tmp / "card.json").write_text(json.dumps({**card, "version": version}, indent=2))
+            final = root / _version_name(version)
+            try:  # rename refuses a non-empty target: an existing version is never replaced
+                os.rename(tmp, final)
+            except OSError:
+                continue  # another run claimed this version first; try the next one
+            return str(final), version
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    raise RuntimeError(f"could not claim a new version under {root} after {MAX_ATTEMPTS} tries")
+
+
+def _register_s3(uri: str, model: Path, card: dict, endpoint_url: str | None) -> tuple[str, int]:
+    from botocore.exceptions import ClientError
+
+    client = s3_client(endpoint_url)
+    bucket, prefix = split_s3(uri, "registry.uri")
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] not in ("404", "NoSuchBucket"):
+            raise
+        log.info("creating bucket %s for the registry", bucket)
+        client.create_bucket(Bucket=bucket)
+    listing = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/")
+    existing = {
+        int(k.split("/")[-2][1:])
+        for page in listing
+        for k in (o["Key"] for o in page.get("Contents", []))
+        if k.endswith("/card.json")
+    }
+    version = max(existing, default=0) + 1
+    for _ in range(MAX_ATTEMPTS):
+        key = f"{prefix}/{_version_name(version)}"
+        body = json.dumps({**card, "version": version}, indent=2).encode()
+        try:  # the card is the claim: it is written first and only if absent
+            client.put_object(Bucket=bucket, Key=f"{key}/card.json", Body=body, IfNoneMatch="*")
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in (
+                "PreconditionFailed",
+                "412",
+                "ConditionalRequestConflict",
+            ):
+                version += 1
+                continue
+            raise
+        try:
+            with open(model, "rb") as fh:
+                client.put_object(Bucket=bucket, Key=f"{key}/model.pt", Body=fh, IfNoneMatch="*")
+        except Exception:
+            # Release the claim so a retry can use this version; no card without a model stays.
+            client.delete_object(Bucket=bucket, Key=f"{key}/card.json")
+            raise
+        return f"s3://{bucket}/{key}", version
+    raise RuntimeError(f"could not claim a new version under {uri} after {MAX_ATTEMPTS} tries")
+
+
+def register_model(
+    checkpoint: str,
+    cfg: RegistryConfig,
+    metrics: dict,
+    dataset_id: str,
+    run_id: str,
+    config: dict | None = None,
+) -> RegisteredModel:
+    """Register `checkpoint` with its metrics as the next version of ``cfg.model_name``."""
+    from pipeline.segment.card import ModelCard
+    from pipeline.segment.inference import read_checkpoint
+
+    model = Path(checkpoint)
+    if not model.is_file():
+        raise DataError(f"{model}: checkpoint not found; run the train stage first")
+    ckpt = read_checkpoint(model)
+    card = {
+        "model_name": cfg.model_name,
+        "model_card": ModelCard.from_dict(ckpt["card"], str(model)).to_dict(),
+        "dataset_id": dataset_id,
+        "run_id": run_id,
+        "metrics": metrics,
+        "sha256": sha256_file(model),
+        "config": config or {},
+    }
+    if is_s3(cfg.uri):
+        uri, version = _register_s3(
+            f"{cfg.uri.rstrip('/')}/{cfg.model_name}", model, card, cfg.s3_endpoint_url
+        )
+    else:
+        uri, version = _register_local(Path(cfg.uri) / cfg.model_name, model, card)
+    log.info("registered %s version %d at %s", cfg.model_name, version, uri)
+    return RegisteredModel(uri, version, {**card, "version": version})
+
+
+def fetch_model(uri: str, dest: str, endpoint_url: str | None = None) -> Path:
+    """Copy a registered model version (local or s3://) to `dest`; returns the model.pt path."""
+    dest_path = Path(dest)
+    dest_path.mkdir(parents=True, exist_ok=True)
+    if is_s3(uri):
+        bucket, key = split_s3(uri, "--model")
+        client = s3_client(endpoint_url)
+        for name in ("model.pt", "card.json"):
+            client.download_file(bucket, f"{key}/{name}", str(dest_path / name))
+    else:
+        for name in ("model.pt", "card.json"):
+            shutil.copy2(Path(uri) / name, dest_path / name)
+    card = json.loads((dest_path / "card.json").read_text())
+    if sha256_file(dest_path / "model.pt") != card["sha256"]:
+        raise DataError(f"{uri}: model.pt does not match the sha256 in card.json; re-fetch it")
+    return dest_path / "model.pt"

@@ -1,0 +1,60 @@
+"""The model card: everything inference needs to use a trained network, typed.
+
+`train` writes it into the checkpoint (and the registry copies it); `predict`, evaluation and
+the registry read it, so a model is applied exactly as it was trained: same channels in the
+same order, same normalisation, same threshold and post-processing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field
+from typing import Any
+
+from pipeline.config import PostprocessConfig
+from pipeline.config.loading import from_dict
+from pipeline.conventions import Record
+from pipeline.errors import DataError
+
+
+@dataclass
+class ModelCard(Record):
+    encoder: str  # smp encoder of the U-Net
+    in_channels: int
+    classes: int  # output maps: 1 = foreground logit
+    channels: list[str]  # input channel names, in order (e.g. ["c1", "c5"])
+    target: str  # label set predicted: cells | nuclei
+    channel: str  # the target's own channel (the watershed split reads it)
+    low_percentile: float  # per-channel percentile normalisation to [0, 1]
+    high_percentile: float
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    architecture: str = "unet"
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str = "model card") -> ModelCard:
+        """Rebuild a card written by `to_dict`; DataError naming `source` if it is not one."""
+        fields = cls.__dataclass_fields__
+        required = {n for n, f in fields.items() if f.default is f.default_factory is MISSING}
+        problem = ""
+        if not isinstance(d, dict):
+            problem = f"expected a mapping, got {type(d).__name__}"
+        elif missing := sorted(required - set(d)):
+            problem = f"missing {', '.join(missing)}"
+        elif unknown := sorted(set(d) - set(fields)):
+            problem = f"unknown keys {', '.join(unknown)}"
+        else:
+            post = d.get("postprocess") or {}
+            try:
+                return cls(
+                    **{**d, "postprocess": from_dict(PostprocessConfig, post, "postprocess")}
+                )
+            except (TypeError, ValueError) as exc:
+                problem = str(exc)
+        raise DataError(
+            f"{source}: not a valid cellseg model card ({problem}); use a model written by "
+            "`cellseg train` or registered by `cellseg register`"
+        )
+
+    @property
+    def arch(self) -> dict[str, Any]:
+        """Arguments of `network.build_model` for this card."""
+        return {"encoder": self.encoder, "in_channels": self.in_channels, "classes": self.classes}

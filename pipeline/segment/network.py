@@ -1,0 +1,42 @@
+"""The network: a segmentation-models-pytorch U-Net, and the device it runs on."""
+
+from __future__ import annotations
+
+import torch
+
+from pipeline.config.params import SUGGESTED_ENCODERS
+from pipeline.errors import ConfigError
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (a CUDA GPU when present), ``cpu`` or ``cuda`` (which must be visible)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but no CUDA GPU is visible; use train.device=auto")
+    return torch.device(name)
+
+
+def build_model(
+    encoder: str, in_channels: int, classes: int, encoder_weights: str | None = None
+) -> torch.nn.Module:
+    """An smp U-Net taking (B, in_channels, H, W) float32 (H, W multiples of 32) and returning
+    (B, classes, H, W) logits; an unknown encoder raises ConfigError listing valid names."""
+    import segmentation_models_pytorch as smp
+
+    names = smp.encoders.get_encoder_names()
+    if encoder not in names:
+        common = [n for n in SUGGESTED_ENCODERS if n in names]
+        raise ConfigError(
+            f"train.encoder={encoder!r} is not an smp encoder; e.g. {', '.join(common)} "
+            f"({len(names)} in smp.encoders.get_encoder_names())"
+        )
+    try:
+        return smp.Unet(
+            encoder_name=encoder,
+            encoder_weights=encoder_weights,
+            in_channels=in_channels,
+            classes=classes,
+        )
+    except KeyError as exc:
+        raise ConfigError(f"train.encoder={encoder!r}: {exc}") from None

@@ -1,0 +1,216 @@
+"""The stage graph, declared once: the CLI's ``run``, the Airflow DAG's tasks and the tests all
+follow from `STAGES`.
+
+    ingest -> validate -> preprocess -> (baseline, train) -> evaluate -> register
+
+Each stage takes the run's config, its run folder and the outputs of its upstream stages (small
+JSON-able dicts: paths, ids, metrics; never arrays) and returns such a dict. `run_stage` also
+records the output in the run folder (``state/<stage>.json``), so stages can run one at a time
+(``cellseg validate --run-id r1``) or on different workers; re-running a stage with the same
+inputs rewrites the same files, so retries are safe.
+
+This module imports nothing heavy: the Airflow DAG reads it when the file is parsed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.config import PipelineConfig
+from pipeline.config.params import config_from_params
+from pipeline.errors import ConfigError, DataError
+from pipeline.rundir import RunDir
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    func: Callable[..., dict]  # (cfg, run, **outputs of `inputs`) -> JSON-able dict
+    inputs: tuple[str, ...]  # upstream stages whose outputs it takes, by name
+    doc: str
+    retries: int = 2  # for failures other than bad data or config (those never retry)
+    timeout_s: int | None = None
+
+
+def check_encoder(cfg: PipelineConfig) -> None:
+    """Fail before any work on an encoder name training would only reject later (imports torch;
+    no weights are downloaded)."""
+    from pipeline.segment.network import build_model
+
+    build_model(cfg.train.encoder, in_channels=1, classes=1)
+
+
+def _ingest(cfg: PipelineConfig, run: RunDir) -> dict:
+    from pipeline.ingest.dataset import ingest
+
+    check_encoder(cfg)  # the first stage rejects a bad encoder name before any work
+    return {**ingest(cfg).to_dict(), "run_dir": str(run.root)}
+
+
+def _validate(cfg: PipelineConfig, run: RunDir, ingest: dict) -> dict:
+    from pipeline.validate.run import validate
+
+    return validate(ingest["uri"], cfg, run.validate).summary()
+
+
+def _preprocess(cfg: PipelineConfig, run: RunDir, ingest: dict, validate: dict) -> dict:
+    from pipeline.preprocess.prepare import preprocess
+
+    if not validate.get("passed"):
+        raise DataError(f"dataset {ingest['dataset_id']} did not pass validation")
+    return preprocess(ingest["uri"], cfg, run.preprocess).to_dict()
+
+
+def _baseline(cfg: PipelineConfig, run: RunDir, preprocess: dict) -> dict:
+    from pipeline.segment.baseline import run_baselines
+
+    return run_baselines(preprocess["uri"], cfg, run, preprocess["channels"])
+
+
+def _train(cfg: PipelineConfig, run: RunDir, preprocess: dict) -> dict:
+    from pipeline.train.stage import train
+
+    return train(preprocess["uri"], cfg, run, preprocess["channels"]).to_dict()
+
+
+def _evaluate(
+    cfg: PipelineConfig,
+    run: RunDir,
+    preprocess: dict,
+    baseline: dict,
+    train: dict,
+    validate: dict,
+) -> dict:
+    from pipeline.evaluate.stage import evaluate
+
+    context = {
+        "dataset_id": preprocess["dataset_id"],
+        "run_id": run.run_id,
+        "validation": validate,
+        "training": train,
+    }
+    result = evaluate(
+        preprocess["uri"], baseline, cfg, run, checkpoint=train["checkpoint"], context=context
+    )
+    return {**result.to_dict(), "dataset_id": preprocess["dataset_id"]}
+
+
+def _register(cfg: PipelineConfig, run: RunDir, train: dict, evaluate: dict) -> dict:
+    from pipeline.io import write_json
+    from pipeline.registry.versions import register_model
+
+    metrics = {"test": evaluate["summary"], "val_fg_iou": train["val_fg_iou"]}
+    model = register_model(
+        train["checkpoint"],
+        cfg.registry,
+        metrics,
+        evaluate["dataset_id"],
+        run.run_id,
+        cfg.to_dict(),
+    )
+    out = {
+        "model_uri": model.uri,
+        "version": model.version,
+        "report": evaluate["report_html"],
+        "metrics": evaluate["summary_json"],
+    }
+    write_json(run.registered, out)
+    return out
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        "ingest",
+        _ingest,
+        (),
+        "Fetch the configured source (demo, download, S3, archives or a folder), parse its "
+        "layout and write a content-addressed dataset version with splits by field.",
+    ),
+    Stage(
+        "validate",
+        _validate,
+        ("ingest",),
+        "Great Expectations data checks; a critical failure stops the run before any training "
+        "(result.json and Data Docs in the run folder).",
+    ),
+    Stage(
+        "preprocess",
+        _preprocess,
+        ("ingest", "validate"),
+        "Percentile-normalise every field and store the train / val / test splits.",
+    ),
+    Stage(
+        "baseline",
+        _baseline,
+        ("preprocess",),
+        "Classical methods (the notebook's thresholds, marker watershed) on the test fields.",
+    ),
+    Stage(
+        "train",
+        _train,
+        ("preprocess",),
+        "Train the U-Net (GPU when present); keep the checkpoint with the best validation "
+        "foreground IoU, with its model card.",
+        retries=1,
+        timeout_s=6 * 3600,
+    ),
+    Stage(
+        "evaluate",
+        _evaluate,
+        ("preprocess", "baseline", "train", "validate"),
+        "Score every method and the network on the test fields: metrics, overlays, report.html.",
+    ),
+    Stage(
+        "register",
+        _register,
+        ("train", "evaluate"),
+        "Store the model with its card and test metrics as a new, never-overwritten registry "
+        "version.",
+    ),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+def get_stage(name: str) -> Stage:
+    for stage in STAGES:
+        if stage.name == name:
+            return stage
+    raise ConfigError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
+
+
+def run_stage(
+    name: str, params: dict[str, Any], run_id: str, upstream: dict[str, dict] | None = None
+) -> dict:
+    """Run stage `name` of run `run_id` with `params` (see `pipeline.config.params`).
+
+    `upstream` maps upstream stage names to their outputs; those missing are read from the run
+    folder, where earlier stages recorded them. The output is recorded there too.
+    """
+    from pipeline.io import write_json
+
+    stage = get_stage(name)
+    cfg = config_from_params(params)
+    run = RunDir.create(cfg.paths.runs_dir, run_id)
+    inputs = {}
+    for up in stage.inputs:
+        value = (upstream or {}).get(up) or run.read_state(up)
+        if value is None:
+            raise ConfigError(
+                f"stage {name} needs the output of '{up}' for run {run_id}; "
+                f"run `cellseg {up} --run-id {run_id}` first"
+            )
+        inputs[up] = value
+    result = stage.func(cfg, run, **inputs)
+    write_json(run.state(name), result)
+    return result
+
+
+def fail_fast(error_type: type[Exception], func: Callable[..., dict], *args: Any) -> dict:
+    """Call `func`; re-raise bad-data and bad-config errors as `error_type` (e.g. an
+    orchestrator's no-retry exception), keeping the message that names the file and the fix."""
+    try:
+        return func(*args)
+    except (DataError, ConfigError) as exc:
+        raise error_type(str(exc)) from exc

@@ -1,0 +1,85 @@
+"""The DAG file: parses fast, imports no heavy library, and is wired as pipeline/stages.py
+declares, with a trigger form generated from the typed config."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from pipeline.config.params import PARAMS
+from pipeline.ingest.layouts import LAYOUTS
+from pipeline.stages import STAGE_NAMES, STAGES
+
+DAG_FILE = Path(__file__).parents[2] / "dags" / "cell_segmentation.py"
+HEAVY = [
+    "torch",
+    "torchvision",
+    "segmentation_models_pytorch",
+    "cv2",
+    "great_expectations",
+    "skimage",
+    "wandb",
+    "pipeline.train.stage",
+]
+
+
+def _dag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAG_FILE))
+    assert bag.import_errors == {}
+    return bag.dags["cell_segmentation"]
+
+
+def test_dag_file_imports_no_heavy_libraries():
+    code = (
+        "import importlib.util, json, sys, time\n"
+        f"spec = importlib.util.spec_from_file_location('dag', {str(DAG_FILE)!r})\n"
+        "mod = importlib.util.module_from_spec(spec)\n"
+        "t = time.perf_counter(); spec.loader.exec_module(mod); dt = time.perf_counter() - t\n"
+        f"print(json.dumps({{'heavy': [m for m in {HEAVY!r} if m in sys.modules], 'dt': dt}}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["heavy"] == []
+    assert result["dt"] < 5.0, f"DAG file took {result['dt']:.1f}s to import"
+
+
+def test_stage_graph_is_the_documented_pipeline():
+    edges = {(up, s.name) for s in STAGES for up in s.inputs}
+    assert edges == {
+        ("ingest", "validate"),
+        ("ingest", "preprocess"),
+        ("validate", "preprocess"),
+        ("validate", "evaluate"),
+        ("preprocess", "baseline"),
+        ("preprocess", "train"),
+        ("preprocess", "evaluate"),
+        ("baseline", "evaluate"),
+        ("train", "evaluate"),
+        ("train", "register"),
+        ("evaluate", "register"),
+    }
+    order = {name: i for i, name in enumerate(STAGE_NAMES)}
+    assert all(order[up] < order[s.name] for s in STAGES for up in s.inputs)  # runnable in order
+
+
+def test_task_graph_follows_the_stage_graph():
+    dag = _dag()
+    edges = {(t.task_id, d) for t in dag.tasks for d in t.downstream_task_ids}
+    assert edges == {(up, s.name) for s in STAGES for up in s.inputs}
+    for stage in STAGES:
+        task = dag.get_task(stage.name)
+        assert task.retries == stage.retries >= 1 and task.doc_md == stage.doc
+    assert dag.get_task("train").execution_timeout.total_seconds() == 6 * 3600
+    assert dag.doc_md and "ingest" in dag.doc_md
+
+
+def test_trigger_form_is_generated_from_the_config():
+    params = _dag().params
+    assert {p.name for p in PARAMS} | {"config_file", "overrides"} == set(params)
+    layout = params.get_param("layout").schema
+    assert layout["enum"] == ["", *LAYOUTS]  # a drop-down; "" keeps the config file's value
+    assert params.get_param("target").schema["enum"] == ["", "cells", "nuclei"]
+    assert "watershed" in params.get_param("baselines").schema["examples"]
+    assert params.get_param("epochs").schema["exclusiveMinimum"] == 0

@@ -1,0 +1,42 @@
+"""End to end: the real Airflow DAG on the demo dataset, from ingest to a registered model."""
+
+import json
+import re
+
+import pytest
+
+from pipeline.stages import STAGE_NAMES
+from tests.airflow_helpers import dags_test, task_states
+
+
+@pytest.mark.slow
+def test_dag_runs_demo_end_to_end(tmp_path):
+    conf = {
+        "epochs": 2,
+        "steps_per_epoch": 4,
+        "overrides": {
+            "data.demo_fields": 8,
+            "data.demo_height": 160,
+            "data.demo_width": 192,
+            "train.batch_size": 4,
+            "train.crop_size": 96,
+        },
+    }
+    code, log, run_id = dags_test(tmp_path, conf)
+    assert code == 0 and "state=success" in log, log[-4000:]
+    states = task_states(tmp_path, run_id)
+    assert states == dict.fromkeys(STAGE_NAMES, "success")
+    run_dir = tmp_path / "runs" / re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
+    registered = json.loads((run_dir / "registered.json").read_text())
+    model_dir = tmp_path / "registry" / "cellseg-unet" / "v0001"
+    assert registered["model_uri"] == str(model_dir) and (model_dir / "model.pt").is_file()
+    card = json.loads((model_dir / "card.json").read_text())
+    summary = json.loads((run_dir / "evaluate" / "metrics_summary.json").read_text())
+    methods = summary["methods"]
+    assert {"unet", "unet_watershed", "otsu", "watershed"} <= set(methods)
+    for values in methods.values():
+        assert 0.0 <= values["fg_iou"] <= 1.0 and 0.0 <= values["fg_dice"] <= 1.0
+    assert card["metrics"]["test"] == methods and card["dataset_id"] == summary["dataset_id"]
+    assert (run_dir / "evaluate" / "report.html").stat().st_size > 10_000
+    # W&B tracked the training offline inside the run folder.
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 2  # train and evaluate

@@ -1,0 +1,31 @@
+import pytest
+
+from pipeline.config import PostprocessConfig, WatershedConfig
+from pipeline.errors import DataError
+from pipeline.segment.card import ModelCard
+
+
+def test_card_round_trips_through_a_dict():
+    post = PostprocessConfig("components", 0.4, WatershedConfig(min_distance=9))
+    card = ModelCard("resnet34", 2, 1, ["c1", "c5"], "cells", "c1", 1.0, 99.8, post)
+    again = ModelCard.from_dict(card.to_dict())
+    assert again == card and again.postprocess.watershed.min_distance == 9
+    assert again.arch == {"encoder": "resnet34", "in_channels": 2, "classes": 1}
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"encoder": None}, "missing encoder"),
+        ({"colour": "blue"}, "unknown keys colour"),
+        ({"postprocess": {"instances": "magic"}}, "postprocess.instances='magic' is not valid"),
+        ({"postprocess": {"threshold": 2}}, "postprocess.threshold=2"),
+    ],
+)
+def test_a_wrong_card_is_refused_naming_the_source(change, message):
+    d = ModelCard("resnet18", 1, 1, ["fluo"], "nuclei", "fluo", 1.0, 99.8).to_dict()
+    d.update(change)
+    if change.get("encoder", "x") is None:
+        del d["encoder"]
+    with pytest.raises(DataError, match=f"model.pt: not a valid cellseg model card.*{message}"):
+        ModelCard.from_dict(d, "model.pt")
