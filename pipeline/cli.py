@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument(
         "--model",
         required=True,
-        help="model.pt, a run's train/ folder or a registered version (folder or s3://...)",
+        help="a model folder, a run's train/ folder or a registered version (folder or s3://...)",
     )
     pred.add_argument("--images", required=True, help="folder of .tif images (C, H, W)")
     pred.add_argument("--out", required=True, help="folder for <stem>_labels.tif")

@@ -6,7 +6,8 @@ This is the only module that spells the layout::
     validate/                   result.json, data_docs/
     preprocess/                 index.json, <split>/<field>.npz
     predictions/<method>/       <field>.tif label images of every method on the test split
-    train/model.pt              the training checkpoint (model, optimizer, config, epoch, card)
+    train/model/                the best epoch's model folder (weights.safetensors, card.json)
+    train/checkpoint.pt         the last epoch's training state (to resume a killed training)
     evaluate/                   metrics, figures, overlays, report.html
     registered.json             where the run's model was registered
     wandb/                      offline experiment tracking
@@ -69,7 +70,8 @@ class RunDir:
     preprocess = _In("preprocess")
     predictions_root = _In("predictions")
     train = _In("train")
-    checkpoint = _In("train", "model.pt")
+    model = _In("train", "model")
+    checkpoint = _In("train", "checkpoint.pt")
     evaluate = _In("evaluate")
     registered = _In("registered.json")
 

@@ -90,9 +90,10 @@ def _evaluate(
         "run_id": run.run_id,
         "validation": validate,
         "training": train,
+        "model_id": train["model_id"],  # the exact weights scored
     }
     result = evaluate(
-        preprocess["uri"], baseline, cfg, run, checkpoint=train["checkpoint"], context=context
+        preprocess["uri"], baseline, cfg, run, model_dir=train["model_dir"], context=context
     )
     return {**result.to_dict(), "dataset_id": preprocess["dataset_id"]}
 
@@ -103,7 +104,7 @@ def _register(cfg: PipelineConfig, run: RunDir, train: dict, evaluate: dict) -> 
 
     metrics = {"test": evaluate["summary"], "val_fg_iou": train["val_fg_iou"]}
     model = register_model(
-        train["checkpoint"],
+        train["model_dir"],
         cfg.registry,
         metrics,
         evaluate["dataset_id"],
@@ -151,8 +152,8 @@ STAGES: tuple[Stage, ...] = (
         "train",
         _train,
         ("preprocess",),
-        "Train the U-Net (GPU when present); keep the checkpoint with the best validation "
-        "foreground IoU, with its model card.",
+        "Train the U-Net (GPU when present); keep the epoch with the best validation "
+        "foreground IoU as the run's model (weights and model card).",
         retries=1,
         timeout_s=6 * 3600,
     ),

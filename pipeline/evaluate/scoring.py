@@ -116,7 +116,7 @@ def write_evaluation(
 ) -> EvalResult:
     """Score, then write the CSV, the summary JSON, the figures and the report into `out`."""
     if not predictions:
-        raise ValueError("nothing to evaluate: no baseline predictions and no checkpoint")
+        raise ValueError("nothing to evaluate: no baseline predictions and no model")
     out.mkdir(parents=True, exist_ok=True)
     table, comparisons = score_fields(samples, predictions, cfg, out)
     summary = summarise(table)

@@ -21,13 +21,14 @@ from pipeline.tracking import track
 NETWORK_ROWS = {"unet": "components", "unet_watershed": "watershed"}
 
 
-def predict_network(checkpoint: str, samples: list[Sample], run: RunDir) -> dict[str, str]:
+def predict_network(model_dir: str, samples: list[Sample], run: RunDir) -> dict[str, str]:
     """Run the trained network on `samples` (normalised test images) and write one predictions
     folder per row of NETWORK_ROWS; returns {method: folder}."""
-    from pipeline.segment.inference import load_model, predict_foreground
+    from pipeline.segment.artifact import load_model
+    from pipeline.segment.inference import predict_foreground
     from pipeline.segment.postprocess import foreground, to_instances
 
-    model, card = load_model(checkpoint)
+    model, card = load_model(model_dir)
     device = next(model.parameters()).device
     folders = {name: run.predictions(name) for name in NETWORK_ROWS}
     with ExitStack() as stack:  # every folder appears complete, or not at all
@@ -45,16 +46,16 @@ def evaluate(
     predictions: dict[str, str],
     cfg: PipelineConfig,
     run: RunDir,
-    checkpoint: str | None = None,
+    model_dir: str | None = None,
     context: dict | None = None,
 ) -> EvalResult:
-    """Score baselines (`predictions`: method -> folder) and, if given, the network checkpoint,
-    into the run's evaluation folder. `context` (dataset_id, run_id, validation summary, ...)
-    is copied into the summary and report."""
+    """Score baselines (`predictions`: method -> folder) and, if given, the network (a model
+    folder) into the run's evaluation folder. `context` (dataset_id, run_id, validation
+    summary, ...) is copied into the summary and report."""
     predictions = dict(predictions)
     samples, info = load_reference(prepared_uri, cfg, "test")
-    if checkpoint:
-        predictions |= predict_network(checkpoint, samples, run)
+    if model_dir:
+        predictions |= predict_network(model_dir, samples, run)
     meta = {**info, **(context or {})}
     result = write_evaluation(samples, predictions, cfg, run.evaluate, meta)
     with track(cfg, str(run.root), name=f"evaluate-{run.run_id}", job_type="evaluate") as t:

@@ -2,8 +2,8 @@
 
 Layout under ``registry.uri`` (a local folder or ``s3://bucket/prefix``)::
 
-    <model_name>/v0001/model.pt      the checkpoint
-    <model_name>/v0001/card.json     model card, metrics, dataset id, run id, config, sha256
+    <model_name>/v0001/weights.safetensors, card.json   the model folder (pipeline.segment.artifact)
+    <model_name>/v0001/metadata.json    metrics, dataset id, run id, config, model id, sha256s
 
 Versions are claimed exclusively: locally by renaming a complete temporary folder onto a fresh
 name (fails if it exists), on S3 with conditional writes (``IfNoneMatch='*'``), so two runs
@@ -25,6 +25,7 @@ from pipeline.config import RegistryConfig
 from pipeline.conventions import Record
 from pipeline.errors import DataError
 from pipeline.io import sha256_file
+from pipeline.segment.artifact import CARD, WEIGHTS, model_folder, model_id, read_card
 from pipeline.storage import is_s3, s3_client, split_s3
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,9 @@ def _version_name(v: int) -> str:
     return f"v{v:04d}"
 
 
+META = "metadata.json"
+
+
 def _register_local(root: Path, model: Path, card: dict) -> tuple[str, int]:
     root.mkdir(parents=True, exist_ok=True)
     for _ in range(MAX_ATTEMPTS):
@@ -49,8 +53,9 @@ def _register_local(root: Path, model: Path, card: dict) -> tuple[str, int]:
         version = max(existing, default=0) + 1
         tmp = Path(tempfile.mkdtemp(prefix=".register-", dir=root))
         try:
-            shutil.copy2(model, tmp / "model.pt")
-            (tmp / "card.json").write_text(json.dumps({**card, "version": version}, indent=2))
+            for name in (WEIGHTS, CARD):
+                shutil.copy2(model / name, tmp / name)
+            (tmp / META).write_text(json.dumps({**card, "version": version}, indent=2))
             final = root / _version_name(version)
             try:  # rename refuses a non-empty target: an existing version is never replaced
                 os.rename(tmp, final)
@@ -79,14 +84,14 @@ def _register_s3(uri: str, model: Path, card: dict, endpoint_url: str | None) ->
         int(k.split("/")[-2][1:])
         for page in listing
         for k in (o["Key"] for o in page.get("Contents", []))
-        if k.endswith("/card.json")
+        if k.endswith(f"/{META}")
     }
     version = max(existing, default=0) + 1
     for _ in range(MAX_ATTEMPTS):
         key = f"{prefix}/{_version_name(version)}"
         body = json.dumps({**card, "version": version}, indent=2).encode()
-        try:  # the card is the claim: it is written first and only if absent
-            client.put_object(Bucket=bucket, Key=f"{key}/card.json", Body=body, IfNoneMatch="*")
+        try:  # the metadata is the claim: it is written first and only if absent
+            client.put_object(Bucket=bucket, Key=f"{key}/{META}", Body=body, IfNoneMatch="*")
         except ClientError as exc:
             if exc.response["Error"]["Code"] in (
                 "PreconditionFailed",
@@ -97,39 +102,36 @@ def _register_s3(uri: str, model: Path, card: dict, endpoint_url: str | None) ->
                 continue
             raise
         try:
-            with open(model, "rb") as fh:
-                client.put_object(Bucket=bucket, Key=f"{key}/model.pt", Body=fh, IfNoneMatch="*")
+            for name in (WEIGHTS, CARD):
+                with open(model / name, "rb") as fh:
+                    client.put_object(Bucket=bucket, Key=f"{key}/{name}", Body=fh, IfNoneMatch="*")
         except Exception:
-            # Release the claim so a retry can use this version; no card without a model stays.
-            client.delete_object(Bucket=bucket, Key=f"{key}/card.json")
+            # Release the claim so a retry can use this version; no metadata without a model.
+            client.delete_object(Bucket=bucket, Key=f"{key}/{META}")
             raise
         return f"s3://{bucket}/{key}", version
     raise RuntimeError(f"could not claim a new version under {uri} after {MAX_ATTEMPTS} tries")
 
 
 def register_model(
-    checkpoint: str,
+    model_dir: str,
     cfg: RegistryConfig,
     metrics: dict,
     dataset_id: str,
     run_id: str,
     config: dict | None = None,
 ) -> RegisteredModel:
-    """Register `checkpoint` with its metrics as the next version of ``cfg.model_name``."""
-    from pipeline.segment.card import ModelCard
-    from pipeline.segment.inference import read_checkpoint
-
-    model = Path(checkpoint)
-    if not model.is_file():
-        raise DataError(f"{model}: checkpoint not found; run the train stage first")
-    ckpt = read_checkpoint(model)
+    """Register the model folder `model_dir` with its metrics as the next version of
+    ``cfg.model_name``."""
+    model = model_folder(model_dir)
     card = {
         "model_name": cfg.model_name,
-        "model_card": ModelCard.from_dict(ckpt["card"], str(model)).to_dict(),
+        "model_card": read_card(model).to_dict(),
+        "model_id": model_id(model),
         "dataset_id": dataset_id,
         "run_id": run_id,
         "metrics": metrics,
-        "sha256": sha256_file(model),
+        "sha256": {name: sha256_file(model / name) for name in (WEIGHTS, CARD)},
         "config": config or {},
     }
     if is_s3(cfg.uri):
@@ -143,18 +145,21 @@ def register_model(
 
 
 def fetch_model(uri: str, dest: str, endpoint_url: str | None = None) -> Path:
-    """Copy a registered model version (local or s3://) to `dest`; returns the model.pt path."""
+    """Copy a registered version (local or s3://) to the folder `dest`, checking every file
+    against the sums in its metadata; returns `dest` (a model folder)."""
     dest_path = Path(dest)
     dest_path.mkdir(parents=True, exist_ok=True)
+    names = (WEIGHTS, CARD, META)
     if is_s3(uri):
         bucket, key = split_s3(uri, "--model")
         client = s3_client(endpoint_url)
-        for name in ("model.pt", "card.json"):
+        for name in names:
             client.download_file(bucket, f"{key}/{name}", str(dest_path / name))
     else:
-        for name in ("model.pt", "card.json"):
+        for name in names:
             shutil.copy2(Path(uri) / name, dest_path / name)
-    card = json.loads((dest_path / "card.json").read_text())
-    if sha256_file(dest_path / "model.pt") != card["sha256"]:
-        raise DataError(f"{uri}: model.pt does not match the sha256 in card.json; re-fetch it")
-    return dest_path / "model.pt"
+    meta = json.loads((dest_path / META).read_text())
+    for name, expected in meta["sha256"].items():
+        if sha256_file(dest_path / name) != expected:
+            raise DataError(f"{uri}: {name} does not match the sha256 in {META}; re-fetch it")
+    return dest_path

@@ -2,8 +2,8 @@
 
 ``predict_foreground`` returns an (H, W) float32 foreground probability; ``predict_labels``
 turns it into an (H, W) int32 instance label image (0 = background) as the card says;
-``predict_folder`` runs a trained or registered model on a folder of new TIF images.
-Loading never executes code from a file: ``torch.load(weights_only=True)``.
+``predict_folder`` runs a trained or registered model (a model folder,
+`pipeline.segment.artifact`) on a folder of new TIF images.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import torch
 from pipeline.errors import DataError
 from pipeline.io import read_tif, write_labels
 from pipeline.preprocess.samples import normalise
+from pipeline.segment.artifact import load_model
 from pipeline.segment.card import ModelCard
-from pipeline.segment.network import build_model, resolve_device
+from pipeline.segment.network import resolve_device
 from pipeline.segment.postprocess import foreground, to_instances
 
 log = logging.getLogger(__name__)
@@ -52,39 +53,6 @@ def predict_labels(
     (default: the card's ``postprocess.instances``)."""
     fg = foreground(predict_foreground(model, image, device), card.postprocess)
     return to_instances(fg, image, card, instances)
-
-
-def read_checkpoint(path: str | Path) -> dict:
-    """A checkpoint written by the train stage, as plain tensors and values (no code runs)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.pt"
-    if not path.is_file():
-        raise DataError(f"{path}: no model checkpoint; train or fetch a registered model first")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a pickle with code, a truncated or foreign file
-        raise DataError(
-            f"{path}: not a loadable cellseg checkpoint ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); use a model written by "
-            "`cellseg train`"
-        ) from exc
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "card" not in ckpt:
-        raise DataError(f"{path}: not a cellseg checkpoint (no model weights and card)")
-    return {**ckpt, "path": str(path)}
-
-
-def load_model(
-    checkpoint: str | Path, device: torch.device | None = None
-) -> tuple[torch.nn.Module, ModelCard]:
-    """The network of a checkpoint, in eval mode on `device` (default: a GPU when present),
-    and its model card."""
-    ckpt = read_checkpoint(checkpoint)
-    card = ModelCard.from_dict(ckpt["card"], ckpt["path"])
-    model = build_model(**card.arch)
-    model.load_state_dict(ckpt["model"])
-    device = device or resolve_device("auto")
-    return model.to(device).eval(), card
 
 
 def _as_chw(raw: np.ndarray, path: Path, card: ModelCard) -> np.ndarray:

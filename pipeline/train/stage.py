@@ -1,7 +1,9 @@
 """Train stage: the shell around `pipeline.train.loop.train_seg` that does the I/O.
 
-Reads the prepared train and val splits, builds the U-Net (`pipeline.segment.network`), trains,
-and keeps the checkpoint of the best validation foreground IoU at the run's checkpoint path::
+Reads the prepared train and val splits, builds the U-Net (`pipeline.segment.network`) and
+trains. The epoch with the best validation foreground IoU is kept as the run's model folder
+(``weights.safetensors`` + ``card.json``, `pipeline.segment.artifact`); every epoch also writes
+the training state to the run's checkpoint::
 
     {"model": state_dict, "optimizer": state_dict, "config": cfg dict, "epoch": int,
      "val_fg_iou": float, "card": ModelCard dict}
@@ -25,6 +27,7 @@ from pipeline.ingest.layouts import method_channel
 from pipeline.io import atomic_path
 from pipeline.preprocess.samples import load_split
 from pipeline.rundir import RunDir
+from pipeline.segment.artifact import model_id, save_model
 from pipeline.segment.card import ModelCard
 from pipeline.segment.network import build_model, resolve_device
 from pipeline.tracking import track
@@ -35,7 +38,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainResult(Record):
-    checkpoint: str
+    model_dir: str  # the best epoch's model folder
+    model_id: str  # sha256 of its weights: the identity evaluation and the registry check
+    checkpoint: str  # the last epoch's training state
     best_epoch: int
     val_fg_iou: float
     device: str
@@ -88,17 +93,18 @@ def train(prepared_uri: str, cfg: PipelineConfig, run: RunDir, channels: list[st
         def on_epoch(result: EpochResult, optimizer: torch.optim.Optimizer) -> None:
             values = {"train/loss": result.train_loss, "val/fg_iou": result.val_fg_iou}
             tracker.log({**values, "epoch": result.epoch}, step=result.epoch)
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "config": cfg.to_dict(),
+                "epoch": result.epoch,
+                "val_fg_iou": result.val_fg_iou,
+                "card": card.to_dict(),
+            }
+            with atomic_path(ckpt_path) as tmp:
+                torch.save(state, tmp)
             if result.improved:
-                state = {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "config": cfg.to_dict(),
-                    "epoch": result.epoch,
-                    "val_fg_iou": result.val_fg_iou,
-                    "card": card.to_dict(),
-                }
-                with atomic_path(ckpt_path) as tmp:
-                    torch.save(state, tmp)
+                save_model(model, card, run.model)
 
         images = {s: [x.image for x in v] for s, v in data.items()}
         masks = {s: [x.labels[target] for x in v] for s, v in data.items()}
@@ -117,4 +123,12 @@ def train(prepared_uri: str, cfg: PipelineConfig, run: RunDir, channels: list[st
         tracker.summary({"best_val_fg_iou": best.val_fg_iou, "best_epoch": best.epoch})
     seconds = time.perf_counter() - start
     log.info("best val fg IoU %.4f at epoch %d (%.1fs)", best.val_fg_iou, best.epoch + 1, seconds)
-    return TrainResult(str(ckpt_path), best.epoch, best.val_fg_iou, str(device), seconds)
+    return TrainResult(
+        str(run.model),
+        model_id(run.model),
+        str(ckpt_path),
+        best.epoch,
+        best.val_fg_iou,
+        str(device),
+        seconds,
+    )

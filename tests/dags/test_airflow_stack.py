@@ -130,10 +130,9 @@ def test_trigger_through_api_registers_model_in_s3(tmp_path, s3_server):
         _stop(procs)
     s3 = boto3.client("s3", endpoint_url=s3_server)
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="stack-models")["Contents"]}
-    assert keys == {"registry/cellseg-unet/v0001/card.json", "registry/cellseg-unet/v0001/model.pt"}
+    version = "registry/cellseg-unet/v0001"
+    assert keys == {f"{version}/{n}" for n in ("metadata.json", "card.json", "weights.safetensors")}
     card = json.loads(
-        s3.get_object(Bucket="stack-models", Key="registry/cellseg-unet/v0001/card.json")[
-            "Body"
-        ].read()
+        s3.get_object(Bucket="stack-models", Key=f"{version}/metadata.json")["Body"].read()
     )
     assert {"unet", "otsu"} <= set(card["metrics"]["test"])

@@ -29,8 +29,9 @@ def test_dag_runs_demo_end_to_end(tmp_path):
     run_dir = tmp_path / "runs" / re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
     registered = json.loads((run_dir / "registered.json").read_text())
     model_dir = tmp_path / "registry" / "cellseg-unet" / "v0001"
-    assert registered["model_uri"] == str(model_dir) and (model_dir / "model.pt").is_file()
-    card = json.loads((model_dir / "card.json").read_text())
+    assert registered["model_uri"] == str(model_dir)
+    assert (model_dir / "weights.safetensors").is_file() and (model_dir / "card.json").is_file()
+    card = json.loads((model_dir / "metadata.json").read_text())
     summary = json.loads((run_dir / "evaluate" / "metrics_summary.json").read_text())
     methods = summary["methods"]
     assert {"unet", "unet_watershed", "otsu", "watershed"} <= set(methods)

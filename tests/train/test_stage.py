@@ -1,4 +1,7 @@
-"""The train stage: a full checkpoint with its model card, usable for prediction."""
+"""The train stage: a model folder (weights + card) usable for prediction, and a full training
+checkpoint."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,11 +10,13 @@ import torch
 
 from pipeline.errors import DataError
 from pipeline.ingest.dataset import ingest
+from pipeline.io import sha256_file
 from pipeline.preprocess.prepare import preprocess
 from pipeline.preprocess.samples import load_split
 from pipeline.rundir import RunDir
+from pipeline.segment.artifact import load_model
 from pipeline.segment.card import ModelCard
-from pipeline.segment.inference import load_model, predict_folder, predict_labels
+from pipeline.segment.inference import predict_folder, predict_labels
 from pipeline.train.stage import train
 
 
@@ -30,7 +35,9 @@ def test_train_writes_full_checkpoint_and_predicts(prepared, tiny_cfg, tmp_path)
     card = ModelCard.from_dict(ckpt["card"])
     assert ckpt["config"]["train"]["encoder"] == card.encoder == "resnet18"
     assert card.channels == ["c1", "c5"] and card.target == "cells" and card.channel == "c1"
-    model, card = load_model(result.checkpoint)
+    assert result.model_dir == str(RunDir(tmp_path / "run").model)
+    assert result.model_id == sha256_file(Path(result.model_dir) / "weights.safetensors")
+    model, card = load_model(result.model_dir)
     sample = load_split(prepared.uri, "test")[0]
     for instances in ("watershed", "components"):
         labels = predict_labels(model, sample.image, torch.device("cpu"), card, instances)
@@ -40,7 +47,7 @@ def test_train_writes_full_checkpoint_and_predicts(prepared, tiny_cfg, tmp_path)
     images.mkdir()
     tifffile.imwrite(images / "a.tif", sample.raw)
     tifffile.imwrite(images / "b.tif", np.moveaxis(sample.raw, 0, -1))  # (H, W, C) works too
-    written = predict_folder(result.checkpoint, str(images), str(tmp_path / "out"))
+    written = predict_folder(result.model_dir, str(images), str(tmp_path / "out"))
     assert [tifffile.imread(w).shape for w in written] == [sample.raw.shape[1:]] * 2
     with pytest.raises(DataError, match="folder does not exist"):
-        predict_folder(result.checkpoint, str(tmp_path / "nope"), str(tmp_path / "out"))
+        predict_folder(result.model_dir, str(tmp_path / "nope"), str(tmp_path / "out"))
