@@ -15,9 +15,10 @@ import time
 import numpy as np
 import torch
 
-from pipeline.segment.inference import predict_foreground
+from pipeline.config import PostprocessConfig
+from pipeline.segment.inference import predict_maps
 from pipeline.segment.network import build_model, resolve_device
-from pipeline.train.loop import dice_bce_loss
+from pipeline.train.loop import seg_loss
 
 
 def main() -> None:
@@ -34,13 +35,13 @@ def main() -> None:
     print(
         f"device: {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}"
     )
-    model = build_model(args.encoder, in_channels=2, classes=1).to(device)
+    model = build_model(args.encoder, in_channels=2, classes=2).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.rand(args.batch, 2, args.crop, args.crop, device=device)
-    y = (torch.rand(args.batch, 1, args.crop, args.crop, device=device) > 0.5).float()
+    y = (torch.rand(args.batch, 2, args.crop, args.crop, device=device) > 0.5).float()
 
     def step() -> None:
-        loss = dice_bce_loss(model(x), y)
+        loss = seg_loss(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -60,10 +61,10 @@ def main() -> None:
     )
     for h, w in ((256, 320), (1040, 1388)):
         image = np.random.rand(2, h, w).astype(np.float32)
-        predict_foreground(model, image, device)
+        predict_maps(model, image, device, PostprocessConfig())
         start = time.perf_counter()
         for _ in range(3):
-            predict_foreground(model, image, device)
+            predict_maps(model, image, device, PostprocessConfig())
         print(f"predict one {h}x{w} field: {(time.perf_counter() - start) / 3 * 1000:.0f} ms")
 
 

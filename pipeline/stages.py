@@ -72,7 +72,9 @@ def _baseline(cfg: PipelineConfig, run: RunDir, preprocess: dict) -> dict:
 def _train(cfg: PipelineConfig, run: RunDir, preprocess: dict) -> dict:
     from pipeline.train.stage import train
 
-    return train(preprocess["uri"], cfg, run, preprocess["channels"]).to_dict()
+    return train(
+        preprocess["uri"], cfg, run, preprocess["channels"], preprocess["dataset_id"]
+    ).to_dict()
 
 
 def _evaluate(

@@ -26,6 +26,7 @@ TINY = {
     "train.steps_per_epoch": 2,
     "train.batch_size": 2,
     "train.crop_size": 64,
+    "train.workers": 0,
     "tracking.backend": "none",
 }
 

@@ -150,8 +150,19 @@ def _check(cfg: PipelineConfig) -> None:
             f"evaluate.border_margin={e.border_margin} with border_policy={e.border_policy!r}: "
             "crop needs a margin > 0 (pixels per edge); the other policies need 0"
         )
-    if cfg.train.crop_size % 32:
-        raise ConfigError(f"train.crop_size={cfg.train.crop_size} must be a multiple of 32 (U-Net)")
+    for key in ("train.crop_size", "postprocess.tile_size"):
+        if get_value(cfg, key) % 32:
+            raise ConfigError(f"{key}={get_value(cfg, key)} must be a multiple of 32 (U-Net)")
+    a = cfg.train.augment
+    if a.scale_min > a.scale_max:
+        raise ConfigError(
+            f"train.augment.scale_min={a.scale_min} > scale_max={a.scale_max}; keep min <= max"
+        )
+    if len(cfg.train.decoder_channels) != 5 or min(cfg.train.decoder_channels) < 1:
+        raise ConfigError(
+            f"train.decoder_channels={cfg.train.decoder_channels}: five positive channel "
+            "counts, one per U-Net decoder block (e.g. 128,64,32,16,16)"
+        )
 
 
 def _flatten(tree: dict[str, Any], section: Any, prefix: str = "") -> dict[str, Any]:

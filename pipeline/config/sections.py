@@ -15,7 +15,8 @@ from pipeline.conventions import LABEL_SETS, Record
 
 WATERSHED_THRESHOLDS = ("otsu", "li", "triangle", "yen", "mean")  # scikit-image threshold_*
 BORDER_POLICIES = ("none", "crop", "ignore_border_predictions")
-INSTANCE_METHODS = ("watershed", "components")  # network foreground -> instances
+# Network output -> instances: its own seeds (distance map), classical markers, or components.
+INSTANCE_METHODS = ("network", "watershed", "components")
 
 
 def _rule(default: Any = None, *, factory: Any = None, **metadata: Any) -> Any:
@@ -127,17 +128,38 @@ class BaselineConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Training augmentation (albumentations), covering what differs between microscopes:
+    object scale, orientation, shape, intensity and gamma, noise and blur. Contrast inversion is
+    never applied: fluorescent objects are bright on a dark background."""
+
+    enabled: bool = True
+    scale_min: float = positive(0.5)  # zoom range: objects 10 to 80 px across from 20-40 px ones
+    scale_max: float = positive(2.0)
+    elastic: float = fraction(0.2)  # probability of an elastic deformation
+    intensity: float = fraction(0.8)  # probability of gamma / brightness-contrast changes
+    noise: float = fraction(0.3)  # probability of Gaussian noise
+    blur: float = fraction(0.3)  # probability of Gaussian blur
+
+
+@dataclass
 class TrainConfig:
     encoder: str = "resnet18"  # any smp encoder (checked before any work)
     encoder_weights: str | None = None  # "imagenet" when online; None trains from scratch
+    decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16, 16])
     epochs: int = positive(6)
     steps_per_epoch: int = positive(20)
     batch_size: int = positive(8)
     crop_size: int = positive(128)  # a multiple of 32 (U-Net)
-    lr: float = positive(2e-3)
-    weight_decay: float = 1e-4
+    lr: float = positive(2e-3)  # peak of the one-cycle schedule
+    weight_decay: float = _rule(1e-4, min=0.0)
+    patience: int = _rule(0, min=0)  # stop after this many epochs without improvement; 0: never
     device: str = _rule("auto", choices=("auto", "cpu", "cuda"))
+    precision: str = _rule("auto", choices=("auto", "fp32", "bf16"))  # auto: bf16 on a GPU
+    compile: bool = False  # torch.compile the network (GPU; slower start, faster steps)
+    workers: int = _rule(-1, min=-1)  # data loader processes; -1: CPU cores - 1 (0: inline)
     seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass
@@ -145,14 +167,21 @@ class PostprocessConfig:
     """How the network's output becomes instance labels; written into the model card, so
     `cellseg predict` and evaluation post-process exactly as configured for training.
 
-    ``instances``: ``watershed`` splits the foreground with markers (nuclei for cells,
-    distance peaks for nuclei; settings in `watershed`), ``components`` takes connected
-    components. Evaluation always reports both (``unet`` = the model alone, ``unet_watershed``
-    = with the split), so the model is never credited with post-processing.
+    ``instances``: ``network`` (default) uses the network alone: its foreground, split at seeds
+    taken from its own distance map (cores where the predicted distance exceeds
+    ``seed_threshold``); ``watershed`` splits its foreground with the classical method's markers
+    (nuclei for cells, distance peaks for nuclei; settings in `watershed`); ``components`` takes
+    connected components. Evaluation reports ``unet`` (the network's own instances) and
+    ``unet_watershed`` (with the classical split), so the model is never credited with
+    post-processing.
     """
 
-    instances: str = _rule("watershed", choices=INSTANCE_METHODS)
+    instances: str = _rule("network", choices=INSTANCE_METHODS)
     threshold: float = fraction(0.5)  # foreground probability
+    seed_threshold: float = fraction(0.5)  # normalised distance of an object's core
+    min_object_size: int = positive(30)  # px; smaller objects (specks) are dropped
+    tile_size: int = positive(512)  # inference tiles (multiple of 32) for large images
+    tile_overlap: float = fraction(0.25)
     watershed: WatershedConfig = field(default_factory=WatershedConfig)
 
 

@@ -16,17 +16,17 @@ from pipeline.preprocess.samples import Sample
 from pipeline.rundir import RunDir
 from pipeline.tracking import track
 
-# Evaluation rows of the network: the model alone, and its foreground split with the classical
-# method's markers, so the model is never credited with the post-processing.
-NETWORK_ROWS = {"unet": "components", "unet_watershed": "watershed"}
+# Evaluation rows of the network: its own instances (the main row), and its foreground split
+# with the classical method's markers, so the model is never credited with post-processing.
+NETWORK_ROWS = {"unet": "network", "unet_watershed": "watershed"}
 
 
 def predict_network(model_dir: str, samples: list[Sample], run: RunDir) -> dict[str, str]:
     """Run the trained network on `samples` (normalised test images) and write one predictions
     folder per row of NETWORK_ROWS; returns {method: folder}."""
     from pipeline.segment.artifact import load_model
-    from pipeline.segment.inference import predict_foreground
-    from pipeline.segment.postprocess import foreground, to_instances
+    from pipeline.segment.inference import predict_maps
+    from pipeline.segment.postprocess import to_instances
 
     model, card = load_model(model_dir)
     device = next(model.parameters()).device
@@ -34,9 +34,9 @@ def predict_network(model_dir: str, samples: list[Sample], run: RunDir) -> dict[
     with ExitStack() as stack:  # every folder appears complete, or not at all
         out = {name: stack.enter_context(atomic_path(f)) for name, f in folders.items()}
         for s in samples:
-            fg = foreground(predict_foreground(model, s.image, device), card.postprocess)
+            maps = predict_maps(model, s.image, device, card.postprocess)
             for name, how in NETWORK_ROWS.items():
-                labels = to_instances(fg, s.image, card, how)
+                labels = to_instances(maps, s.image, card, how)
                 write_labels(out[name] / f"{safe_name(s.field_id)}.tif", labels)
     return {name: str(folder) for name, folder in folders.items()}
 

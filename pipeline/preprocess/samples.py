@@ -3,7 +3,7 @@ version or from a prepared folder (written by `pipeline.preprocess.prepare`).
 
 A prepared folder::
 
-    index.json              [{field_id, split, file}], the split of every field
+    index.json              [{field_id, split, group, file}], the split of every field
     <split>/<safe_id>.npz   image  (C, H, W) float32 in [0, 1] after percentile normalisation
                             raw    (C, H, W) original intensities (classical methods use these)
                             cells / nuclei  (H, W) int32 instance labels, 0 = background
@@ -32,6 +32,7 @@ class Sample:
     image: np.ndarray  # (C, H, W) float32 normalised
     raw: np.ndarray  # (C, H, W) raw intensities
     labels: dict[str, np.ndarray]  # (H, W) int32 instance labels
+    group: str = ""  # stratum of the field (a sequence, a condition): training draws evenly
 
 
 def normalise(image: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -73,7 +74,7 @@ def read_field(root: Path, row, idx: list[int], low: float, high: float) -> Samp
         image = normalise(raw, low, high)
     else:
         raw = image = np.zeros((0, int(row.height), int(row.width)), np.float32)
-    return Sample(row.field_id, row.split, image, raw, labels)
+    return Sample(row.field_id, row.split, image, raw, labels, str(getattr(row, "group", "")))
 
 
 def write_samples(folder: Path, samples: Iterable[Sample]) -> dict[str, int]:
@@ -84,7 +85,7 @@ def write_samples(folder: Path, samples: Iterable[Sample]) -> dict[str, int]:
         rel = f"{s.split}/{safe_name(s.field_id)}.npz"
         (folder / s.split).mkdir(parents=True, exist_ok=True)
         np.savez_compressed(folder / rel, image=s.image, raw=s.raw, **s.labels)
-        index.append({"field_id": s.field_id, "split": s.split, "file": rel})
+        index.append({"field_id": s.field_id, "split": s.split, "group": s.group, "file": rel})
         counts[s.split] = counts.get(s.split, 0) + 1
     (folder / INDEX).write_text(json.dumps(index, indent=2))
     return counts
@@ -105,5 +106,6 @@ def load_split(prepared_uri: str | Path, split: str) -> list[Sample]:
             continue
         with np.load(root / entry["file"]) as z:
             labels = {k: z[k] for k in LABEL_SETS if k in z}
-            samples.append(Sample(entry["field_id"], split, z["image"], z["raw"], labels))
+            group = entry.get("group", "")
+            samples.append(Sample(entry["field_id"], split, z["image"], z["raw"], labels, group))
     return samples

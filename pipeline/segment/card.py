@@ -15,18 +15,21 @@ from pipeline.config.loading import from_dict
 from pipeline.conventions import Record
 from pipeline.errors import DataError
 
+OUTPUTS = ("foreground", "distance")  # the network's output maps, in order
+
 
 @dataclass
 class ModelCard(Record):
     encoder: str  # smp encoder of the U-Net
     in_channels: int
-    classes: int  # output maps: 1 = foreground logit
+    outputs: list[str]  # output maps in order: foreground, then the normalised distance
     channels: list[str]  # input channel names, in order (e.g. ["c1", "c5"])
     target: str  # label set predicted: cells | nuclei
-    channel: str  # the target's own channel (the watershed split reads it)
+    channel: str  # the target's own channel (the classical watershed split reads it)
     low_percentile: float  # per-channel percentile normalisation to [0, 1]
     high_percentile: float
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16, 16])
     architecture: str = "unet"
 
     @classmethod
@@ -41,6 +44,8 @@ class ModelCard(Record):
             problem = f"missing {', '.join(missing)}"
         elif unknown := sorted(set(d) - set(fields)):
             problem = f"unknown keys {', '.join(unknown)}"
+        elif not set(d["outputs"]) <= set(OUTPUTS) or d["outputs"][:1] != ["foreground"]:
+            problem = f"outputs {d['outputs']} must be foreground, then any of {OUTPUTS[1:]}"
         else:
             post = d.get("postprocess") or {}
             try:
@@ -57,4 +62,9 @@ class ModelCard(Record):
     @property
     def arch(self) -> dict[str, Any]:
         """Arguments of `network.build_model` for this card."""
-        return {"encoder": self.encoder, "in_channels": self.in_channels, "classes": self.classes}
+        return {
+            "encoder": self.encoder,
+            "in_channels": self.in_channels,
+            "classes": len(self.outputs),
+            "decoder_channels": list(self.decoder_channels),
+        }

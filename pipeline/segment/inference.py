@@ -1,7 +1,8 @@
 """Inference: load a trained network with its model card and apply it to whole images.
 
-``predict_foreground`` returns an (H, W) float32 foreground probability; ``predict_labels``
-turns it into an (H, W) int32 instance label image (0 = background) as the card says;
+``predict_maps`` returns the network's (K, H, W) float32 output probabilities (foreground, then
+the normalised distance), tiled for large fields; ``predict_labels`` turns them into an (H, W)
+int32 instance label image (0 = background) as the card says;
 ``predict_folder`` runs a trained or registered model (a model folder,
 `pipeline.segment.artifact`) on a folder of new TIF images.
 """
@@ -14,32 +15,66 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.config import PostprocessConfig
 from pipeline.errors import DataError
 from pipeline.io import read_tif, write_labels
 from pipeline.preprocess.samples import normalise
 from pipeline.segment.artifact import load_model
 from pipeline.segment.card import ModelCard
 from pipeline.segment.network import resolve_device
-from pipeline.segment.postprocess import foreground, to_instances
+from pipeline.segment.postprocess import to_instances
 
 log = logging.getLogger(__name__)
 
 
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast for ``bf16``, and for ``auto`` on a GPU; otherwise full precision."""
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
 @torch.no_grad()
-def predict_foreground(
-    model: torch.nn.Module, image: np.ndarray, device: torch.device
+def predict_maps(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    device: torch.device,
+    post: PostprocessConfig | None = None,
+    precision: str = "auto",
+    batch: int = 4,
 ) -> np.ndarray:
-    """(C, H, W) float32 normalised image -> (H, W) float32 foreground probability."""
+    """(C, H, W) float32 normalised image -> (K, H, W) float32 output probabilities.
+
+    Images up to one tile (``post.tile_size``) run whole (padded to a multiple of 32); larger
+    ones as overlapping tiles, `batch` at a time, blended with Gaussian weights (MONAI's
+    sliding-window inference), so memory stays bounded for any field size.
+    """
     if image.ndim != 3:
         raise ValueError(f"expected a (C, H, W) image, got shape {image.shape}")
+    post = post or PostprocessConfig()
     _, h, w = image.shape
-    ph, pw = -h % 32, -w % 32  # U-Net needs sides divisible by 32
-    x = torch.from_numpy(np.pad(image, ((0, 0), (0, ph), (0, pw)), mode="reflect"))[None]
     was_training = model.training
     model.eval()
-    prob = torch.sigmoid(model(x.to(device)))[0, 0, :h, :w].float().cpu().numpy()
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
+    with autocast(device, precision):
+        if max(h, w) <= post.tile_size:
+            ph, pw = -h % 32, -w % 32  # U-Net sides are multiples of 32
+            mode = "reflect" if ph < h and pw < w else "constant"
+            logits = model(torch.nn.functional.pad(x, (0, pw, 0, ph), mode=mode))[..., :h, :w]
+        else:
+            from monai.inferers import sliding_window_inference
+
+            logits = sliding_window_inference(
+                x,
+                roi_size=(post.tile_size, post.tile_size),
+                sw_batch_size=batch,
+                predictor=model,
+                overlap=post.tile_overlap,
+                mode="gaussian",
+                sw_device=device,
+                device=torch.device("cpu"),  # the whole field is accumulated in host memory
+            )
     model.train(was_training)
-    return prob
+    return torch.sigmoid(logits.float())[0].cpu().numpy()
 
 
 def predict_labels(
@@ -51,8 +86,8 @@ def predict_labels(
 ) -> np.ndarray:
     """(C, H, W) normalised image -> (H, W) int32 instance labels, split as `instances` says
     (default: the card's ``postprocess.instances``)."""
-    fg = foreground(predict_foreground(model, image, device), card.postprocess)
-    return to_instances(fg, image, card, instances)
+    maps = predict_maps(model, image, device, card.postprocess)
+    return to_instances(maps, image, card, instances)
 
 
 def _as_chw(raw: np.ndarray, path: Path, card: ModelCard) -> np.ndarray:

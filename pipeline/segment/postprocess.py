@@ -1,43 +1,69 @@
-"""From the network's foreground probability to instance labels, as the model card says.
+"""From the network's output maps to instance labels (0 = background), as the model card says.
 
-``components``: connected components of the foreground (the model alone). ``watershed``: the
-classical method's marker split (nuclei of the image for cells, distance-transform peaks for
-nuclei; `pipeline.segment.watershed.split_foreground`) applied to the network's foreground, so
-it is model + classical post-processing.
+The maps are probabilities, (K, H, W) float32: foreground, then (when the card lists it) the
+normalised distance to each object's edge (`pipeline.train.targets`). Methods:
+
+- ``network``: the network alone. Seeds are the connected cores where the predicted distance
+  exceeds ``seed_threshold`` inside the foreground; a watershed on the negated distance grows
+  them over the foreground, so touching objects part along the distance valley between them.
+  Foreground parts without a seed become objects of their own.
+- ``watershed``: the classical method's marker split (nuclei of the image for cells,
+  distance-transform peaks for nuclei; `pipeline.segment.watershed.split_foreground`) applied to
+  the network's foreground: model + classical post-processing.
+- ``components``: connected components of the foreground.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from pipeline.config import PostprocessConfig
 from pipeline.config.sections import INSTANCE_METHODS
+from pipeline.errors import ConfigError
 from pipeline.segment.card import ModelCard
-from pipeline.segment.watershed import split_foreground
+from pipeline.segment.watershed import drop_small, split_foreground
 
 
 def foreground(prob: np.ndarray, post: PostprocessConfig) -> np.ndarray:
     """(H, W) float probability -> (H, W) bool foreground: above ``post.threshold``, specks
-    smaller than ``post.watershed.min_object_size`` px removed."""
-    from skimage.morphology import remove_small_objects
+    smaller than ``post.min_object_size`` px removed."""
+    return drop_small(prob > post.threshold, post.min_object_size)
 
-    fg = prob > post.threshold
-    return remove_small_objects(fg, max_size=post.watershed.min_object_size - 1)
+
+def network_instances(fg: np.ndarray, dist: np.ndarray, post: PostprocessConfig) -> np.ndarray:
+    """(H, W) bool foreground and (H, W) predicted normalised distance -> (H, W) int32 labels."""
+    from skimage.segmentation import relabel_sequential, watershed
+
+    seeds, _ = ndi.label(fg & (dist > post.seed_threshold))
+    labels = watershed(-dist, seeds, mask=fg).astype(np.int32)
+    orphans, n = ndi.label(fg & (labels == 0))
+    if n:
+        labels[orphans > 0] = orphans[orphans > 0] + labels.max()
+    areas = np.bincount(labels.ravel())
+    labels[(areas < post.min_object_size)[labels]] = 0
+    return relabel_sequential(labels)[0]
 
 
 def to_instances(
-    fg: np.ndarray, image: np.ndarray, card: ModelCard, method: str | None = None
+    maps: np.ndarray, image: np.ndarray, card: ModelCard, method: str | None = None
 ) -> np.ndarray:
-    """Split an (H, W) bool foreground of the (C, H, W) normalised `image` into (H, W) int32
-    instance labels (0 = background) with `method` (default: the card's ``instances``)."""
-    from skimage.measure import label as connected_components
-
-    method = method or card.postprocess.instances
+    """(K, H, W) output maps of the (C, H, W) normalised `image` -> (H, W) int32 instance labels
+    with `method` (default: the card's ``postprocess.instances``)."""
+    post = card.postprocess
+    method = method or post.instances
     if method not in INSTANCE_METHODS:
-        raise ValueError(
+        raise ConfigError(
             f"unknown instance method {method!r}; use one of {', '.join(INSTANCE_METHODS)}"
         )
+    fg = foreground(maps[0], post)
     if method == "components":
-        return connected_components(fg).astype(np.int32)
-    post = card.postprocess.watershed
-    return split_foreground(fg, image, card.channels, card.channel, card.target, post)
+        return ndi.label(fg, structure=np.ones((3, 3)))[0].astype(np.int32)
+    if method == "watershed":
+        return split_foreground(fg, image, card.channels, card.channel, card.target, post.watershed)
+    if "distance" not in card.outputs:
+        raise ConfigError(
+            f"postprocess.instances=network needs a model with a distance output; this one has "
+            f"{card.outputs}: use watershed or components"
+        )
+    return network_instances(fg, maps[card.outputs.index("distance")], post)

@@ -1,14 +1,18 @@
 """The training loop on plain arrays (no folders, no tracking): cellpose's ``train_seg`` shape.
 
-Inputs: images (C, H, W) float32 normalised to [0, 1], masks (H, W) with foreground > 0 (label
-images work). The network predicts one logit per pixel (foreground). Training draws random
-crops with flips and 90-degree rotations; after each epoch the validation foreground IoU is
-measured and ``on_epoch`` is told, so the caller can checkpoint and log.
+Inputs: images (C, H, W) float32 normalised to [0, 1], label images (H, W) (0 = background)
+and a group per image (a sequence or condition; groups are drawn evenly). The network learns two
+maps (`pipeline.train.targets`): foreground and the normalised distance to each object's edge.
+Batches of augmented crops come from DataLoader workers (`pipeline.train.data`). After each
+epoch the network's own instances are scored on the validation images (foreground IoU and F1 at
+IoU 0.5) and ``on_epoch`` is told, so the caller can checkpoint and log. A non-finite loss stops
+the run at once with `TrainingDiverged`.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -16,133 +20,174 @@ import numpy as np
 import torch
 
 from pipeline.config import TrainConfig
-from pipeline.evaluate.metrics import foreground_iou
-from pipeline.segment.inference import predict_foreground
+from pipeline.errors import DataError
+from pipeline.evaluate.metrics import foreground_iou, instance_scores
+from pipeline.segment.card import ModelCard
+from pipeline.segment.inference import autocast, predict_maps
+from pipeline.segment.postprocess import to_instances
+from pipeline.train.data import CropStream, batches, default_workers
 
 log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(DataError):
+    """The loss became NaN or infinite: retrying with the same settings cannot help."""
 
 
 @dataclass
 class EpochResult:
     epoch: int  # 0-based
     train_loss: float
-    val_fg_iou: float
-    improved: bool  # best validation score so far
+    val_fg_iou: float  # of the network's foreground
+    val_f1: float  # of the network's own instances at IoU 0.5
+    improved: bool  # best validation score (mean of the two) so far
+    data_wait: float  # share of the epoch's time the loop waited for batches
+    seconds: float
+
+    @property
+    def score(self) -> float:
+        return (self.val_fg_iou + self.val_f1) / 2
 
 
 @dataclass
-class TrainHistory:
-    epochs: list[EpochResult] = field(default_factory=list)
+class TrainState:
+    """Where a training stands: restored from a checkpoint to resume."""
+
+    epoch: int = -1  # last finished epoch
+    best_score: float = -1.0
+    epochs_since_best: int = 0
+    optimizer: dict | None = None
+    scheduler: dict | None = None
+    history: list[EpochResult] = field(default_factory=list)
 
     @property
-    def best(self) -> EpochResult:
-        return max(self.epochs, key=lambda e: (e.val_fg_iou, -e.epoch))
+    def best(self) -> EpochResult | None:
+        done = [e for e in self.history if e.improved]
+        return done[-1] if done else None
 
 
-def random_batch(
-    images: list[np.ndarray],
-    masks: list[np.ndarray],
-    crop: int,
-    batch: int,
-    rng: np.random.Generator,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random augmented crops: images (B, C, crop, crop) float32, masks (B, 1, crop, crop) in
-    {0, 1}. Images smaller than the crop are padded with zeros (background)."""
-    xs, ys = [], []
-    for _ in range(batch):
-        i = rng.integers(len(images))
-        img, mask = images[i], (masks[i] > 0).astype(np.float32)[None]
-        _, h, w = img.shape
-        if h < crop or w < crop:
-            pad = ((0, 0), (0, max(0, crop - h)), (0, max(0, crop - w)))
-            img, mask = np.pad(img, pad), np.pad(mask, pad)
-            _, h, w = img.shape
-        y0, x0 = rng.integers(h - crop + 1), rng.integers(w - crop + 1)
-        img, mask = img[:, y0 : y0 + crop, x0 : x0 + crop], mask[:, y0 : y0 + crop, x0 : x0 + crop]
-        k = int(rng.integers(4))
-        img, mask = np.rot90(img, k, (1, 2)), np.rot90(mask, k, (1, 2))
-        if rng.random() < 0.5:
-            img, mask = img[:, :, ::-1], mask[:, :, ::-1]
-        xs.append(img.copy())
-        ys.append(mask.copy())
-    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+def dice_loss(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return 1 - (2 * (prob * target).sum() + 1) / (prob.sum() + target.sum() + 1)
 
 
-def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy plus soft Dice loss of (B, 1, H, W) logits against {0, 1} targets."""
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
-    p = torch.sigmoid(logits)
-    dice = 1 - (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)
-    return bce + dice
+def seg_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(B, K, H, W) logits against (B, 2, H, W) targets: BCE + Dice on the foreground, BCE on
+    the normalised distance (soft targets in [0, 1]) when the network predicts it."""
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    fg_logits, fg = logits[:, :1].float(), targets[:, :1]
+    loss = bce(fg_logits, fg) + dice_loss(torch.sigmoid(fg_logits), fg)
+    if logits.shape[1] > 1:
+        loss = loss + bce(logits[:, 1:2].float(), targets[:, 1:2])
+    return loss
 
 
-def validation_iou(
+def validation_scores(
     model: torch.nn.Module,
     images: list[np.ndarray],
-    masks: list[np.ndarray],
+    labels: list[np.ndarray],
     device: torch.device,
-    threshold: float,
-) -> float:
-    """Mean foreground IoU of the thresholded prediction over the validation images."""
-    return float(
-        np.mean(
-            [
-                foreground_iou(predict_foreground(model, img, device) > threshold, mask)
-                for img, mask in zip(images, masks, strict=True)
-            ]
-        )
-    )
+    card: ModelCard,
+    precision: str,
+) -> tuple[float, float]:
+    """Mean foreground IoU and mean F1@0.5 of the network's own instances on the images."""
+    ious, f1s = [], []
+    for image, gt in zip(images, labels, strict=True):
+        maps = predict_maps(model, image, device, card.postprocess, precision)
+        pred = to_instances(maps, image, card)
+        ious.append(foreground_iou(pred, gt))
+        f1s.append(instance_scores(pred, gt)["f1"])
+    return float(np.mean(ious)), float(np.mean(f1s))
 
 
 def train_seg(
     model: torch.nn.Module,
-    train_images: list[np.ndarray],
-    train_masks: list[np.ndarray],
-    val_images: list[np.ndarray],
-    val_masks: list[np.ndarray],
+    train: tuple[list[np.ndarray], list[np.ndarray], list[str]],
+    val: tuple[list[np.ndarray], list[np.ndarray]],
     settings: TrainConfig,
     device: torch.device,
-    threshold: float = 0.5,
-    on_epoch: Callable[[EpochResult, torch.optim.Optimizer], None] | None = None,
-) -> TrainHistory:
-    """Train `model` (already on `device`) in place: AdamW with a one-cycle learning rate,
-    ``settings.epochs`` x ``settings.steps_per_epoch`` steps of ``settings.batch_size`` random
-    crops of ``settings.crop_size``, drawn with a generator seeded by ``settings.seed``."""
-    if not train_images or not val_images:
-        raise ValueError(
-            f"need training and validation images, got {len(train_images)} and {len(val_images)}"
-        )
+    card: ModelCard,
+    on_epoch: Callable[[EpochResult, TrainState], None] | None = None,
+    state: TrainState | None = None,
+) -> TrainState:
+    """Train `model` (already on `device`) in place; returns the final state.
+
+    `train` = (images, label images, groups), `val` = (images, label images). AdamW with a
+    one-cycle learning rate over ``epochs x steps_per_epoch`` steps of ``batch_size`` crops of
+    ``crop_size``; stops early after ``patience`` epochs without improvement (0: never).
+    `state` resumes a training from its last finished epoch. (One long function on purpose:
+    the loop reads top to bottom, step by step, as in nanoGPT.)
+    """
     t = settings
-    rng = np.random.default_rng(t.seed)
+    if not train[0] or not val[0]:
+        raise DataError(
+            f"need training and validation images, got {len(train[0])} and {len(val[0])}"
+        )
+    state = state or TrainState()
+    stream = CropStream(*train, crop=t.crop_size, aug=t.augment, seed=t.seed)
+    workers = default_workers(t.workers)
+    cuda = device.type == "cuda"
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    net = torch.compile(model) if t.compile else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=t.lr, total_steps=t.epochs * t.steps_per_epoch
     )
-    history, best = TrainHistory(), -1.0
-    for epoch in range(t.epochs):
+    if state.optimizer is not None:
+        optimizer.load_state_dict(state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+    for epoch in range(state.epoch + 1, t.epochs):
         model.train()
-        losses = []
-        for _ in range(t.steps_per_epoch):
-            x, y = random_batch(train_images, train_masks, t.crop_size, t.batch_size, rng)
-            loss = dice_bce_loss(model(x.to(device)), y.to(device))
+        start, wait, losses = time.perf_counter(), 0.0, []
+        data = batches(stream, t.batch_size, workers, epoch, pin=cuda)
+        for step in range(t.steps_per_epoch):
+            tick = time.perf_counter()
+            x, y = next(data)
+            x = x.to(device, non_blocking=True)
+            x = x.to(memory_format=torch.channels_last) if cuda else x
+            y = y.to(device, non_blocking=True)
+            wait += time.perf_counter() - tick
+            with autocast(device, t.precision):
+                loss = seg_loss(net(x), y)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"training diverged: the loss is {loss.item()} at epoch {epoch + 1}, step "
+                    f"{step + 1} (learning rate {scheduler.get_last_lr()[0]:.3g}); lower "
+                    f"train.lr (now {t.lr:g}) or check the training images for NaN or inf"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
             losses.append(loss.item())
+        del data  # ends this epoch's worker processes
 
-        model.eval()
-        val_iou = validation_iou(model, val_images, val_masks, device, threshold)
-        result = EpochResult(epoch, float(np.mean(losses)), val_iou, val_iou > best)
-        best = max(best, val_iou)
-        history.epochs.append(result)
+        iou, f1 = validation_scores(model, *val, device, card, t.precision)
+        seconds = time.perf_counter() - start
+        result = EpochResult(epoch, float(np.mean(losses)), iou, f1, False, wait / seconds, seconds)
+        result.improved = result.score > state.best_score
+        state.best_score = max(state.best_score, result.score)
+        state.epochs_since_best = 0 if result.improved else state.epochs_since_best + 1
+        state.epoch, state.optimizer, state.scheduler = (
+            epoch,
+            optimizer.state_dict(),
+            scheduler.state_dict(),
+        )
+        state.history.append(result)
         log.info(
-            "epoch %d/%d  loss %.4f  val fg IoU %.4f",
+            "epoch %d/%d  loss %.4f  val fg IoU %.4f  F1 %.4f  waited for data %.0f%%  %.1fs",
             epoch + 1,
             t.epochs,
             result.train_loss,
-            val_iou,
+            iou,
+            f1,
+            100 * result.data_wait,
+            seconds,
         )
         if on_epoch is not None:
-            on_epoch(result, optimizer)
-    return history
+            on_epoch(result, state)
+        if t.patience and state.epochs_since_best >= t.patience:
+            log.info("no improvement for %d epochs: stopping early", t.patience)
+            break
+    return state

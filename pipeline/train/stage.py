@@ -1,20 +1,25 @@
 """Train stage: the shell around `pipeline.train.loop.train_seg` that does the I/O.
 
 Reads the prepared train and val splits, builds the U-Net (`pipeline.segment.network`) and
-trains. The epoch with the best validation foreground IoU is kept as the run's model folder
-(``weights.safetensors`` + ``card.json``, `pipeline.segment.artifact`); every epoch also writes
-the training state to the run's checkpoint::
+trains. After every epoch the training state is written atomically to the run's checkpoint::
 
-    {"model": state_dict, "optimizer": state_dict, "config": cfg dict, "epoch": int,
-     "val_fg_iou": float, "card": ModelCard dict}
+    {"model", "optimizer", "scheduler": state dicts, "epoch": int, "state": {...},
+     "identity": {"run_id", "dataset_id", "config"}, "card": ModelCard dict}
 
-Checkpoints hold tensors and plain values only, so they load with ``weights_only=True``.
-Training is tracked with W&B (offline unless a key is set).
+so a killed training resumes from its last finished epoch; a checkpoint of another run, dataset
+or configuration is never resumed (the run stops and says so). The epoch with the best
+validation score is kept as the run's model folder (``weights.safetensors`` + ``card.json``,
+`pipeline.segment.artifact`). Checkpoints hold tensors and plain values only
+(``torch.load(weights_only=True)``). Training is tracked with W&B (offline unless a key is set).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 
@@ -24,14 +29,14 @@ from pipeline.config import PipelineConfig
 from pipeline.conventions import Record
 from pipeline.errors import DataError
 from pipeline.ingest.layouts import method_channel
-from pipeline.io import atomic_path
+from pipeline.io import atomic_path, disk_full_is_data_error
 from pipeline.preprocess.samples import load_split
 from pipeline.rundir import RunDir
 from pipeline.segment.artifact import model_id, save_model
-from pipeline.segment.card import ModelCard
+from pipeline.segment.card import OUTPUTS, ModelCard
 from pipeline.segment.network import build_model, resolve_device
 from pipeline.tracking import track
-from pipeline.train.loop import EpochResult, train_seg
+from pipeline.train.loop import EpochResult, TrainState, train_seg
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,10 @@ class TrainResult(Record):
     checkpoint: str  # the last epoch's training state
     best_epoch: int
     val_fg_iou: float
+    val_f1: float
+    epochs_run: int
+    resumed_from: int  # epochs already done when this call started (0: a fresh start)
+    data_wait: float  # share of training time spent waiting for batches
     device: str
     seconds: float
 
@@ -53,82 +62,172 @@ def model_card(cfg: PipelineConfig, channels: list[str]) -> ModelCard:
     return ModelCard(
         encoder=cfg.train.encoder,
         in_channels=len(channels),
-        classes=1,
+        outputs=list(OUTPUTS),
         channels=list(channels),
         target=target,
         channel=method_channel(cfg.data.layout, target, cfg.baseline.channel, channels),
         low_percentile=cfg.preprocess.low_percentile,
         high_percentile=cfg.preprocess.high_percentile,
         postprocess=cfg.postprocess,
+        decoder_channels=list(cfg.train.decoder_channels),
     )
 
 
-def train(prepared_uri: str, cfg: PipelineConfig, run: RunDir, channels: list[str]) -> TrainResult:
-    """Train a U-Net on the train split, select on val, save the best checkpoint at
-    ``run.checkpoint``; tracked in the run folder."""
-    t, target = cfg.train, cfg.data.target
-    splits = {s: load_split(prepared_uri, s) for s in ("train", "val")}
-    data = {s: [x for x in v if target in x.labels] for s, v in splits.items()}
-    if not data["train"] or not data["val"]:
+def _identity(cfg: PipelineConfig, run: RunDir, dataset_id: str) -> dict:
+    """What a checkpoint must match to be resumed: run, dataset, and every setting that
+    shapes training (not the number of epochs, which a resume may extend)."""
+    settings = {k: v for k, v in cfg.to_dict().items() if k in ("data", "preprocess", "train")}
+    settings["train"] = {k: v for k, v in settings["train"].items() if k != "epochs"}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    return {"run_id": run.run_id, "dataset_id": dataset_id, "config": digest}
+
+
+def _resume(run: RunDir, identity: dict, model: torch.nn.Module) -> TrainState:
+    """The state to continue from (a fresh one when there is no checkpoint)."""
+    for stale in run.train.glob(f".{run.checkpoint.name}.*.tmp"):  # left by a killed save
+        shutil.rmtree(stale, ignore_errors=True)
+    if not run.checkpoint.is_file():
+        return TrainState()
+    try:
+        ckpt = torch.load(run.checkpoint, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or foreign file: say which, never unpickle code
         raise DataError(
-            f"need labelled '{target}' fields in train and val, got {len(data['train'])} and "
-            f"{len(data['val'])}; check data.target and the dataset's labels"
+            f"{run.checkpoint}: unreadable training checkpoint ({type(exc).__name__}); delete "
+            "it to train from scratch"
+        ) from exc
+    if ckpt.get("identity") != identity:
+        raise DataError(
+            f"{run.checkpoint} belongs to another training ({ckpt.get('identity')}, this one is "
+            f"{identity}); use a new --run-id, or delete {run.train} to train again here"
         )
-    device = resolve_device(t.device)
-    card = model_card(cfg, channels)
+    model.load_state_dict(ckpt["model"])
+    state = TrainState(**{**ckpt["state"], "history": []})
+    state.history = [EpochResult(**e) for e in ckpt["state"]["history"]]
+    state.optimizer, state.scheduler = ckpt["optimizer"], ckpt["scheduler"]
+    log.info("resuming %s after epoch %d (%s)", run.run_id, state.epoch + 1, run.checkpoint)
+    return state
+
+
+def _save_epoch(
+    run: RunDir,
+    model: torch.nn.Module,
+    card: ModelCard,
+    identity: dict,
+    state: TrainState,
+    improved: bool,
+) -> None:
+    """Write the checkpoint (and, when the epoch improved, the model folder) atomically;
+    non-finite weights stop the run before anything is written."""
+    if not all(
+        torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point()
+    ):
+        raise DataError(
+            f"training produced non-finite weights at epoch {state.epoch + 1}; nothing was "
+            "saved: lower train.lr or check the training images"
+        )
+    payload = {k: getattr(state, k) for k in ("epoch", "best_score", "epochs_since_best")}
+    payload["history"] = [dataclasses.asdict(e) for e in state.history]
+    checkpoint = {
+        "model": model.state_dict(),
+        "optimizer": state.optimizer,
+        "scheduler": state.scheduler,
+        "state": payload,
+        "identity": identity,
+        "card": card.to_dict(),
+    }
+    full = f"{run.train}: disk full while saving the training checkpoint; free space and re-run"
+    with disk_full_is_data_error(full):
+        if improved:
+            save_model(model, card, run.model)
+        with atomic_path(run.checkpoint) as tmp:
+            torch.save(checkpoint, tmp)
+
+
+def _splits(prepared_uri: str, target: str) -> dict[str, tuple[list, list, list]]:
+    """(images, label images, groups) of the train and val fields with `target` labels."""
+    out = {}
+    for split in ("train", "val"):
+        samples = [x for x in load_split(prepared_uri, split) if target in x.labels]
+        out[split] = (
+            [x.image for x in samples],
+            [x.labels[target] for x in samples],
+            [x.group for x in samples],
+        )
+    if not out["train"][0] or not out["val"][0]:
+        raise DataError(
+            f"need labelled '{target}' fields in train and val, got {len(out['train'][0])} and "
+            f"{len(out['val'][0])}; check data.target and the dataset's labels"
+        )
+    return out
+
+
+def _result(
+    run: RunDir, state: TrainState, resumed_from: int, device, seconds: float
+) -> TrainResult:
+    best = state.best
+    if best is None:
+        raise DataError(f"{run.train}: no epoch finished; raise train.epochs")
+    total = sum(e.seconds for e in state.history)
+    wait = sum(e.data_wait * e.seconds for e in state.history) / max(total, 1e-9)
+    log.info(
+        "best epoch %d: val fg IoU %.4f, F1 %.4f (%.0f%% of the time waiting for data)",
+        best.epoch + 1,
+        best.val_fg_iou,
+        best.val_f1,
+        100 * wait,
+    )
+    return TrainResult(
+        str(run.model),
+        model_id(run.model),
+        str(run.checkpoint),
+        best.epoch,
+        best.val_fg_iou,
+        best.val_f1,
+        len(state.history),
+        resumed_from,
+        wait,
+        str(device),
+        seconds,
+    )
+
+
+def train(
+    prepared_uri: str,
+    cfg: PipelineConfig,
+    run: RunDir,
+    channels: list[str],
+    dataset_id: str = "unknown",
+) -> TrainResult:
+    """Train a U-Net on the train split, select on val, keep the best epoch as the run's model
+    folder; resumes a killed training of the same run, dataset and settings."""
+    t = cfg.train
+    data = _splits(prepared_uri, cfg.data.target)
+    device, card = resolve_device(t.device), model_card(cfg, channels)
     torch.manual_seed(t.seed)  # the same initial weights for the same seed
     model = build_model(**card.arch, encoder_weights=t.encoder_weights).to(device)
-    ckpt_path, start = run.checkpoint, time.perf_counter()
+    identity = _identity(cfg, run, dataset_id)
+    state = _resume(run, identity, model)
+    resumed_from, start = state.epoch + 1, time.perf_counter()
     log.info(
-        "training %s U-Net on %s: %d train / %d val fields, %d epochs x %d steps",
+        "training %s U-Net on %s: %d train / %d val fields, epochs %d-%d of %d steps",
         t.encoder,
         device,
-        len(data["train"]),
-        len(data["val"]),
+        len(data["train"][0]),
+        len(data["val"][0]),
+        resumed_from + 1,
         t.epochs,
         t.steps_per_epoch,
     )
     with track(cfg, str(run.root), name=f"train-{run.run_id}", job_type="train") as tracker:
 
-        def on_epoch(result: EpochResult, optimizer: torch.optim.Optimizer) -> None:
-            values = {"train/loss": result.train_loss, "val/fg_iou": result.val_fg_iou}
-            tracker.log({**values, "epoch": result.epoch}, step=result.epoch)
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "config": cfg.to_dict(),
-                "epoch": result.epoch,
-                "val_fg_iou": result.val_fg_iou,
-                "card": card.to_dict(),
-            }
-            with atomic_path(ckpt_path) as tmp:
-                torch.save(state, tmp)
-            if result.improved:
-                save_model(model, card, run.model)
+        def on_epoch(result: EpochResult, state: TrainState) -> None:
+            keys = ("train_loss", "val_fg_iou", "val_f1", "data_wait")
+            tracker.log({f"train/{k}": getattr(result, k) for k in keys}, step=result.epoch)
+            _save_epoch(run, model, card, identity, state, result.improved)
 
-        images = {s: [x.image for x in v] for s, v in data.items()}
-        masks = {s: [x.labels[target] for x in v] for s, v in data.items()}
-        history = train_seg(
-            model,
-            images["train"],
-            masks["train"],
-            images["val"],
-            masks["val"],
-            settings=t,
-            device=device,
-            threshold=cfg.postprocess.threshold,
-            on_epoch=on_epoch,
+        state = train_seg(
+            model, data["train"], data["val"][:2], t, device, card, on_epoch=on_epoch, state=state
         )
-        best = history.best
-        tracker.summary({"best_val_fg_iou": best.val_fg_iou, "best_epoch": best.epoch})
-    seconds = time.perf_counter() - start
-    log.info("best val fg IoU %.4f at epoch %d (%.1fs)", best.val_fg_iou, best.epoch + 1, seconds)
-    return TrainResult(
-        str(run.model),
-        model_id(run.model),
-        str(ckpt_path),
-        best.epoch,
-        best.val_fg_iou,
-        str(device),
-        seconds,
-    )
+        out = _result(run, state, resumed_from, device, time.perf_counter() - start)
+        tracker.summary({f"best_{k}": getattr(out, k) for k in ("val_fg_iou", "val_f1")})
+    return out

@@ -16,7 +16,7 @@ from pipeline.segment.network import build_model
 @pytest.fixture
 def checkpoint(tmp_path):
     """A real model folder (weights.safetensors + card.json) of a small network."""
-    card = ModelCard("resnet18", 1, 1, ["fluo"], "nuclei", "fluo", 1.0, 99.8)
+    card = ModelCard("resnet18", 1, ["foreground"], ["fluo"], "nuclei", "fluo", 1.0, 99.8)
     save_model(build_model(**card.arch), card, tmp_path / "model")
     return str(tmp_path / "model")
 

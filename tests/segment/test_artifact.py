@@ -11,7 +11,7 @@ from pipeline.segment.artifact import CARD, WEIGHTS, load_model, model_id, save_
 from pipeline.segment.card import ModelCard
 from pipeline.segment.network import build_model
 
-CARD_ = ModelCard("resnet18", 2, 1, ["c1", "c5"], "cells", "c1", 1.0, 99.8)
+CARD_ = ModelCard("resnet18", 2, ["foreground"], ["c1", "c5"], "cells", "c1", 1.0, 99.8)
 
 
 class _Exploit:
@@ -54,7 +54,7 @@ def test_a_crafted_pickle_is_refused_without_running_code(tmp_path):
 
 def test_weights_of_another_architecture_are_refused(tmp_path):
     save_model(build_model(**CARD_.arch), CARD_, tmp_path / "m")
-    other = ModelCard("resnet34", 2, 1, ["c1", "c5"], "cells", "c1", 1.0, 99.8)
+    other = ModelCard("resnet34", 2, ["foreground"], ["c1", "c5"], "cells", "c1", 1.0, 99.8)
     (tmp_path / "m" / CARD).write_text(__import__("json").dumps(other.to_dict()))
     with pytest.raises(DataError, match="do not match the card's architecture"):
         load_model(tmp_path / "m", torch.device("cpu"))

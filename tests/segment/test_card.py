@@ -6,11 +6,16 @@ from pipeline.segment.card import ModelCard
 
 
 def test_card_round_trips_through_a_dict():
-    post = PostprocessConfig("components", 0.4, WatershedConfig(min_distance=9))
-    card = ModelCard("resnet34", 2, 1, ["c1", "c5"], "cells", "c1", 1.0, 99.8, post)
+    post = PostprocessConfig("components", 0.4, watershed=WatershedConfig(min_distance=9))
+    card = ModelCard("resnet34", 2, ["foreground"], ["c1", "c5"], "cells", "c1", 1.0, 99.8, post)
     again = ModelCard.from_dict(card.to_dict())
     assert again == card and again.postprocess.watershed.min_distance == 9
-    assert again.arch == {"encoder": "resnet34", "in_channels": 2, "classes": 1}
+    assert again.arch == {
+        "encoder": "resnet34",
+        "in_channels": 2,
+        "classes": 1,
+        "decoder_channels": [128, 64, 32, 16, 16],
+    }
 
 
 @pytest.mark.parametrize(
@@ -23,7 +28,7 @@ def test_card_round_trips_through_a_dict():
     ],
 )
 def test_a_wrong_card_is_refused_naming_the_source(change, message):
-    d = ModelCard("resnet18", 1, 1, ["fluo"], "nuclei", "fluo", 1.0, 99.8).to_dict()
+    d = ModelCard("resnet18", 1, ["foreground"], ["fluo"], "nuclei", "fluo", 1.0, 99.8).to_dict()
     d.update(change)
     if change.get("encoder", "x") is None:
         del d["encoder"]

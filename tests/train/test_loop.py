@@ -1,63 +1,97 @@
-"""The training loop on plain arrays: batches, loss, and train_seg without any folder."""
+"""The training loop on plain arrays: targets, batches, loss, and train_seg without folders."""
 
 import numpy as np
 import pytest
 import torch
 
 from pipeline.config import TrainConfig
+from pipeline.config.sections import AugmentConfig
+from pipeline.segment.card import OUTPUTS, ModelCard
 from pipeline.segment.network import build_model
-from pipeline.train.loop import dice_bce_loss, random_batch, train_seg
+from pipeline.train.data import CropStream, batches
+from pipeline.train.loop import TrainingDiverged, seg_loss, train_seg
+from pipeline.train.targets import normalised_distance
+
+CARD = ModelCard("resnet18", 1, list(OUTPUTS), ["fluo"], "nuclei", "fluo", 1.0, 99.8)
 
 
 def _discs(n: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """`n` (1, 64, 64) images with a bright disc each, and their (64, 64) label images."""
+    """`n` (1, 96, 96) images with two touching bright discs each, and their label images."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:64, :64]
-    images, masks = [], []
+    yy, xx = np.mgrid[:96, :96]
+    images, labels = [], []
     for _ in range(n):
-        cy, cx, r = rng.integers(16, 48, 2).tolist() + [int(rng.integers(6, 14))]
-        mask = (np.hypot(yy - cy, xx - cx) < r).astype(np.int32)
-        image = (0.7 * mask + rng.normal(0.1, 0.05, mask.shape)).clip(0, 1)
+        lab = np.zeros((96, 96), np.int32)
+        cy, cx, r = int(rng.integers(30, 66)), int(rng.integers(25, 45)), int(rng.integers(9, 13))
+        lab[np.hypot(yy - cy, xx - cx) < r] = 1
+        lab[np.hypot(yy - cy, xx - cx - 2 * r + 2) < r] = 2
+        image = (0.8 * (lab > 0) + rng.normal(0.1, 0.05, lab.shape)).clip(0, 1)
         images.append(image[None].astype(np.float32))
-        masks.append(mask)
-    return images, masks
+        labels.append(lab)
+    return images, labels
 
 
-def test_random_batch_shapes():
-    images, masks = _discs(3, 0)
-    images = [np.concatenate([i, i]) for i in images]  # two channels
-    x, y = random_batch(images, masks, 32, 5, np.random.default_rng(0))
-    assert x.shape == (5, 2, 32, 32) and x.dtype == torch.float32
-    assert y.shape == (5, 1, 32, 32) and set(torch.unique(y).tolist()) <= {0.0, 1.0}
-    small, _ = random_batch(images, masks, 96, 1, np.random.default_rng(0))  # padded
-    assert small.shape == (1, 2, 96, 96)
+def test_normalised_distance_has_a_core_per_object():
+    _, (lab, *_) = _discs(1, 0)
+    dist = normalised_distance(lab)
+    assert dist.dtype == np.float32 and dist[lab == 0].max() == 0
+    for i in (1, 2):
+        assert dist[lab == i].max() == pytest.approx(1.0) and dist[lab == i].min() > 0
+
+
+def test_crop_stream_yields_augmented_crops_with_targets():
+    images, labels = _discs(3, 1)
+    stream = CropStream(images, labels, ["a", "a", "b"], crop=64, aug=AugmentConfig(), seed=0)
+    x, y = next(batches(stream, batch_size=4, workers=0, epoch=0, pin=False))
+    assert x.shape == (4, 1, 64, 64) and x.dtype == torch.float32
+    assert y.shape == (4, 2, 64, 64) and 0 <= float(x.min()) and float(x.max()) <= 1
+    assert set(torch.unique(y[:, 0]).tolist()) <= {0.0, 1.0}
+    again = next(batches(stream, batch_size=4, workers=0, epoch=0, pin=False))[0]
+    assert torch.equal(x, again)  # an epoch's stream is reproducible (resume)
 
 
 def test_loss_is_lower_for_right_answer():
-    target = torch.zeros(1, 1, 8, 8)
-    target[..., 2:6, 2:6] = 1
+    target = torch.zeros(1, 2, 8, 8)
+    target[:, 0, 2:6, 2:6] = 1
+    target[:, 1, 3:5, 3:5] = 1
     good, bad = (target * 20 - 10), (10 - target * 20)
-    assert dice_bce_loss(good, target) < dice_bce_loss(bad, target)
+    assert seg_loss(good, target) < seg_loss(bad, target)
 
 
-def test_train_seg_on_plain_arrays_reports_every_epoch():
-    images, masks = _discs(6, 1)
-    settings = TrainConfig(epochs=2, steps_per_epoch=3, batch_size=2, crop_size=64, lr=3e-3)
+def test_a_few_steps_reduce_the_loss_and_every_epoch_is_reported():
+    images, labels = _discs(6, 2)
+    settings = TrainConfig(epochs=3, steps_per_epoch=6, batch_size=4, crop_size=64, lr=3e-3)
+    settings.workers, settings.augment = 0, AugmentConfig(enabled=False)
     torch.manual_seed(0)
-    model = build_model("resnet18", in_channels=1, classes=1)
+    model = build_model(**CARD.arch)
     seen = []
-    history = train_seg(
+    state = train_seg(
         model,
-        images[:4],
-        masks[:4],
-        images[4:],
-        masks[4:],
+        (images[:4], labels[:4], ["g"] * 4),
+        (images[4:], labels[4:]),
         settings,
         torch.device("cpu"),
-        on_epoch=lambda result, optimizer: seen.append((result.epoch, type(optimizer).__name__)),
+        CARD,
+        on_epoch=lambda result, state: seen.append(result.epoch),
     )
-    assert seen == [(0, "AdamW"), (1, "AdamW")]
-    assert [e.epoch for e in history.epochs] == [0, 1]
-    assert history.epochs[0].improved and 0 <= history.best.val_fg_iou <= 1
-    with pytest.raises(ValueError, match="need training and validation images"):
-        train_seg(model, [], [], images, masks, settings, torch.device("cpu"))
+    assert seen == [0, 1, 2] and state.epoch == 2
+    losses = [e.train_loss for e in state.history]
+    assert losses[-1] < losses[0], losses
+    assert state.best is not None and 0 <= state.best.val_f1 <= 1
+
+
+def test_a_non_finite_loss_stops_training_with_a_clear_message():
+    images, labels = _discs(3, 3)
+    images[0][0, 10, 10] = np.nan  # a NaN pixel in a training image
+    settings = TrainConfig(epochs=1, steps_per_epoch=4, batch_size=3, crop_size=96)
+    settings.workers, settings.augment = 0, AugmentConfig(enabled=False)
+    model = build_model(**CARD.arch)
+    with pytest.raises(TrainingDiverged, match="loss is nan at epoch 1.*lower train.lr"):
+        train_seg(
+            model,
+            ([images[0]], [labels[0]], ["g"]),
+            (images[1:], labels[1:]),
+            settings,
+            torch.device("cpu"),
+            CARD,
+        )

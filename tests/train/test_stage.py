@@ -1,6 +1,10 @@
-"""The train stage: a model folder (weights + card) usable for prediction, and a full training
-checkpoint."""
+"""The train stage: a model folder (weights + card) usable for prediction, a checkpoint every
+epoch, and a killed training that resumes from its last epoch (and never from another's)."""
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +22,7 @@ from pipeline.segment.artifact import load_model
 from pipeline.segment.card import ModelCard
 from pipeline.segment.inference import predict_folder, predict_labels
 from pipeline.train.stage import train
+from tests.conftest import REPO, TINY, make_cfg
 
 
 @pytest.fixture
@@ -26,20 +31,20 @@ def prepared(tiny_cfg, tmp_path):
     return preprocess(ref.uri, tiny_cfg, RunDir(tmp_path / "run").preprocess)
 
 
-def test_train_writes_full_checkpoint_and_predicts(prepared, tiny_cfg, tmp_path):
-    result = train(prepared.uri, tiny_cfg, RunDir(tmp_path / "run"), prepared.channels)
-    assert result.device == "cpu" and 0 <= result.val_fg_iou <= 1
-    assert result.checkpoint == str(RunDir(tmp_path / "run").checkpoint)
+def test_train_writes_a_model_folder_and_a_checkpoint_and_predicts(prepared, tiny_cfg, tmp_path):
+    run = RunDir(tmp_path / "run")
+    result = train(prepared.uri, tiny_cfg, run, prepared.channels)
+    assert result.device == "cpu" and 0 <= result.val_fg_iou <= 1 and result.resumed_from == 0
+    assert result.checkpoint == str(run.checkpoint) and result.model_dir == str(run.model)
     ckpt = torch.load(result.checkpoint, weights_only=True)  # plain tensors and values
-    assert {"model", "optimizer", "config", "epoch", "card"} <= set(ckpt)
+    assert {"model", "optimizer", "scheduler", "state", "identity", "card"} <= set(ckpt)
     card = ModelCard.from_dict(ckpt["card"])
-    assert ckpt["config"]["train"]["encoder"] == card.encoder == "resnet18"
+    assert card.encoder == "resnet18" and card.outputs == ["foreground", "distance"]
     assert card.channels == ["c1", "c5"] and card.target == "cells" and card.channel == "c1"
-    assert result.model_dir == str(RunDir(tmp_path / "run").model)
     assert result.model_id == sha256_file(Path(result.model_dir) / "weights.safetensors")
     model, card = load_model(result.model_dir)
     sample = load_split(prepared.uri, "test")[0]
-    for instances in ("watershed", "components"):
+    for instances in ("network", "watershed", "components"):
         labels = predict_labels(model, sample.image, torch.device("cpu"), card, instances)
         assert labels.shape == sample.image.shape[1:] and labels.dtype == np.int32
     # predict on a folder of new (C, H, W) images
@@ -51,3 +56,42 @@ def test_train_writes_full_checkpoint_and_predicts(prepared, tiny_cfg, tmp_path)
     assert [tifffile.imread(w).shape for w in written] == [sample.raw.shape[1:]] * 2
     with pytest.raises(DataError, match="folder does not exist"):
         predict_folder(result.model_dir, str(tmp_path / "nope"), str(tmp_path / "out"))
+
+
+KILLER = """
+import json, os, signal, sys
+from pathlib import Path
+import pipeline.train.stage as stage
+from pipeline.config import load_config
+from pipeline.rundir import RunDir
+real = stage._save_epoch
+def save_then_die(*args, **kwargs):
+    real(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)  # killed right after the first epoch was saved
+stage._save_epoch = save_then_die
+cfg = load_config(None, json.loads(sys.argv[1]))
+stage.train(sys.argv[2], cfg, RunDir(Path(sys.argv[3])), ["c1", "c5"], "ds")
+"""
+
+
+def test_a_killed_training_resumes_from_its_last_epoch(prepared, demo_root, tmp_path):
+    overrides = {**TINY, "data.source": str(demo_root), "train.epochs": 2, "train.workers": 0}
+    cfg = make_cfg(tmp_path, **overrides)
+    run = RunDir(tmp_path / "run")
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    args = [json.dumps(overrides), prepared.uri, str(run.root)]
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, *args], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == -9, proc.stderr[-3000:]  # really killed
+    assert torch.load(run.checkpoint, weights_only=True)["state"]["epoch"] == 0
+    result = train(prepared.uri, cfg, run, prepared.channels, "ds")
+    assert result.resumed_from == 1 and result.epochs_run == 2
+    assert torch.load(run.checkpoint, weights_only=True)["state"]["epoch"] == 1
+    assert not list(run.train.glob(".*.tmp"))  # no temporary checkpoint left behind
+    # The same run folder with another setting or dataset is never resumed.
+    other = make_cfg(tmp_path, **{**overrides, "train.lr": 0.01})
+    with pytest.raises(DataError, match="belongs to another training"):
+        train(prepared.uri, other, run, prepared.channels, "ds")
+    with pytest.raises(DataError, match="belongs to another training"):
+        train(prepared.uri, cfg, run, prepared.channels, "another-dataset")

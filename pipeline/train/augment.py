@@ -1,0 +1,100 @@
+"""Random training crops with augmentation (albumentations), image and labels transformed alike.
+
+A crop is cut at a random zoom (log-uniform in [scale_min, scale_max]: a window of crop/zoom
+pixels resized to crop x crop), so the network sees objects from a fraction to a multiple of
+their size; then flips and 90-degree turns, mild affine and elastic deformation, gamma and
+brightness/contrast, noise and blur. Labels use nearest-neighbour interpolation so ids survive.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from pipeline.config.sections import AugmentConfig
+
+
+def _window(
+    image: np.ndarray, labels: np.ndarray, size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """A random size x size window of (C, H, W) `image` and (H, W) `labels`, zero-padded
+    (background) where the image is smaller."""
+    _, h, w = image.shape
+    ph, pw = max(0, size - h), max(0, size - w)
+    if ph or pw:
+        image = np.pad(image, ((0, 0), (0, ph), (0, pw)))
+        labels = np.pad(labels, ((0, ph), (0, pw)))
+        _, h, w = image.shape
+    y0, x0 = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
+    return image[:, y0 : y0 + size, x0 : x0 + size], labels[y0 : y0 + size, x0 : x0 + size]
+
+
+def build_transform(aug: AugmentConfig, crop: int, seed: int | None = None):
+    """The albumentations pipeline for one crop (HWC float32 image in [0, 1], float labels);
+    `seed` makes its random draws reproducible."""
+    import albumentations as A
+    import cv2
+
+    geometric = [
+        A.Resize(crop, crop, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST),
+        A.RandomRotate90(),
+        A.HorizontalFlip(),
+    ]
+    if not aug.enabled:
+        return A.Compose(geometric, seed=seed)
+    return A.Compose(
+        [
+            *geometric,
+            A.Affine(
+                rotate=(-15, 15),
+                shear=(-8, 8),
+                interpolation=cv2.INTER_LINEAR,
+                mask_interpolation=cv2.INTER_NEAREST,
+                border_mode=cv2.BORDER_CONSTANT,
+                p=0.5,
+            ),
+            A.ElasticTransform(
+                alpha=crop / 4,
+                sigma=crop / 20,
+                interpolation=cv2.INTER_LINEAR,
+                mask_interpolation=cv2.INTER_NEAREST,
+                p=aug.elastic,
+            ),
+            A.OneOf(
+                [
+                    A.RandomGamma(gamma_limit=(50, 200)),
+                    A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.4),
+                ],
+                p=aug.intensity,
+            ),
+            A.GaussianBlur(blur_limit=(3, 7), p=aug.blur),
+            A.GaussNoise(std_range=(0.01, 0.08), p=aug.noise),
+        ],
+        seed=seed,
+    )
+
+
+def random_crop(
+    image: np.ndarray,
+    labels: np.ndarray,
+    crop: int,
+    aug: AugmentConfig,
+    rng: np.random.Generator,
+    transform=None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One augmented crop: (C, crop, crop) float32 image in [0, 1], (crop, crop) int32 labels.
+
+    `transform` is `build_transform(aug, crop)` (pass it in to build it once per worker)."""
+    zoom = 1.0
+    if aug.enabled:
+        zoom = math.exp(rng.uniform(math.log(aug.scale_min), math.log(aug.scale_max)))
+    size = max(8, round(crop / zoom))
+    window, lab = _window(image, labels, size, rng)
+    transform = transform or build_transform(aug, crop)
+    out = transform(
+        image=np.ascontiguousarray(window.transpose(1, 2, 0)), mask=lab.astype(np.float32)
+    )
+    img = np.clip(out["image"], 0.0, 1.0).astype(np.float32)
+    img = img[..., None] if img.ndim == 2 else img
+    return np.ascontiguousarray(img.transpose(2, 0, 1)), np.rint(out["mask"]).astype(np.int32)

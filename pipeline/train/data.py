@@ -1,0 +1,81 @@
+"""Training batches prepared off the main thread: an endless stream of augmented crops with
+their targets, read by a torch DataLoader with worker processes.
+
+Fields are drawn group by group (a CTC sequence, a BBBC020 condition), so every dataset and
+condition weighs the same however many fields it has. Each epoch's stream is seeded by
+(seed, epoch, worker), so a resumed training draws the same crops it would have drawn.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from pipeline.config.sections import AugmentConfig
+from pipeline.train.augment import build_transform, random_crop
+from pipeline.train.targets import target_maps
+
+
+class CropStream(IterableDataset):
+    """Yields (image (C, crop, crop) float32, targets (2, crop, crop) float32) forever."""
+
+    def __init__(
+        self,
+        images: list[np.ndarray],
+        labels: list[np.ndarray],
+        groups: list[str],
+        crop: int,
+        aug: AugmentConfig,
+        seed: int,
+    ) -> None:
+        if not images or len(images) != len(labels) or len(images) != len(groups):
+            raise ValueError(
+                f"need as many images, label images and groups, got {len(images)}, "
+                f"{len(labels)}, {len(groups)} (and at least one)"
+            )
+        self.images, self.labels, self.crop, self.aug, self.seed = images, labels, crop, aug, seed
+        by_group: dict[str, list[int]] = {}
+        for i, g in enumerate(groups):
+            by_group.setdefault(g, []).append(i)
+        self.groups = list(by_group.values())
+        self.epoch = 0
+        # Build the pipeline once here: its libraries are imported before workers fork (an
+        # import inside a forked worker trips W&B's import hooks).
+        build_transform(aug, crop)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        rng = np.random.default_rng([self.seed, self.epoch, worker])
+        transform = build_transform(self.aug, self.crop, seed=int(rng.integers(2**31)))
+        while True:
+            members = self.groups[rng.integers(len(self.groups))]
+            i = members[rng.integers(len(members))]
+            image, labels = random_crop(
+                self.images[i], self.labels[i], self.crop, self.aug, rng, transform
+            )
+            yield torch.from_numpy(image), torch.from_numpy(target_maps(labels))
+
+
+def default_workers(requested: int) -> int:
+    """`requested` data loader processes; -1: one per CPU core but one (the training loop's)."""
+    return max(0, (os.cpu_count() or 1) - 1) if requested < 0 else requested
+
+
+def batches(
+    stream: CropStream, batch_size: int, workers: int, epoch: int, pin: bool
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """An iterator of (B, C, crop, crop) images and (B, 2, crop, crop) targets for `epoch`."""
+    stream.epoch = epoch
+    loader = DataLoader(
+        stream,
+        batch_size=batch_size,
+        num_workers=workers,
+        pin_memory=pin,
+        prefetch_factor=4 if workers else None,
+    )
+    return iter(loader)
