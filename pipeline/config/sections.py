@@ -180,7 +180,7 @@ class PostprocessConfig:
     threshold: float = fraction(0.5)  # foreground probability
     seed_threshold: float = fraction(0.5)  # normalised distance of an object's core
     min_object_size: int = positive(30)  # px; smaller objects (specks) are dropped
-    tile_size: int = positive(512)  # inference tiles (multiple of 32) for large images
+    tile_size: int = positive(1536)  # inference tiles (multiple of 32) for larger fields
     tile_overlap: float = fraction(0.25)
     watershed: WatershedConfig = field(default_factory=WatershedConfig)
 

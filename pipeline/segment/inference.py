@@ -44,9 +44,10 @@ def predict_maps(
 ) -> np.ndarray:
     """(C, H, W) float32 normalised image -> (K, H, W) float32 output probabilities.
 
-    Images up to one tile (``post.tile_size``) run whole (padded to a multiple of 32); larger
-    ones as overlapping tiles, `batch` at a time, blended with Gaussian weights (MONAI's
-    sliding-window inference), so memory stays bounded for any field size.
+    Images of up to one tile's area (``post.tile_size`` squared) run whole, padded to a
+    multiple of 32 (cheapest: no overlap); larger ones as overlapping tiles, `batch` at a time,
+    blended with Gaussian weights (MONAI's sliding-window inference), so memory stays bounded
+    for any field size.
     """
     if image.ndim != 3:
         raise ValueError(f"expected a (C, H, W) image, got shape {image.shape}")
@@ -56,7 +57,7 @@ def predict_maps(
     model.eval()
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
     with autocast(device, precision):
-        if max(h, w) <= post.tile_size:
+        if h * w <= post.tile_size**2:
             ph, pw = -h % 32, -w % 32  # U-Net sides are multiples of 32
             mode = "reflect" if ph < h and pw < w else "constant"
             logits = model(torch.nn.functional.pad(x, (0, pw, 0, ph), mode=mode))[..., :h, :w]

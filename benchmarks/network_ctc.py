@@ -1,0 +1,118 @@
+"""The network against the classical watershed on each Cell Tracking Challenge set.
+
+    python benchmarks/network_ctc.py --run RUN_FOLDER [--shared ../shared/data]
+    python benchmarks/network_ctc.py --lodo Fluo-N2DL-HeLa [--work DIR]
+
+``--run``: RUN_FOLDER is a finished `cellseg run` on both sets at once (configs/ctc_nuclei.yaml).
+Prints, per dataset, the mean metrics over that set's test block of the network's own instances
+(``unet``), its foreground split by the classical markers (``unet_watershed``), and the
+classical watershed tuned for that set alone (configs/ctc_gowt1.yaml, configs/ctc_hela.yaml;
+scored on the same test frames by benchmarks/classical_ctc.py).
+
+``--lodo SET``: leave one dataset out. Trains on SET alone (configs/ctc_nuclei.yaml's settings)
+and scores the network on the OTHER set's test block, next to the watershed tuned for that
+other set: how the model does on a microscope it was not trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.rundir import RunDir
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CELLSEG_SHARED", REPO.parent / "shared")) / "data"
+COLUMNS = ["fg_iou", "fg_dice", "precision", "recall", "f1", "map", "aji"]
+
+
+def _classical():
+    spec = importlib.util.spec_from_file_location(
+        "classical_ctc", REPO / "benchmarks" / "classical_ctc.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def per_dataset(run: RunDir) -> pd.DataFrame:
+    """Mean metrics per (dataset, method) over the run's test fields."""
+    table = pd.read_csv(run.evaluate / "metrics_per_image.csv")
+    table["dataset"] = table["field_id"].map(lambda f: re.sub(r"-\d+-t\d+$", "", f))
+    return table.groupby(["dataset", "method"])[COLUMNS].mean()
+
+
+def leave_one_out(train_set: str, shared: Path, work: Path) -> list[dict]:
+    """Train on `train_set` alone, score on the other set's test block (see the docstring)."""
+    from pipeline.evaluate.reference import load_reference
+    from pipeline.evaluate.stage import evaluate_folder, predict_network
+    from pipeline.stages import run_stage
+
+    classical = _classical()
+    (other,) = [d for d in classical.DATASETS if d != train_set]
+    params = {
+        "config_file": str(REPO / "configs" / "ctc_nuclei.yaml"),
+        "source": str(shared / "ctc" / train_set),
+        "tracking": "none",
+        "overrides": {"paths.data_dir": str(work / "data"), "paths.runs_dir": str(work / "runs")},
+    }
+    outputs: dict[str, dict] = {}
+    for stage in ("ingest", "validate", "preprocess", "train"):
+        outputs[stage] = run_stage(stage, params, f"lodo-{train_set}", outputs)
+    tuned = classical.run_dataset(other, shared, work)  # also prepares the other set
+    cfg = classical.ctc_config(other, shared, work)
+    run = RunDir(work / "runs" / f"classical-{other}")
+    samples, _ = load_reference(str(run.preprocess), cfg, "test")
+    scored = RunDir(work / "runs" / f"lodo-scored-{other}")
+    folders = predict_network(outputs["train"]["model_dir"], samples, scored)
+    result = evaluate_folder(
+        str(scored.predictions_root), str(run.preprocess), cfg, scored.evaluate
+    )
+    rows = [
+        {"dataset": other, "method": "watershed (tuned for this set)", **tuned.summary["watershed"]}
+    ]
+    rows += [
+        {"dataset": other, "method": f"{m} (trained on {train_set})", **result.summary[m]}
+        for m in folders
+    ]
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", type=Path, help="run folder of configs/ctc_nuclei.yaml")
+    parser.add_argument("--lodo", help="train on this set alone, score on the other")
+    parser.add_argument("--shared", type=Path, default=SHARED)
+    parser.add_argument("--work", type=Path, help="output folder (default: a new temp folder)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    work = args.work or Path(tempfile.mkdtemp(prefix="cellseg-ctc-"))
+    classical = _classical()
+    if args.lodo:
+        rows = leave_one_out(args.lodo, args.shared, work)
+        print(pd.DataFrame(rows).set_index(["dataset", "method"])[COLUMNS].round(3).to_string())
+        return 0
+    if args.run is None:
+        parser.error("pass --run RUN_FOLDER or --lodo SET")
+    network = per_dataset(RunDir(args.run))
+    rows = []
+    for name in classical.DATASETS:
+        tuned = classical.run_dataset(name, args.shared, work).summary["watershed"]
+        rows.append({"dataset": name, "method": "watershed (tuned for this set)", **tuned})
+        for method in ("unet", "unet_watershed"):
+            if (name, method) in network.index:
+                rows.append({"dataset": name, "method": method, **network.loc[(name, method)]})
+    table = pd.DataFrame(rows).set_index(["dataset", "method"])[COLUMNS]
+    print(table.round(3).to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""End-to-end prediction speed: read, normalise, network, instances, write, per field.
+
+    python benchmarks/predict_speed.py [--model MODEL_FOLDER] [--size 1040 1388] [--fields 3]
+
+Without --model a resnet18 network with the project's default card is built (untrained: speed
+only). Prints device, versions and the time of each part for fields of the given size, the
+same path `cellseg predict` takes (`pipeline.segment.inference.predict_folder`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+
+from pipeline.io import read_tif, write_labels
+from pipeline.preprocess.samples import normalise
+from pipeline.segment.artifact import load_model, save_model
+from pipeline.segment.card import OUTPUTS, ModelCard
+from pipeline.segment.inference import predict_maps
+from pipeline.segment.network import build_model, resolve_device
+from pipeline.segment.postprocess import to_instances
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", help="a model folder (default: an untrained resnet18)")
+    parser.add_argument("--size", type=int, nargs=2, default=(1040, 1388))
+    parser.add_argument("--fields", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    work = Path(tempfile.mkdtemp(prefix="cellseg-speed-"))
+    model_dir = args.model
+    if model_dir is None:
+        card = ModelCard("resnet18", 1, list(OUTPUTS), ["fluo"], "nuclei", "fluo", 1.0, 99.8)
+        model_dir = str(work / "model")
+        save_model(build_model(**card.arch), card, model_dir)
+    model, card = load_model(model_dir, device)
+    name = torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor()
+    print(
+        f"device {device} ({name or 'cpu'}), torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}, model {card.encoder} {card.decoder_channels}"
+    )
+    rng = np.random.default_rng(0)
+    h, w = args.size
+    for i in range(args.fields):
+        image = (rng.random((card.in_channels, h, w)) * 255).astype(np.uint8)
+        tifffile.imwrite(work / f"f{i}.tif", image)
+    predict_maps(model, normalise(image.astype(np.float32), 1, 99.8), device, card.postprocess)
+    parts = {"read": 0.0, "normalise": 0.0, "network": 0.0, "instances": 0.0, "write": 0.0}
+    for i in range(args.fields):
+        t = time.perf_counter()
+        raw = read_tif(work / f"f{i}.tif")
+        parts["read"] += time.perf_counter() - t
+        t = time.perf_counter()
+        image = normalise(raw, card.low_percentile, card.high_percentile)
+        parts["normalise"] += time.perf_counter() - t
+        t = time.perf_counter()
+        maps = predict_maps(model, image, device, card.postprocess)
+        parts["network"] += time.perf_counter() - t
+        t = time.perf_counter()
+        labels = to_instances(maps, image, card)
+        parts["instances"] += time.perf_counter() - t
+        t = time.perf_counter()
+        write_labels(work / f"f{i}_labels.tif", labels)
+        parts["write"] += time.perf_counter() - t
+    total = sum(parts.values()) / args.fields
+    detail = ", ".join(f"{k} {v / args.fields:.2f}" for k, v in parts.items())
+    print(f"one {h}x{w} field end to end: {total:.2f} s ({detail})")
+
+
+if __name__ == "__main__":
+    main()
