@@ -25,6 +25,22 @@ def test_yaml_then_overrides(tmp_path):
     ]
 
 
+def test_numbers_as_users_write_them():
+    # YAML 1.1 reads "1e-3" (no dot) as a string; it is a number here.
+    cfg = load_config(None, {"train.lr": "1e-3", "baseline.watershed.min_distance": "7"})
+    assert cfg.train.lr == 0.001 and cfg.baseline.watershed.min_distance == 7
+
+
+def test_nested_sections_from_yaml_and_dotted_keys(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "baseline:\n  watershed:\n    min_distance: 9\npostprocess:\n  threshold: 0.4\n"
+    )
+    cfg = load_config(path, {"postprocess.watershed.sigma": 2})
+    assert cfg.baseline.watershed.min_distance == 9 and cfg.postprocess.threshold == 0.4
+    assert cfg.postprocess.watershed.sigma == 2.0 and cfg.baseline.watershed.sigma == 1.0
+
+
 def test_none_and_bool_coercion():
     cfg = load_config(None, {"train.encoder_weights": "none", "validate.fail_on_warning": "true"})
     assert cfg.train.encoder_weights is None
@@ -49,6 +65,12 @@ def test_relative_paths_anchor_on_cellseg_home(tmp_path, monkeypatch):
         ({"bogus.key": 1}, "unknown config section 'bogus'"),
         ({"data.val_fraction": 0.5, "data.test_fraction": 0.5}, "leaves no training"),
         ({"train.crop_size": 100}, "multiple of 32"),
+        ({"train.lr": ".nan"}, "train.lr=nan must be a finite number"),
+        ({"train.lr": ".inf"}, "train.lr=inf must be a finite number"),
+        ({"train.weight_decay": -0.1}, "train.weight_decay=-0.1 must be >= 0.0"),
+        ({"data.download_timeout_s": 0}, "data.download_timeout_s=0.0 must be > 0"),
+        ({"baseline.watershed.threshold": "magic"}, "choose one of otsu, li"),
+        ({"postprocess.instances": "magic"}, "choose one of network, watershed, components"),
     ],
 )
 def test_invalid_values_name_key_and_fix(overrides, message):

@@ -120,8 +120,9 @@ def _check_field(key: str, f: dataclasses.Field, value: Any) -> None:
     if not math.isfinite(value):
         raise ConfigError(f"{key}={value!r} must be a finite number")
     lo, hi = f.metadata.get("min"), f.metadata.get("max")
-    if lo is not None and (value <= lo if f.metadata.get("exclusive_min") else value < lo):
-        raise ConfigError(f"{key}={value!r} must be {'>' if lo == 0 else '>='} {lo}")
+    exclusive = f.metadata.get("exclusive_min")
+    if lo is not None and (value <= lo if exclusive else value < lo):
+        raise ConfigError(f"{key}={value!r} must be {'>' if exclusive else '>='} {lo}")
     if hi is not None and (value >= hi if f.metadata.get("exclusive_max") else value > hi):
         if hi == 1.0 and lo == 0.0:
             raise ConfigError(f"{key}={value!r} must be in [0, 1)")

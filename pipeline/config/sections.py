@@ -57,9 +57,9 @@ class DataConfig:
     sha256: list[str] = field(default_factory=list)  # "name=<64 hex>" expected sums (override)
     cache_dir: str | None = None  # downloads; None: <data_dir>/raw/downloads; relative: in data_dir
     s3_endpoint_url: str | None = None  # e.g. http://127.0.0.1:8333 for a local S3 server
-    download_retries: int = 4  # attempts after the first, waiting backoff * 2**attempt
-    download_backoff_s: float = 1.0
-    download_timeout_s: float = 60.0
+    download_retries: int = _rule(4, min=0)  # attempts after the first, backoff * 2**attempt
+    download_backoff_s: float = _rule(1.0, min=0.0)
+    download_timeout_s: float = positive(60.0)  # per read of the connection
     val_fraction: float = fraction(0.2)  # of labelled fields, by field (never by pixel or tile)
     test_fraction: float = fraction(0.2)
     split_seed: int = 0
