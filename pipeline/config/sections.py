@@ -179,6 +179,7 @@ class PostprocessConfig:
     instances: str = _rule("network", choices=INSTANCE_METHODS)
     threshold: float = fraction(0.5)  # foreground probability
     seed_threshold: float = fraction(0.5)  # normalised distance of an object's core
+    tune_seed_threshold: bool = True  # after training, pick it on the validation fields
     min_object_size: int = positive(30)  # px; smaller objects (specks) are dropped
     tile_size: int = positive(1536)  # inference tiles (multiple of 32) for larger fields
     tile_overlap: float = fraction(0.25)

@@ -32,11 +32,12 @@ from pipeline.ingest.layouts import method_channel
 from pipeline.io import atomic_path, disk_full_is_data_error
 from pipeline.preprocess.samples import load_split
 from pipeline.rundir import RunDir
-from pipeline.segment.artifact import model_id, save_model
+from pipeline.segment.artifact import load_model, model_id, save_model
 from pipeline.segment.card import OUTPUTS, ModelCard
 from pipeline.segment.network import build_model, resolve_device
 from pipeline.tracking import track
 from pipeline.train.loop import EpochResult, TrainState, train_seg
+from pipeline.train.tune import tune_seed_threshold
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +229,10 @@ def train(
         state = train_seg(
             model, data["train"], data["val"][:2], t, device, card, on_epoch=on_epoch, state=state
         )
+        if cfg.postprocess.tune_seed_threshold and "distance" in card.outputs:
+            best, best_card = load_model(run.model, device)
+            best_card = tune_seed_threshold(best, *data["val"][:2], device, best_card)
+            save_model(best, best_card, run.model)  # same weights (same id), tuned card
         out = _result(run, state, resumed_from, device, time.perf_counter() - start)
         tracker.summary({f"best_{k}": getattr(out, k) for k in ("val_fg_iou", "val_f1")})
     return out
