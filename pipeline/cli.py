@@ -127,13 +127,18 @@ def _evaluate_folder(args: argparse.Namespace, params: dict, run_id: str) -> dic
 
 
 def _predict(args: argparse.Namespace) -> dict:
-    from pipeline.registry.versions import fetch_model
+    import tempfile
+
+    from pipeline.registry.versions import META, fetch_model, verify_version
     from pipeline.segment.inference import predict_folder
 
     model = args.model
-    if model.startswith("s3://"):
-        model = str(fetch_model(model, str(Path(args.out) / ".model"), args.s3_endpoint_url))
-    return {"written": predict_folder(model, args.images, args.out)}
+    with tempfile.TemporaryDirectory(prefix="cellseg-model-") as tmp:  # never in --out
+        if model.startswith("s3://"):
+            model = str(fetch_model(model, tmp, args.s3_endpoint_url))
+        elif (Path(model) / META).is_file():  # a registered version: check it before loading
+            verify_version(Path(model), model)
+        return {"written": predict_folder(model, args.images, args.out)}
 
 
 def _run_all(params: dict, run_id: str) -> dict:

@@ -97,7 +97,11 @@ def _evaluate(
     result = evaluate(
         preprocess["uri"], baseline, cfg, run, model_dir=train["model_dir"], context=context
     )
-    return {**result.to_dict(), "dataset_id": preprocess["dataset_id"]}
+    return {
+        **result.to_dict(),
+        "dataset_id": preprocess["dataset_id"],
+        "model_id": train["model_id"],  # what register must find in the model folder
+    }
 
 
 def _register(cfg: PipelineConfig, run: RunDir, train: dict, evaluate: dict) -> dict:
@@ -112,6 +116,7 @@ def _register(cfg: PipelineConfig, run: RunDir, train: dict, evaluate: dict) -> 
         evaluate["dataset_id"],
         run.run_id,
         cfg.to_dict(),
+        evaluated_id=evaluate.get("model_id"),
     )
     out = {
         "model_uri": model.uri,

@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -85,6 +86,23 @@ def test_stages_one_by_one_then_predict(capsys, tmp_path, demo_root):
         == 0
     )
     assert (tmp_path / "pred" / "field_labels.tif").is_file()
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["field_labels.tif"]
+    # a registered version whose weights were changed is refused, in one line, naming the file
+    weights = Path(registered["model_uri"]) / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\x00" * 8)
+    _one_line_error(
+        capsys,
+        [
+            "predict",
+            "--model",
+            registered["model_uri"],
+            "--images",
+            str(images),
+            "--out",
+            str(tmp_path / "pred2"),
+        ],
+        "weights.safetensors: does not match the sha256",
+    )
     # re-score the run's saved predictions with `cellseg evaluate --predictions`
     run_dir = tmp_path / "runs" / "r1"
     out = tmp_path / "rescored"

@@ -206,6 +206,7 @@ class RegistryConfig:
     uri: str = "registry"  # local folder or s3://bucket/prefix
     model_name: str = "cellseg-unet"
     s3_endpoint_url: str | None = None  # e.g. http://127.0.0.1:8333 for a local S3 server
+    min_f1: float = _rule(0.0, min=0.0, max=1.0)  # the network's own test F1 needed to register
 
 
 @dataclass

@@ -113,6 +113,38 @@ def _register_s3(uri: str, model: Path, card: dict, endpoint_url: str | None) ->
     raise RuntimeError(f"could not claim a new version under {uri} after {MAX_ATTEMPTS} tries")
 
 
+def check_registrable(
+    model: Path, evaluated_id: str | None, metrics: dict, cfg: RegistryConfig
+) -> str:
+    """The model id of `model` after the checks that keep a bad model out of the registry:
+    its weights are the ones evaluated (`evaluated_id`), all finite, and its own instances
+    (``metrics["test"]["unet"]``) reach ``cfg.min_f1``. DataError otherwise."""
+    from pipeline.segment.artifact import load_weights
+
+    current = model_id(model)
+    if evaluated_id is not None and current != evaluated_id:
+        raise DataError(
+            f"{model}: its weights (sha256 {current[:12]}) are not the ones evaluated "
+            f"({evaluated_id[:12]}); the model changed after evaluation: re-run evaluate"
+        )
+    bad = [
+        k
+        for k, v in load_weights(model).items()
+        if v.is_floating_point() and not v.isfinite().all()
+    ]
+    if bad:
+        raise DataError(
+            f"{model}: non-finite weights in {bad[:3]}; not registered (lower train.lr)"
+        )
+    f1 = metrics.get("test", {}).get("unet", {}).get("f1")
+    if f1 is not None and f1 < cfg.min_f1:
+        raise DataError(
+            f"{model}: test F1 of the network's own instances {f1:.3f} is below "
+            f"registry.min_f1={cfg.min_f1}; not registered"
+        )
+    return current
+
+
 def register_model(
     model_dir: str,
     cfg: RegistryConfig,
@@ -120,14 +152,15 @@ def register_model(
     dataset_id: str,
     run_id: str,
     config: dict | None = None,
+    evaluated_id: str | None = None,
 ) -> RegisteredModel:
     """Register the model folder `model_dir` with its metrics as the next version of
-    ``cfg.model_name``."""
+    ``cfg.model_name``, after `check_registrable`."""
     model = model_folder(model_dir)
     card = {
         "model_name": cfg.model_name,
         "model_card": read_card(model).to_dict(),
-        "model_id": model_id(model),
+        "model_id": check_registrable(model, evaluated_id, metrics, cfg),
         "dataset_id": dataset_id,
         "run_id": run_id,
         "metrics": metrics,
@@ -144,6 +177,27 @@ def register_model(
     return RegisteredModel(uri, version, {**card, "version": version})
 
 
+def verify_version(folder: Path, source: str) -> Path:
+    """Check every file of a registered version in `folder` against the sums in its metadata;
+    DataError naming the file when one is missing or changed. Returns `folder`."""
+    meta_path = folder / META
+    try:
+        meta = json.loads(meta_path.read_text())
+        sums = meta["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{source}: no readable {META} ({exc}); not a complete version") from exc
+    for name in (WEIGHTS, CARD):
+        path = folder / name
+        if not path.is_file():
+            raise DataError(f"{source}/{name}: missing; the version is incomplete")
+        if sha256_file(path) != sums.get(name):
+            raise DataError(
+                f"{source}/{name}: does not match the sha256 in {META} (tampered or "
+                "corrupt); not loaded. Re-register the model or fetch it again"
+            )
+    return folder
+
+
 def fetch_model(uri: str, dest: str, endpoint_url: str | None = None) -> Path:
     """Copy a registered version (local or s3://) to the folder `dest`, checking every file
     against the sums in its metadata; returns `dest` (a model folder)."""
@@ -158,8 +212,4 @@ def fetch_model(uri: str, dest: str, endpoint_url: str | None = None) -> Path:
     else:
         for name in names:
             shutil.copy2(Path(uri) / name, dest_path / name)
-    meta = json.loads((dest_path / META).read_text())
-    for name, expected in meta["sha256"].items():
-        if sha256_file(dest_path / name) != expected:
-            raise DataError(f"{uri}: {name} does not match the sha256 in {META}; re-fetch it")
-    return dest_path
+    return verify_version(dest_path, uri)
