@@ -231,7 +231,7 @@ def train(
         )
         if cfg.postprocess.tune_seed_threshold and "distance" in card.outputs:
             best, best_card = load_model(run.model, device)
-            best_card = tune_seed_threshold(best, *data["val"][:2], device, best_card)
+            best_card = tune_seed_threshold(best, data["val"][:2], device, best_card)
             save_model(best, best_card, run.model)  # same weights (same id), tuned card
         out = _result(run, state, resumed_from, device, time.perf_counter() - start)
         tracker.summary({f"best_{k}": getattr(out, k) for k in ("val_fg_iou", "val_f1")})

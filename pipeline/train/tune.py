@@ -20,14 +20,11 @@ CANDIDATES = (0.3, 0.4, 0.5, 0.6, 0.7)
 
 
 def tune_seed_threshold(
-    model: torch.nn.Module,
-    images: list[np.ndarray],
-    labels: list[np.ndarray],
-    device: torch.device,
-    card: ModelCard,
+    model: torch.nn.Module, val: tuple[list, list], device: torch.device, card: ModelCard
 ) -> ModelCard:
     """`card` with the seed threshold of CANDIDATES that gives the best mean F1@0.5 of the
-    network's own instances on the (C, H, W) validation `images` and their label images."""
+    network's own instances on `val`: (C, H, W) images and their label images."""
+    images, labels = val
     post = card.postprocess
     maps = [predict_maps(model, image, device, post) for image in images]
     scores = {}
