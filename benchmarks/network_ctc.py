@@ -71,7 +71,7 @@ def leave_one_out(train_set: str, shared: Path, work: Path) -> list[dict]:
     run = RunDir(work / "runs" / f"classical-{other}")
     samples, _ = load_reference(str(run.preprocess), cfg, "test")
     scored = RunDir(work / "runs" / f"lodo-scored-{other}")
-    folders = predict_network(outputs["train"]["model_dir"], samples, scored)
+    folders = predict_network(outputs["train"]["model_dir"], samples, scored.predictions_root)
     result = evaluate_folder(
         str(scored.predictions_root), str(run.preprocess), cfg, scored.evaluate
     )

@@ -49,13 +49,39 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
 
 
+def _registry_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config file (its registry section is used)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
+
+
+def _models_parser(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    ls = sub.add_parser("list", help="registered versions, newest first, with their aliases")
+    ls.add_argument("--incomplete", action="store_true", help="only unpublished claims")
+    show = sub.add_parser("show", help="a version's card, metrics, lineage and alias history")
+    show.add_argument("ref", help="version number or alias")
+    promote = sub.add_parser("promote", help="point an alias (default production) at a version")
+    promote.add_argument("ref", help="version number or alias")
+    promote.add_argument("--alias", default="production")
+    promote.add_argument("--reason", default="", help="recorded in the alias history")
+    back = sub.add_parser("rollback", help="move an alias back to its previous version")
+    back.add_argument("--alias", default="production")
+    back.add_argument("--to", help="this version instead of the previous one")
+    dl = sub.add_parser("download", help="copy a version into a folder, verified")
+    dl.add_argument("ref", help="version number or alias")
+    dl.add_argument("--out", required=True, help="new or empty folder")
+    for action in (ls, show, promote, back, dl):
+        _registry_options(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cellseg", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(
         dest="command",
         required=True,
         parser_class=_Parser,
-        metavar="{" + ",".join([*stages.STAGE_NAMES, "predict", "run"]) + "}",
+        metavar="{" + ",".join([*stages.STAGE_NAMES, "run", "predict", "models"]) + "}",
     )
     stage_parsers = {}
     for stage in stages.STAGES:
@@ -82,13 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     pred = sub.add_parser("predict", help="segment a folder of new images with a model")
     pred.add_argument(
         "--model",
-        required=True,
-        help="a model folder, a run's train/ folder or a registered version (folder or s3://...)",
+        help="a registry alias or version number (default: production), a model folder, a "
+        "run's train/ folder or a registered version (folder or s3://...)",
     )
     pred.add_argument("--images", required=True, help="folder of .tif images (C, H, W)")
     pred.add_argument("--out", required=True, help="folder for <stem>_labels.tif")
-    pred.add_argument("--s3-endpoint-url", help="S3 endpoint for s3:// models")
-    pred.add_argument("-v", "--verbose", action="store_true")
+    _registry_options(pred)
+    _models_parser(sub.add_parser("models", help="list, show, promote, roll back, download"))
     return parser
 
 
@@ -126,36 +152,56 @@ def _evaluate_folder(args: argparse.Namespace, params: dict, run_id: str) -> dic
     return evaluate_folder(args.predictions, args.dataset, cfg, out).to_dict()
 
 
-def _predict(args: argparse.Namespace) -> dict:
-    import tempfile
+def _config(args: argparse.Namespace):
+    return config_from_params({"config_file": args.config, "overrides": parse_set_flags(args.set)})
 
-    from pipeline.registry.versions import META, fetch_model, verify_version
+
+def _predict(args: argparse.Namespace) -> dict:
+    from pipeline.registry.commands import model_for_predict
     from pipeline.segment.inference import predict_folder
 
-    model = args.model
-    with tempfile.TemporaryDirectory(prefix="cellseg-model-") as tmp:  # never in --out
-        if model.startswith("s3://"):
-            model = str(fetch_model(model, tmp, args.s3_endpoint_url))
-        elif (Path(model) / META).is_file():  # a registered version: check it before loading
-            verify_version(Path(model), model)
-        return {"written": predict_folder(model, args.images, args.out)}
+    with model_for_predict(_config(args), args.model) as model:
+        return {
+            "model": args.model or "production",
+            "written": predict_folder(model, args.images, args.out),
+        }
+
+
+def _models(args: argparse.Namespace) -> Any:
+    from pipeline.registry import commands
+
+    cfg = _config(args)
+    if args.action == "list":
+        return commands.list_models(cfg, args.incomplete)
+    if args.action == "show":
+        return commands.show_model(cfg, args.ref)
+    if args.action == "promote":
+        return commands.promote(cfg, args.ref, args.alias, args.reason)
+    if args.action == "rollback":
+        return commands.rollback_alias(cfg, args.alias, args.to)
+    return commands.download(cfg, args.ref, args.out)
 
 
 def _run_all(params: dict, run_id: str) -> dict:
     from rich.console import Console
 
     console, outputs = Console(stderr=True), {}
-    for i, stage in enumerate(stages.STAGES, 1):
-        start = time.perf_counter()
-        console.print(f"[bold cyan][{i}/{len(stages.STAGES)}] {stage.name}[/] ...")
-        outputs[stage.name] = stages.run_stage(stage.name, params, run_id, outputs)
-        console.print(f"[green]    {stage.name} done[/] in {time.perf_counter() - start:.1f}s")
+    run = RunDir.create(config_from_params(params).paths.runs_dir, run_id)
+    with run.lock("cellseg run"):  # no other process joins this run between two stages
+        for i, stage in enumerate(stages.STAGES, 1):
+            start = time.perf_counter()
+            console.print(f"[bold cyan][{i}/{len(stages.STAGES)}] {stage.name}[/] ...")
+            outputs[stage.name] = stages.run_stage(stage.name, params, run_id, outputs)
+            took = time.perf_counter() - start
+            console.print(f"[green]    {stage.name} done[/] in {took:.1f}s")
     return outputs[stages.STAGES[-1].name]
 
 
-def _dispatch(args: argparse.Namespace) -> dict:
+def _dispatch(args: argparse.Namespace) -> Any:
     if args.command == "predict":
         return _predict(args)
+    if args.command == "models":
+        return _models(args)
     params = _params(args)
     run_id = args.run_id or datetime.now().strftime("run-%Y%m%d-%H%M%S")
     cfg = config_from_params(params)  # a bad value or name fails here, before any work

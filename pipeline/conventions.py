@@ -7,7 +7,11 @@ and ``nuclei``; ``data.target`` picks the one to learn and score.
 """
 
 import dataclasses
+import getpass
+import os
 import re
+import socket
+from datetime import UTC, datetime
 
 LABEL_SETS = ("cells", "nuclei")
 LABEL_CONVENTION = "uint16 instance labels, 0 = background, 1..N = objects"
@@ -27,3 +31,17 @@ class Record:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+
+def now() -> str:
+    """The current UTC time, ISO 8601 to the second (written into claims, locks, histories)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def who() -> str:
+    """``user@host (pid N)``: who holds a lock, claimed a version or moved an alias."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()} (pid {os.getpid()})"

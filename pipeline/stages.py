@@ -101,31 +101,16 @@ def _evaluate(
         **result.to_dict(),
         "dataset_id": preprocess["dataset_id"],
         "model_id": train["model_id"],  # what register must find in the model folder
+        "test_data": result.test_data,  # what was scored: the promotion gate compares on it
     }
 
 
-def _register(cfg: PipelineConfig, run: RunDir, train: dict, evaluate: dict) -> dict:
-    from pipeline.io import write_json
-    from pipeline.registry.versions import register_model
+def _register(
+    cfg: PipelineConfig, run: RunDir, preprocess: dict, train: dict, evaluate: dict
+) -> dict:
+    from pipeline.registry.stage import register
 
-    metrics = {"test": evaluate["summary"], "val_fg_iou": train["val_fg_iou"]}
-    model = register_model(
-        train["model_dir"],
-        cfg.registry,
-        metrics,
-        evaluate["dataset_id"],
-        run.run_id,
-        cfg.to_dict(),
-        evaluated_id=evaluate.get("model_id"),
-    )
-    out = {
-        "model_uri": model.uri,
-        "version": model.version,
-        "report": evaluate["report_html"],
-        "metrics": evaluate["summary_json"],
-    }
-    write_json(run.registered, out)
-    return out
+    return register(cfg, run, train, evaluate, preprocess)
 
 
 STAGES: tuple[Stage, ...] = (
@@ -173,9 +158,9 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "register",
         _register,
-        ("train", "evaluate"),
-        "Store the model with its card and test metrics as a new, never-overwritten registry "
-        "version.",
+        ("preprocess", "train", "evaluate"),
+        "Store the evaluated model as a new, never-overwritten registry version (alias "
+        "staging); promote it to production if it beats production on the same test data.",
     ),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
@@ -189,12 +174,18 @@ def get_stage(name: str) -> Stage:
 
 
 def run_stage(
-    name: str, params: dict[str, Any], run_id: str, upstream: dict[str, dict] | None = None
+    name: str,
+    params: dict[str, Any],
+    run_id: str,
+    upstream: dict[str, dict] | None = None,
+    shared: bool = False,
 ) -> dict:
     """Run stage `name` of run `run_id` with `params` (see `pipeline.config.params`).
 
     `upstream` maps upstream stage names to their outputs; those missing are read from the run
-    folder, where earlier stages recorded them. The output is recorded there too.
+    folder, where earlier stages recorded them. The output is recorded there too. The run is
+    locked meanwhile (`RunDir.lock`): `shared` lets the parallel tasks of one orchestrated run
+    hold it together; any other process on the run id is refused.
     """
     from pipeline.io import write_json
 
@@ -210,8 +201,9 @@ def run_stage(
                 f"run `cellseg {up} --run-id {run_id}` first"
             )
         inputs[up] = value
-    result = stage.func(cfg, run, **inputs)
-    write_json(run.state(name), result)
+    with run.lock(name, shared):
+        result = stage.func(cfg, run, **inputs)
+        write_json(run.state(name), result)
     return result
 
 

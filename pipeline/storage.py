@@ -26,8 +26,10 @@ def split_s3(uri: str, what: str = "uri") -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
-def s3_client(endpoint_url: str | None = None):
-    """A boto3 S3 client for `endpoint_url` (None: $AWS_ENDPOINT_URL, else AWS)."""
+def s3_client(endpoint_url: str | None = None, config=None):
+    """A boto3 S3 client for `endpoint_url` (None: $AWS_ENDPOINT_URL, else AWS), with an
+    optional ``botocore.config.Config`` (timeouts, retries)."""
     import boto3
 
-    return boto3.client("s3", endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL"))
+    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+    return boto3.client("s3", endpoint_url=endpoint, config=config)

@@ -35,5 +35,6 @@ for method, m in summary.items():
     print(f"  {method:<18} {m['fg_iou']:7.3f} {m['fg_dice']:7.3f} {m['f1']:7.3f} {m['aji']:7.3f}")
 print(f"Report:           {reg['report']}")
 print(f"Metrics:          {reg['metrics']}")
-print(f"Registered model: {reg['model_uri']} (version {reg['version']})")
+print(f"Registered model: {reg['model_uri']} (version {reg['version']}, aliases: {', '.join(reg['aliases']) or 'none'})")
+print(f"Registry gate:    {reg['decision']['reason']}")
 PY

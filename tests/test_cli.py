@@ -60,7 +60,7 @@ def test_stages_one_by_one_then_predict(capsys, tmp_path, demo_root):
     for stage in ("ingest", "validate", "preprocess", "baseline", "train", "evaluate", "register"):
         assert main([stage, *args]) == 0, stage
     out = capsys.readouterr().out
-    registered = json.loads(out[out.rindex("{\n") :])
+    registered = json.loads(out[out.rindex("\n{\n") :])  # the last stage's output
     assert registered["version"] == 1
     summary = json.loads(open(registered["metrics"]).read())["methods"]
     assert {"unet", "otsu"} <= set(summary)
@@ -71,19 +71,11 @@ def test_stages_one_by_one_then_predict(capsys, tmp_path, demo_root):
 
     test_image = next((tmp_path / "data" / "datasets").glob("*/fields/0000/image.tif"))
     shutil.copy(test_image, images / "field.tif")
+    # the run's model became production (the first version): predict uses it by default
+    assert registered["aliases"] == ["staging", "production"]
+    registry = ["--set", f"registry.uri={tmp_path / 'registry'}"]
     assert (
-        main(
-            [
-                "predict",
-                "--model",
-                registered["model_uri"],
-                "--images",
-                str(images),
-                "--out",
-                str(tmp_path / "pred"),
-            ]
-        )
-        == 0
+        main(["predict", "--images", str(images), "--out", str(tmp_path / "pred"), *registry]) == 0
     )
     assert (tmp_path / "pred" / "field_labels.tif").is_file()
     assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["field_labels.tif"]

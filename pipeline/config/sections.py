@@ -201,12 +201,23 @@ class EvaluateConfig:
     report_overlays: int = 4  # test fields shown side by side (all methods) in report.html
 
 
+GATE_METRICS = ("f1", "map", "fg_iou", "aji", "fg_dice")  # higher is better, in [0, 1]
+
+
 @dataclass
 class RegistryConfig:
+    """Versions, aliases and the promotion gate (pipeline/registry). A registered version is
+    aliased ``staging``; it becomes ``production`` when `auto_promote` is on and its network
+    row beats production's on `promote_metric` by more than `promote_margin` on the same test
+    data (production is re-scored on this run's test fields when it was scored on others)."""
+
     uri: str = "registry"  # local folder or s3://bucket/prefix
     model_name: str = "cellseg-unet"
     s3_endpoint_url: str | None = None  # e.g. http://127.0.0.1:8333 for a local S3 server
     min_f1: float = _rule(0.0, min=0.0, max=1.0)  # the network's own test F1 needed to register
+    auto_promote: bool = True
+    promote_metric: str = _rule("f1", choices=GATE_METRICS)
+    promote_margin: float = _rule(0.0, min=0.0, max=1.0)
 
 
 @dataclass

@@ -149,3 +149,21 @@ def write_report(
     with atomic_path(out / "report.html") as tmp:
         tmp.write_text(page, encoding="utf-8")
     return out / "report.html"
+
+
+def add_section(report: str | Path, section_id: str, title: str, facts: dict[str, str]) -> Path:
+    """Add (or replace, on a re-run) the section `section_id` at the end of a written report:
+    a heading and a table of `facts`. Later stages use it, e.g. the registry's decision."""
+    path = Path(report)
+    page = path.read_text(encoding="utf-8")
+    start, end = f"<!-- section:{section_id} -->", f"<!-- /section:{section_id} -->"
+    if start in page:
+        page = page[: page.index(start)] + page[page.index(end) + len(end) :]
+    rows = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in facts.items())
+    block = (
+        f'{start}<h2 id="{section_id}">{_esc(title)}</h2><table class="facts">{rows}</table>{end}'
+    )
+    page = page.replace("</body></html>", f"{block}\n</body></html>")
+    with atomic_path(path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return path

@@ -15,6 +15,8 @@ Outputs in the evaluation folder:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +57,19 @@ class EvalResult(Record):
     summary_json: str
     report_html: str
     summary: dict[str, dict[str, float]]  # method -> metric -> mean over test fields
+    test_data: dict[str, str]  # id: what was scored and how (equal ids: comparable scores)
+
+
+def describe_test_data(meta: dict) -> dict[str, str]:
+    """{id, text}: an id of the scored data and rules (dataset, target, fields, border policy),
+    so two evaluations are compared only when they scored the same thing the same way."""
+    keys = ("dataset_id", "target", "test_fields", "border_policy", "border_margin")
+    ident = hashlib.sha256(json.dumps([meta.get(k) for k in keys]).encode()).hexdigest()[:16]
+    text = (
+        f"{meta['n_test_fields']} {meta.get('split', 'test')} fields of dataset "
+        f"{meta.get('dataset_id', 'unknown')}, {meta['border_policy_text']}"
+    )
+    return {"id": ident, "text": text}
 
 
 def _display_channel(cfg: PipelineConfig, n_channels: int) -> int:
@@ -141,6 +156,7 @@ def write_evaluation(
     }
     ap_cols = [f"ap_{round(t * 100)}" for t in IOU_THRESHOLDS]
     ap_curve = {str(m): g[ap_cols].mean().to_dict() for m, g in table.groupby("method", sort=False)}
+    meta["test_data"] = describe_test_data(meta)
     write_json(out / "metrics_summary.json", {"methods": summary, "ap_curve": ap_curve, **meta})
     figures = {
         "per_image": png_bytes(per_image_figure(table)),
@@ -162,5 +178,9 @@ def write_evaluation(
             v["aji"],
         )
     return EvalResult(
-        str(out / "metrics_per_image.csv"), str(out / "metrics_summary.json"), str(report), summary
+        str(out / "metrics_per_image.csv"),
+        str(out / "metrics_summary.json"),
+        str(report),
+        summary,
+        meta["test_data"],
     )

@@ -21,21 +21,26 @@ from pipeline.tracking import track
 NETWORK_ROWS = {"unet": "network", "unet_watershed": "watershed"}
 
 
-def predict_network(model_dir: str, samples: list[Sample], run: RunDir) -> dict[str, str]:
+def predict_network(
+    model_dir: str | Path,
+    samples: list[Sample],
+    out_root: Path,
+    rows: dict[str, str] = NETWORK_ROWS,
+) -> dict[str, str]:
     """Run the trained network on `samples` (normalised test images) and write one predictions
-    folder per row of NETWORK_ROWS; returns {method: folder}."""
+    folder ``out_root/<row>`` per row of `rows` (default NETWORK_ROWS); returns {row: folder}."""
     from pipeline.segment.artifact import load_model
     from pipeline.segment.inference import predict_maps
     from pipeline.segment.postprocess import to_instances
 
     model, card = load_model(model_dir)
     device = next(model.parameters()).device
-    folders = {name: run.predictions(name) for name in NETWORK_ROWS}
+    folders = {name: out_root / name for name in rows}
     with ExitStack() as stack:  # every folder appears complete, or not at all
         out = {name: stack.enter_context(atomic_path(f)) for name, f in folders.items()}
         for s in samples:
             maps = predict_maps(model, s.image, device, card.postprocess)
-            for name, how in NETWORK_ROWS.items():
+            for name, how in rows.items():
                 labels = to_instances(maps, s.image, card, how)
                 write_labels(out[name] / f"{safe_name(s.field_id)}.tif", labels)
     return {name: str(folder) for name, folder in folders.items()}
@@ -55,7 +60,7 @@ def evaluate(
     predictions = dict(predictions)
     samples, info = load_reference(prepared_uri, cfg, "test")
     if model_dir:
-        predictions |= predict_network(model_dir, samples, run)
+        predictions |= predict_network(model_dir, samples, run.predictions_root)
     meta = {**info, **(context or {})}
     result = write_evaluation(samples, predictions, cfg, run.evaluate, meta)
     with track(cfg, str(run.root), name=f"evaluate-{run.run_id}", job_type="evaluate") as t:

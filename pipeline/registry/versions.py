@@ -1,215 +1,205 @@
-"""Model registry stage: versioned, never-overwritten models in a folder or an S3 bucket.
+"""Registered versions: immutable, complete or invisible, verified on every load.
 
-Layout under ``registry.uri`` (a local folder or ``s3://bucket/prefix``)::
+Layout under ``registry.uri`` (a local folder or ``s3://bucket/prefix``; `store.Store`)::
 
-    <model_name>/v0001/weights.safetensors, card.json   the model folder (pipeline.segment.artifact)
-    <model_name>/v0001/metadata.json    metrics, dataset id, run id, config, model id, sha256s
+    <model_name>/v0001/claim.json           who took the number (written first, exclusively)
+    <model_name>/v0001/weights.safetensors  the model folder (pipeline.segment.artifact) ...
+    <model_name>/v0001/card.json            ... the typed card inference reads
+    <model_name>/v0001/metadata.json        metrics, dataset, lineage (pipeline.registry.card)
+    <model_name>/v0001/MODEL_CARD.md        the human-readable card
+    <model_name>/v0001/manifest.json        sha256 of every file above, written LAST
+    <model_name>/aliases/<alias>/000001.json  alias history (pipeline.registry.aliases)
 
-Versions are claimed exclusively: locally by renaming a complete temporary folder onto a fresh
-name (fails if it exists), on S3 with conditional writes (``IfNoneMatch='*'``), so two runs
-registering at once get different versions and an existing version is never replaced.
+A version exists for readers only once its manifest does, so nobody ever sees half of one; a
+registration killed part-way leaves an invisible, numbered claim (``models list --all``). Every
+object is written with `Store.put_new`, so concurrent registrations never share a number and
+no file of a version is ever replaced. Loading checks every file against the manifest.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import RegistryConfig
-from pipeline.conventions import Record
-from pipeline.errors import DataError
-from pipeline.io import sha256_file
-from pipeline.segment.artifact import CARD, WEIGHTS, model_folder, model_id, read_card
-from pipeline.storage import is_s3, s3_client, split_s3
+from pipeline.conventions import Record, now, who
+from pipeline.errors import ConfigError, DataError
+from pipeline.registry.store import Store, open_store
+from pipeline.segment.artifact import CARD, WEIGHTS
+from pipeline.storage import is_s3
 
 log = logging.getLogger(__name__)
+CLAIM, META, README, MANIFEST = "claim.json", "metadata.json", "MODEL_CARD.md", "manifest.json"
+FILES = (WEIGHTS, CARD, META, README)  # what a manifest lists
 MAX_ATTEMPTS = 50
+_VERSION = re.compile(r"^v(\d{4,})$")
 
 
 @dataclass
 class RegisteredModel(Record):
     uri: str
     version: int
-    card: dict[str, Any]
+    model_id: str
 
 
-def _version_name(v: int) -> str:
+def version_name(v: int) -> str:
     return f"v{v:04d}"
 
 
-META = "metadata.json"
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
-def _register_local(root: Path, model: Path, card: dict) -> tuple[str, int]:
-    root.mkdir(parents=True, exist_ok=True)
-    for _ in range(MAX_ATTEMPTS):
-        existing = [int(p.name[1:]) for p in root.glob("v[0-9]*") if p.name[1:].isdigit()]
-        version = max(existing, default=0) + 1
-        tmp = Path(tempfile.mkdtemp(prefix=".register-", dir=root))
+class Registry:
+    """The versions and aliases of one model name in one store."""
+
+    def __init__(self, cfg: RegistryConfig, store: Store | None = None) -> None:
+        self.cfg, self.name = cfg, cfg.model_name
+        self.store = store or open_store(cfg.uri, cfg.s3_endpoint_url)
+
+    def key(self, version: int, file: str) -> str:
+        return f"{self.name}/{version_name(version)}/{file}"
+
+    def uri(self, version: int) -> str:
+        return f"{self.store.uri.rstrip('/')}/{self.name}/{version_name(version)}"
+
+    def _files_by_version(self) -> dict[int, set[str]]:
+        out: dict[int, set[str]] = {}
+        for k in self.store.keys(self.name):
+            parts = k.split("/")
+            if len(parts) == 3 and (m := _VERSION.match(parts[1])):
+                out.setdefault(int(m.group(1)), set()).add(parts[2])
+        return out
+
+    def versions(self, incomplete: bool = False) -> list[int]:
+        """Complete versions (with a manifest), ascending; with `incomplete`, only the claimed
+        numbers that have none (registrations that died part-way)."""
+        found = self._files_by_version()
+        return sorted(v for v, files in found.items() if (MANIFEST in files) != incomplete)
+
+    def register(self, model: Path, metadata: dict[str, Any], readme: str) -> RegisteredModel:
+        """Publish the model folder `model` with `metadata` and the human-readable card as the
+        next version. RegistryUnavailable when the store fails: nothing becomes visible."""
+        for _ in range(MAX_ATTEMPTS):
+            version = max(self._files_by_version(), default=0) + 1
+            claim = {"by": who(), "at": now(), "run_id": metadata.get("run_id")}
+            if self.store.put_new(self.key(version, CLAIM), json.dumps(claim).encode()):
+                break
+        else:
+            raise RuntimeError(f"{self.store.uri}: no free version after {MAX_ATTEMPTS} tries")
+        meta = {**metadata, "model_name": self.name, "version": version}
+        files = {
+            WEIGHTS: (model / WEIGHTS).read_bytes(),
+            CARD: (model / CARD).read_bytes(),
+            META: json.dumps(meta, indent=2, sort_keys=True, default=str).encode(),
+            README: readme.replace("{version}", version_name(version)).encode(),
+        }
+        for name, data in files.items():
+            if not self.store.put_new(self.key(version, name), data):
+                raise RuntimeError(f"{self.uri(version)}/{name} exists although we claimed it")
+        manifest = {
+            "model_name": self.name,
+            "version": version,
+            "model_id": _sha(files[WEIGHTS]),
+            "published_at": now(),
+            "sha256": {name: _sha(data) for name, data in files.items()},
+        }
+        if not self.store.put_new(self.key(version, MANIFEST), json.dumps(manifest).encode()):
+            raise RuntimeError(f"{self.uri(version)}/{MANIFEST} exists although we claimed it")
+        log.info("registered %s %s at %s", self.name, version_name(version), self.uri(version))
+        return RegisteredModel(self.uri(version), version, manifest["model_id"])
+
+    def manifest(self, version: int) -> dict[str, Any]:
+        where = f"{self.uri(version)}/{MANIFEST}"
+        if version not in self.versions():
+            listed = ", ".join(map(version_name, self.versions())) or "none"
+            raise DataError(f"{where}: no complete version {version} (versions: {listed})")
         try:
-            for name in (WEIGHTS, CARD):
-                shutil.copy2(model / name, tmp / name)
-            (tmp / META).write_text(json.dumps({**card, "version": version}, indent=2))
-            final = root / _version_name(version)
-            try:  # rename refuses a non-empty target: an existing version is never replaced
-                os.rename(tmp, final)
-            except OSError:
-                continue  # another run claimed this version first; try the next one
-            return str(final), version
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    raise RuntimeError(f"could not claim a new version under {root} after {MAX_ATTEMPTS} tries")
+            manifest = json.loads(self.store.read(self.key(version, MANIFEST)))
+            listed = set(manifest["sha256"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{where}: unreadable ({exc}); the version is corrupt") from exc
+        if listed != set(FILES):
+            raise DataError(f"{where}: lists {sorted(listed)}, not {list(FILES)}; corrupt")
+        return manifest
+
+    def read(self, version: int, file: str) -> bytes:
+        """One file of a complete version, checked against its manifest."""
+        expected = self.manifest(version)["sha256"][file]
+        data = self.store.read(self.key(version, file))
+        if _sha(data) != expected:
+            raise DataError(_tampered(f"{self.uri(version)}/{file}"))
+        return data
+
+    def metadata(self, version: int) -> dict[str, Any]:
+        return json.loads(self.read(version, META))
+
+    def fetch(self, version: int, dest: str | Path) -> Path:
+        """Copy a complete version into the folder `dest` and verify every file; returns `dest`
+        (a model folder that `pipeline.segment.artifact.load_model` reads)."""
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / MANIFEST).write_bytes(json.dumps(self.manifest(version)).encode())
+        for name in FILES:
+            self.store.download(self.key(version, name), dest / name)
+        return verify_version(dest, self.uri(version))
+
+    def resolve(self, ref: str | int) -> int:
+        """A version number from ``3``, ``v0003`` or an alias name (``production``)."""
+        from pipeline.registry.aliases import current
+
+        text = str(ref).strip()
+        if text.isdigit() or _VERSION.match(text):
+            return int(text.lstrip("v"))
+        entry = current(self, text)
+        if entry is None:
+            raise ConfigError(
+                f"{self.store.uri}/{self.name}: no version or alias {text!r}; "
+                "`cellseg models list` shows both"
+            )
+        return int(entry["version"])
 
 
-def _register_s3(uri: str, model: Path, card: dict, endpoint_url: str | None) -> tuple[str, int]:
-    from botocore.exceptions import ClientError
-
-    client = s3_client(endpoint_url)
-    bucket, prefix = split_s3(uri, "registry.uri")
-    try:
-        client.head_bucket(Bucket=bucket)
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] not in ("404", "NoSuchBucket"):
-            raise
-        log.info("creating bucket %s for the registry", bucket)
-        client.create_bucket(Bucket=bucket)
-    listing = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/")
-    existing = {
-        int(k.split("/")[-2][1:])
-        for page in listing
-        for k in (o["Key"] for o in page.get("Contents", []))
-        if k.endswith(f"/{META}")
-    }
-    version = max(existing, default=0) + 1
-    for _ in range(MAX_ATTEMPTS):
-        key = f"{prefix}/{_version_name(version)}"
-        body = json.dumps({**card, "version": version}, indent=2).encode()
-        try:  # the metadata is the claim: it is written first and only if absent
-            client.put_object(Bucket=bucket, Key=f"{key}/{META}", Body=body, IfNoneMatch="*")
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] in (
-                "PreconditionFailed",
-                "412",
-                "ConditionalRequestConflict",
-            ):
-                version += 1
-                continue
-            raise
-        try:
-            for name in (WEIGHTS, CARD):
-                with open(model / name, "rb") as fh:
-                    client.put_object(Bucket=bucket, Key=f"{key}/{name}", Body=fh, IfNoneMatch="*")
-        except Exception:
-            # Release the claim so a retry can use this version; no metadata without a model.
-            client.delete_object(Bucket=bucket, Key=f"{key}/{META}")
-            raise
-        return f"s3://{bucket}/{key}", version
-    raise RuntimeError(f"could not claim a new version under {uri} after {MAX_ATTEMPTS} tries")
-
-
-def check_registrable(
-    model: Path, evaluated_id: str | None, metrics: dict, cfg: RegistryConfig
-) -> str:
-    """The model id of `model` after the checks that keep a bad model out of the registry:
-    its weights are the ones evaluated (`evaluated_id`), all finite, and its own instances
-    (``metrics["test"]["unet"]``) reach ``cfg.min_f1``. DataError otherwise."""
-    from pipeline.segment.artifact import load_weights
-
-    current = model_id(model)
-    if evaluated_id is not None and current != evaluated_id:
-        raise DataError(
-            f"{model}: its weights (sha256 {current[:12]}) are not the ones evaluated "
-            f"({evaluated_id[:12]}); the model changed after evaluation: re-run evaluate"
-        )
-    bad = [
-        k
-        for k, v in load_weights(model).items()
-        if v.is_floating_point() and not v.isfinite().all()
-    ]
-    if bad:
-        raise DataError(
-            f"{model}: non-finite weights in {bad[:3]}; not registered (lower train.lr)"
-        )
-    f1 = metrics.get("test", {}).get("unet", {}).get("f1")
-    if f1 is not None and f1 < cfg.min_f1:
-        raise DataError(
-            f"{model}: test F1 of the network's own instances {f1:.3f} is below "
-            f"registry.min_f1={cfg.min_f1}; not registered"
-        )
-    return current
-
-
-def register_model(
-    model_dir: str,
-    cfg: RegistryConfig,
-    metrics: dict,
-    dataset_id: str,
-    run_id: str,
-    config: dict | None = None,
-    evaluated_id: str | None = None,
-) -> RegisteredModel:
-    """Register the model folder `model_dir` with its metrics as the next version of
-    ``cfg.model_name``, after `check_registrable`."""
-    model = model_folder(model_dir)
-    card = {
-        "model_name": cfg.model_name,
-        "model_card": read_card(model).to_dict(),
-        "model_id": check_registrable(model, evaluated_id, metrics, cfg),
-        "dataset_id": dataset_id,
-        "run_id": run_id,
-        "metrics": metrics,
-        "sha256": {name: sha256_file(model / name) for name in (WEIGHTS, CARD)},
-        "config": config or {},
-    }
-    if is_s3(cfg.uri):
-        uri, version = _register_s3(
-            f"{cfg.uri.rstrip('/')}/{cfg.model_name}", model, card, cfg.s3_endpoint_url
-        )
-    else:
-        uri, version = _register_local(Path(cfg.uri) / cfg.model_name, model, card)
-    log.info("registered %s version %d at %s", cfg.model_name, version, uri)
-    return RegisteredModel(uri, version, {**card, "version": version})
+def _tampered(where: str) -> str:
+    return (
+        f"{where}: does not match the sha256 in its {MANIFEST} (tampered or corrupt); not "
+        "loaded. Fetch it again or register the model again"
+    )
 
 
 def verify_version(folder: Path, source: str) -> Path:
-    """Check every file of a registered version in `folder` against the sums in its metadata;
+    """Check every file of a registered version copied into `folder` against its manifest;
     DataError naming the file when one is missing or changed. Returns `folder`."""
-    meta_path = folder / META
     try:
-        meta = json.loads(meta_path.read_text())
-        sums = meta["sha256"]
+        sums = json.loads((folder / MANIFEST).read_text())["sha256"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"{source}: no readable {META} ({exc}); not a complete version") from exc
-    for name in (WEIGHTS, CARD):
+        raise DataError(
+            f"{source}: no readable {MANIFEST} ({exc}); not a complete version"
+        ) from exc
+    for name in FILES:
         path = folder / name
         if not path.is_file():
             raise DataError(f"{source}/{name}: missing; the version is incomplete")
-        if sha256_file(path) != sums.get(name):
-            raise DataError(
-                f"{source}/{name}: does not match the sha256 in {META} (tampered or "
-                "corrupt); not loaded. Re-register the model or fetch it again"
-            )
+        if _sha(path.read_bytes()) != sums.get(name):
+            raise DataError(_tampered(f"{source}/{name}"))
     return folder
 
 
+def is_version_folder(path: str | Path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
 def fetch_model(uri: str, dest: str, endpoint_url: str | None = None) -> Path:
-    """Copy a registered version (local or s3://) to the folder `dest`, checking every file
-    against the sums in its metadata; returns `dest` (a model folder)."""
-    dest_path = Path(dest)
-    dest_path.mkdir(parents=True, exist_ok=True)
-    names = (WEIGHTS, CARD, META)
-    if is_s3(uri):
-        bucket, key = split_s3(uri, "--model")
-        client = s3_client(endpoint_url)
-        for name in names:
-            client.download_file(bucket, f"{key}/{name}", str(dest_path / name))
-    else:
-        for name in names:
-            shutil.copy2(Path(uri) / name, dest_path / name)
-    return verify_version(dest_path, uri)
+    """Copy the registered version at `uri` (``.../<model_name>/v0003``, a folder or s3://) to
+    the folder `dest`, verified; returns `dest`."""
+    root, name, vname = uri.rstrip("/").rsplit("/", 2)
+    if not _VERSION.match(vname) or not name:
+        raise ConfigError(f"{uri}: not a registered version (expected .../<model_name>/v0001)")
+    cfg = RegistryConfig(uri=root, model_name=name, s3_endpoint_url=endpoint_url)
+    store = open_store(root if is_s3(root) else str(Path(root)), endpoint_url)
+    return Registry(cfg, store).fetch(int(vname[1:]), dest)

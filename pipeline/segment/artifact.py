@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from pipeline.errors import DataError
 from pipeline.io import atomic_path, sha256_file
 from pipeline.segment.card import ModelCard
-from pipeline.segment.network import build_model, resolve_device
+
+if TYPE_CHECKING:  # torch is imported where weights are read or written, not to list a registry
+    import torch
 
 WEIGHTS = "weights.safetensors"
 CARD = "card.json"
@@ -80,6 +81,8 @@ def load_model(
 ) -> tuple[torch.nn.Module, ModelCard]:
     """The network of a model folder in eval mode on `device` (default: a GPU when present),
     and its card. Weights that do not fit the card's architecture raise DataError."""
+    from pipeline.segment.network import build_model, resolve_device
+
     card = read_card(folder)
     model = build_model(**card.arch)
     try:

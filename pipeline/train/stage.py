@@ -55,6 +55,7 @@ class TrainResult(Record):
     data_wait: float  # share of training time spent waiting for batches
     device: str
     seconds: float
+    wandb_run: str | None = None  # project/run id when tracked
 
 
 def model_card(cfg: PipelineConfig, channels: list[str]) -> ModelCard:
@@ -234,5 +235,6 @@ def train(
             best_card = tune_seed_threshold(best, data["val"][:2], device, best_card)
             save_model(best, best_card, run.model)  # same weights (same id), tuned card
         out = _result(run, state, resumed_from, device, time.perf_counter() - start)
+        out.wandb_run = tracker.ref
         tracker.summary({f"best_{k}": getattr(out, k) for k in ("val_fg_iou", "val_f1")})
     return out

@@ -60,7 +60,7 @@ def test_trigger_through_api_registers_model_in_s3(tmp_path, s3_server):
     cfg_file.write_text(
         "data:\n  demo_fields: 8\n  demo_height: 128\n  demo_width: 160\n"
         "train:\n  epochs: 1\n  steps_per_epoch: 3\n  batch_size: 4\n  crop_size: 64\n"
-        f"registry:\n  uri: s3://stack-models/registry\n  s3_endpoint_url: {s3_server}\n"
+        "registry:\n  uri: s3://stack-models/registry\n"  # endpoint: the Airflow connection
         "tracking:\n  backend: none\n"
     )
     env = airflow_env(tmp_path)
@@ -75,7 +75,17 @@ def test_trigger_through_api_registers_model_in_s3(tmp_path, s3_server):
         AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
         AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
         CELLSEG_CONFIG=str(cfg_file),
+        CELLSEG_S3_CONN_ID="cellseg_s3",
+        AIRFLOW_CONN_CELLSEG_S3=json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "cellseg",
+                "password": "cellseg-secret",
+                "extra": {"endpoint_url": s3_server},
+            }
+        ),
     )
+    env.pop("AWS_ENDPOINT_URL", None)
     subprocess.run(
         ["airflow", "db", "migrate"], env=env, check=True, capture_output=True, timeout=300
     )
@@ -131,7 +141,9 @@ def test_trigger_through_api_registers_model_in_s3(tmp_path, s3_server):
     s3 = boto3.client("s3", endpoint_url=s3_server)
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="stack-models")["Contents"]}
     version = "registry/cellseg-unet/v0001"
-    assert keys == {f"{version}/{n}" for n in ("metadata.json", "card.json", "weights.safetensors")}
+    files = ("claim.json", "metadata.json", "card.json", "weights.safetensors", "MODEL_CARD.md")
+    assert {f"{version}/{n}" for n in (*files, "manifest.json")} <= keys
+    assert "registry/cellseg-unet/aliases/production/000001.json" in keys
     card = json.loads(
         s3.get_object(Bucket="stack-models", Key=f"{version}/metadata.json")["Body"].read()
     )

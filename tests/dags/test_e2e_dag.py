@@ -40,4 +40,13 @@ def test_dag_runs_demo_end_to_end(tmp_path):
     assert card["metrics"]["test"] == methods and card["dataset_id"] == summary["dataset_id"]
     assert (run_dir / "evaluate" / "report.html").stat().st_size > 10_000
     # W&B tracked the training offline inside the run folder.
-    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 2  # train and evaluate
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 3  # train, evaluate, register
+    assert registered["wandb_artifact"] == "cellseg/cellseg-unet:registry-v1"
+    # the first version passed the gate: staging and production, each with its history
+    assert registered["aliases"] == ["staging", "production"]
+    for alias, action in (("staging", "register"), ("production", "promote")):
+        entries = sorted((tmp_path / "registry/cellseg-unet/aliases" / alias).glob("*.json"))
+        trail = [json.loads(p.read_text()) for p in entries]
+        assert [(e["seq"], e["version"], e["action"]) for e in trail] == [(1, 1, action)]
+        assert trail[0]["model_id"] == registered["model_id"]
+    assert "first version: no production model yet" in registered["decision"]["reason"]
