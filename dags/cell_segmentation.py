@@ -14,21 +14,40 @@ Segments cells (or nuclei) in fluorescence microscopy, BBBC020 first:
 - **evaluate**: every method and the network scored on the test fields; `report.html`.
 - **register**: store the model with its card and metrics as a new, never-overwritten version.
 
-Every artifact of a run lives in `runs/<run_id>/`. Parameters left empty keep the value of the
-config file (or the built-in defaults); `overrides` takes any `{"section.key": value}`. Tasks
-pass only small values (paths, ids, metrics) through XCom. Bad data or a bad setting fails the
-run at once (retrying cannot fix a file); other failures retry.
+**When it runs**: on the schedule in `$CELLSEG_TRAIN_SCHEDULE` (cron or preset, default
+`@weekly`; `none` for manual runs only; missed runs are not caught up) and whenever the
+`cellseg-dataset` Asset is updated (a new dataset published: an upstream DAG with it as an
+outlet, or `POST /api/v2/assets/events`). `register` updates the `cellseg-model` Asset, which
+starts `segment_new_images`.
+
+Every artifact of a run lives in `runs/<run_id>/`, so two runs never collide. Parameters left
+empty keep the value of the config file (or the built-in defaults); `overrides` takes any
+`{"section.key": value}`. Tasks pass only small values (paths, ids, metrics) through XCom. Bad
+data or a bad setting fails the run at once (retrying cannot fix a file); other failures retry
+with exponential backoff. Training runs in the `cellseg_training` pool (one slot: one training
+at a time on the GPU); every task has a timeout, and the run a `dagrun_timeout`.
 """
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from pipeline.config.params import PARAMS, json_schema
-from pipeline.stages import STAGES
+from pipeline.stages import DATASET_ASSET, RUN_TIMEOUT_S, STAGES, TRAINING_POOL
+
+
+def schedule(cron: str):
+    """Retrain on `cron` (``none``: only when triggered) or when a new dataset is published."""
+    assets = [Asset(DATASET_ASSET)]
+    if cron.strip().lower() in ("", "none"):
+        return assets
+    timetable = CronTriggerTimetable(cron, timezone="UTC")
+    return AssetOrTimeSchedule(timetable=timetable, assets=assets)
+
 
 # The trigger form: the run parameters of pipeline/config/params.py, with types and drop-downs
 # generated from the typed config.
@@ -72,22 +91,32 @@ def run_stage(stage: str, upstream: dict, params=None, run_id=None) -> dict:
 
 @dag(
     dag_id="cell_segmentation",
-    schedule=None,
+    schedule=schedule(os.environ.get("CELLSEG_TRAIN_SCHEDULE", "@weekly")),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
+    dagrun_timeout=timedelta(seconds=RUN_TIMEOUT_S),
     doc_md=__doc__,
     tags=["cellseg", "segmentation"],
-    default_args={"retry_delay": timedelta(seconds=20)},
+    default_args={
+        "retry_delay": timedelta(seconds=20),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=10),
+    },
     params=TRIGGER_FORM,
 )
 def cell_segmentation():
     # One task per stage, wired as pipeline/stages.py declares: each takes its upstream outputs.
     outputs = {}
     for stage in STAGES:
-        timeout = timedelta(seconds=stage.timeout_s) if stage.timeout_s else None
+        extra = {"pool": TRAINING_POOL} if stage.exclusive else {}
         outputs[stage.name] = run_stage.override(
-            task_id=stage.name, retries=stage.retries, execution_timeout=timeout, doc_md=stage.doc
+            task_id=stage.name,
+            retries=stage.retries,
+            execution_timeout=timedelta(seconds=stage.timeout_s),
+            doc_md=stage.doc,
+            outlets=[Asset(stage.outlet)] if stage.outlet else [],
+            **extra,
         )(stage.name, {name: outputs[name] for name in stage.inputs})
 
 

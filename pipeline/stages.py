@@ -31,7 +31,16 @@ class Stage:
     inputs: tuple[str, ...]  # upstream stages whose outputs it takes, by name
     doc: str
     retries: int = 2  # for failures other than bad data or config (those never retry)
-    timeout_s: int | None = None
+    timeout_s: int = 3600  # the orchestrator stops a task running longer
+    exclusive: bool = False  # one at a time across runs (GPU training: the TRAINING_POOL)
+    outlet: str | None = None  # the Asset a successful run of the stage updates
+
+
+# Orchestration facts the DAGs read (names only: no Airflow here).
+MODEL_ASSET = "cellseg-model"  # updated by register: a new registry version
+DATASET_ASSET = "cellseg-dataset"  # updated by whoever publishes new data: retrains
+TRAINING_POOL = "cellseg_training"  # one slot: one training at a time
+RUN_TIMEOUT_S = 12 * 3600  # a whole training run
 
 
 def check_encoder(cfg: PipelineConfig) -> None:
@@ -120,6 +129,7 @@ STAGES: tuple[Stage, ...] = (
         (),
         "Fetch the configured source (demo, download, S3, archives or a folder), parse its "
         "layout and write a content-addressed dataset version with splits by field.",
+        timeout_s=2 * 3600,  # a download; data.download_deadline_s stops a stalled one sooner
     ),
     Stage(
         "validate",
@@ -148,6 +158,7 @@ STAGES: tuple[Stage, ...] = (
         "foreground IoU as the run's model (weights and model card).",
         retries=1,
         timeout_s=6 * 3600,
+        exclusive=True,
     ),
     Stage(
         "evaluate",
@@ -161,6 +172,7 @@ STAGES: tuple[Stage, ...] = (
         ("preprocess", "train", "evaluate"),
         "Store the evaluated model as a new, never-overwritten registry version (alias "
         "staging); promote it to production if it beats production on the same test data.",
+        outlet=MODEL_ASSET,
     ),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)

@@ -26,8 +26,10 @@ def airflow_env(home: Path) -> dict[str, str]:
     return env
 
 
-def dags_test(home: Path, conf: dict, timeout: int = 900) -> tuple[int, str, str]:
-    """`airflow db migrate` then `airflow dags test cell_segmentation -c conf`.
+def dags_test(
+    home: Path, conf: dict, timeout: int = 900, dag_id: str = "cell_segmentation"
+) -> tuple[int, str, str]:
+    """`airflow db migrate` then `airflow dags test <dag_id> -c conf`.
 
     Returns (exit code, combined log, run id).
     """
@@ -36,7 +38,7 @@ def dags_test(home: Path, conf: dict, timeout: int = 900) -> tuple[int, str, str
         ["airflow", "db", "migrate"], env=env, check=True, capture_output=True, timeout=300
     )
     proc = subprocess.run(
-        ["airflow", "dags", "test", "cell_segmentation", "-c", json.dumps(conf)],
+        ["airflow", "dags", "test", dag_id, "-c", json.dumps(conf)],
         env=env,
         capture_output=True,
         text=True,

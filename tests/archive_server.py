@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import socket
 import threading
+import time
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -54,6 +55,7 @@ class ArchiveServer:
         self.requests: list[dict] = []
         self.drop_once: set[str] = set()
         self.fail_times: dict[str, int] = {}
+        self.trickle: dict[str, float] = {}  # path -> seconds between single bytes
         self.lock = threading.Lock()
         server = self
 
@@ -96,6 +98,14 @@ class ArchiveServer:
                 self.end_headers()
                 if drop:  # promise the whole body, send half, hang up
                     body = body[: len(body) // 2]
+                if self.path in server.trickle:  # one byte at a time, forever slow
+                    for i in range(len(body)):
+                        try:
+                            self.wfile.write(body[i : i + 1])
+                            self.wfile.flush()
+                        except OSError:  # the client gave up
+                            return
+                        time.sleep(server.trickle[self.path])
                 self.wfile.write(body)
                 self.wfile.flush()
                 record["sent"] = len(body)

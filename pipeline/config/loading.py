@@ -265,7 +265,8 @@ def resolve_paths(cfg: PipelineConfig) -> PipelineConfig:
     reading and writing the same folders.
     """
     home = Path(os.environ.get("CELLSEG_HOME", ".")).resolve()
-    for section, key in (("paths", "data_dir"), ("paths", "runs_dir"), ("registry", "uri")):
+    keys = (("paths", "data_dir"), ("paths", "runs_dir"), ("registry", "uri"))
+    for section, key in (*keys, ("predict", "images"), ("predict", "out")):
         value = getattr(getattr(cfg, section), key)
         if "://" not in value and not Path(value).is_absolute():
             setattr(getattr(cfg, section), key, str(home / value))

@@ -60,6 +60,7 @@ class DataConfig:
     download_retries: int = _rule(4, min=0)  # attempts after the first, backoff * 2**attempt
     download_backoff_s: float = _rule(1.0, min=0.0)
     download_timeout_s: float = positive(60.0)  # per read of the connection
+    download_deadline_s: float = positive(3600.0)  # per file, retries included: stops trickles
     val_fraction: float = fraction(0.2)  # of labelled fields, by field (never by pixel or tile)
     test_fraction: float = fraction(0.2)
     split_seed: int = 0
@@ -228,6 +229,16 @@ class TrackingConfig:
 
 
 @dataclass
+class PredictConfig:
+    """Segmenting new images (``cellseg predict``, the ``segment_new_images`` DAG)."""
+
+    images: str = "data/inbox"  # folder of new .tif images
+    out: str = "data/segmented"  # labels, overlays, measurements
+    model: str = "production"  # registry alias or version, or a model folder
+    pixel_size_um: float | None = _rule(None, min=0, exclusive_min=True)  # else the TIF's own
+
+
+@dataclass
 class PathsConfig:
     data_dir: str = "data"  # raw downloads and dataset versions
     runs_dir: str = "runs"  # one folder per pipeline run
@@ -244,4 +255,5 @@ class PipelineConfig(Record):
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)

@@ -94,12 +94,32 @@ class _Progress:
             self.bar.stop()
 
 
-def _fetch_once(url: str, part: Path, timeout: float) -> None:
+class _Deadline:
+    """The overall time allowed for one file (retries and waits included)."""
+
+    def __init__(self, url: str, part: Path, seconds: float) -> None:
+        self.url, self.part, self.seconds = url, part, seconds
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    def check(self, have: int) -> None:
+        if self.left() <= 0:
+            raise DataError(
+                f"{self.url}: not downloaded within data.download_deadline_s={self.seconds:g} s "
+                f"({have} bytes received; the server is stalled or too slow). Raise the "
+                f"deadline or try later; it resumes from {self.part}"
+            )
+
+
+def _fetch_once(url: str, part: Path, timeout: float, deadline: _Deadline) -> None:
     """One attempt: continue `part` from its current size (Range) or start it over."""
     have = part.stat().st_size if part.exists() else 0
     req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
     try:
-        resp = urllib.request.urlopen(req, timeout=timeout)  # noqa: S310 (http/https only)
+        wait = max(0.1, min(timeout, deadline.left()))
+        resp = urllib.request.urlopen(req, timeout=wait)  # noqa: S310 (http/https only)
     except urllib.error.HTTPError as exc:
         if exc.code == 416:  # the partial file does not fit the remote one: start over
             part.unlink(missing_ok=True)
@@ -125,8 +145,9 @@ def _fetch_once(url: str, part: Path, timeout: float) -> None:
         try:
             with disk_full_is_data_error(full), open(part, mode) as fh:
                 while True:
-                    try:
-                        chunk = resp.read(_CHUNK)
+                    deadline.check(have)
+                    try:  # read1: what has arrived (a trickle cannot hold a read forever)
+                        chunk = resp.read1(_CHUNK)
                     except (OSError, http.client.HTTPException) as exc:
                         raise _Retryable(f"connection lost after {have} bytes: {exc}") from exc
                     if not chunk:
@@ -180,11 +201,14 @@ def download(
     retries: int = 4,
     backoff_s: float = 1.0,
     timeout_s: float = 60.0,
+    deadline_s: float = 3600.0,
 ) -> Path:
     """Download `url` into the cache (once) and return the verified file.
 
     Retries transient failures `retries` times, waiting ``backoff_s * 2**attempt`` seconds, and
-    resumes from the ``.part`` file. Raises DataError naming the file and both sums when the
+    resumes from the ``.part`` file; gives up with DataError naming the URL after `deadline_s`
+    in all (a server trickling bytes never trips the per-read `timeout_s`). Raises DataError
+    naming the file and both sums when the
     result matches none of `expected` (the partial file is deleted, nothing enters the cache).
     """
     if retries < 0 or backoff_s < 0 or timeout_s <= 0:
@@ -196,9 +220,10 @@ def download(
         return hit
     name = url.rstrip("/").rsplit("/", 1)[-1]
     part = part_path(url, cache)
+    deadline = _Deadline(url, part, deadline_s)
     for attempt in range(retries + 1):
         try:
-            _fetch_once(url, part, timeout_s)
+            _fetch_once(url, part, timeout_s, deadline)
             break
         except _Retryable as exc:
             if attempt == retries:
@@ -208,7 +233,8 @@ def download(
                 ) from exc
             wait = backoff_s * 2**attempt
             log.warning("%s: %s; retry %d/%d in %.1f s", name, exc, attempt + 1, retries, wait)
-            time.sleep(wait)
+            time.sleep(min(wait, max(0.0, deadline.left())))
+            deadline.check(part.stat().st_size if part.exists() else 0)
     return commit_download(part, url, cache, expected)
 
 

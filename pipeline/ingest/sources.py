@@ -137,6 +137,7 @@ def _http_archives(
         "retries": d.download_retries,
         "backoff_s": d.download_backoff_s,
         "timeout_s": d.download_timeout_s,
+        "deadline_s": d.download_deadline_s,
     }
     out, published = [], None
     for name in names:

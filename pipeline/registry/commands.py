@@ -106,6 +106,7 @@ def model_for_predict(cfg: PipelineConfig, ref: str | None) -> Iterator[str]:
     model folder, a run's train/ folder, a version's URI (folder or s3://), or a version number
     or alias of the configured registry (default: ``production``). Remote versions are copied
     into a temporary folder that is removed afterwards (never into the output folder)."""
+    ref = ref or cfg.predict.model
     with tempfile.TemporaryDirectory(prefix="cellseg-model-") as tmp:
         if ref and ref.startswith("s3://"):
             yield str(fetch_model(ref, tmp, cfg.registry.s3_endpoint_url))

@@ -17,11 +17,7 @@ import torch
 
 from pipeline.config import PostprocessConfig
 from pipeline.errors import DataError
-from pipeline.io import read_tif, write_labels
-from pipeline.preprocess.samples import normalise
-from pipeline.segment.artifact import load_model
 from pipeline.segment.card import ModelCard
-from pipeline.segment.network import resolve_device
 from pipeline.segment.postprocess import to_instances
 
 log = logging.getLogger(__name__)
@@ -91,7 +87,7 @@ def predict_labels(
     return to_instances(maps, image, card, instances)
 
 
-def _as_chw(raw: np.ndarray, path: Path, card: ModelCard) -> np.ndarray:
+def as_chw(raw: np.ndarray, path: Path, card: ModelCard) -> np.ndarray:
     """A new image as (C, H, W) with the card's channels: accepts (H, W) for one channel and
     (H, W, C) when C matches."""
     n_in = card.in_channels
@@ -106,24 +102,12 @@ def _as_chw(raw: np.ndarray, path: Path, card: ModelCard) -> np.ndarray:
     return raw
 
 
-def predict_folder(model_uri: str, images: str, out_dir: str) -> list[str]:
-    """Segment every ``*.tif`` in `images` (each (H, W) or (C, H, W), C = model channels).
+def predict_folder(
+    model_uri: str, images: str, out_dir: str, pixel_size_um: float | None = None
+) -> list[str]:
+    """Segment every ``*.tif`` in `images` (each (H, W) or (C, H, W), C = model channels) into
+    `out_dir`: labels, overlays and measurements (`pipeline.segment.batch`); returns the paths
+    of the ``<stem>_labels.tif`` written."""
+    from pipeline.segment.batch import segment_folder
 
-    Writes ``<out_dir>/<stem>_labels.tif`` (uint16 instance labels, uint32 past 65535 objects)
-    and returns their paths.
-    """
-    device = resolve_device("auto")
-    model, card = load_model(model_uri, device)
-    if not Path(images).is_dir():
-        raise DataError(f"{images}: folder does not exist; pass --images a folder of .tif files")
-    paths = sorted(p for p in Path(images).glob("*") if p.suffix.lower() in (".tif", ".tiff"))
-    if not paths:
-        raise DataError(f"{images}: no .tif images to segment")
-    written = []
-    for path in paths:
-        raw = _as_chw(read_tif(path), path, card)
-        image = normalise(raw, card.low_percentile, card.high_percentile)  # as in training
-        labels = predict_labels(model, image, device, card)
-        written.append(str(write_labels(Path(out_dir) / f"{path.stem}_labels.tif", labels)))
-        log.info("%s: %d objects", path.name, labels.max())
-    return written
+    return segment_folder(model_uri, images, out_dir, pixel_size_um).segmented

@@ -23,12 +23,12 @@ HEAVY = [
 ]
 
 
-def _dag():
+def _dag(dag_id: str = "cell_segmentation"):
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(DAG_FILE))
+    bag = DagBag(dag_folder=str(DAG_FILE.parent))
     assert bag.import_errors == {}
-    return bag.dags["cell_segmentation"]
+    return bag.dags[dag_id]
 
 
 def test_dag_file_imports_no_heavy_libraries():
@@ -74,6 +74,23 @@ def test_task_graph_follows_the_stage_graph():
         assert task.retries == stage.retries >= 1 and task.doc_md == stage.doc
     assert dag.get_task("train").execution_timeout.total_seconds() == 6 * 3600
     assert dag.doc_md and "ingest" in dag.doc_md
+
+
+def test_schedules_assets_pool_and_timeouts():
+    from pipeline.stages import DATASET_ASSET, MODEL_ASSET, RUN_TIMEOUT_S, TRAINING_POOL
+
+    train = _dag()
+    # weekly (default) or a new dataset; no catch-up of missed weeks
+    assert "expression='0 0 * * 0'" in repr(train.timetable.timetable)
+    assert DATASET_ASSET in str(train.timetable.asset_condition)
+    assert not train.catchup and train.dagrun_timeout.total_seconds() == RUN_TIMEOUT_S
+    assert train.default_args["retry_exponential_backoff"] is True
+    assert train.get_task("train").pool == TRAINING_POOL
+    assert [a.name for a in train.get_task("register").outlets] == [MODEL_ASSET]
+    assert all(t.execution_timeout for t in train.tasks)
+    segment = _dag("segment_new_images")
+    assert MODEL_ASSET in str(segment.timetable.asset_condition) and not segment.catchup
+    assert segment.get_task("segment").execution_timeout and segment.doc_md
 
 
 def test_trigger_form_is_generated_from_the_config():

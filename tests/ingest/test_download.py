@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import stat
+import time
 import zipfile
 from pathlib import Path
 
@@ -148,6 +149,29 @@ def test_transient_errors_are_retried_then_reported(tmp_path, server, demo_archi
         )
     with pytest.raises(DataError, match="HTTP 404"):
         download(f"{server.url}/demo/missing.zip", tmp_path / "c3", frozenset({"a" * 64}))
+
+
+def test_a_trickling_server_fails_within_the_deadline_naming_the_url(
+    tmp_path, server, demo_archives
+):
+    name = "BBBC020_v1_outlines_nuclei.zip"
+    path, data = f"/slow/{name}", demo_archives[name]
+    server.files[path], server.trickle[path] = data, 0.5  # a byte every 0.5 s: never a timeout
+    start = time.monotonic()
+    with pytest.raises(
+        DataError,
+        match=rf"{server.url}{path}: not downloaded within "
+        r"data.download_deadline_s=3 s \(\d+ bytes received",
+    ):
+        download(
+            f"{server.url}{path}",
+            tmp_path / "c",
+            frozenset({sha256(data)}),
+            timeout_s=60,
+            deadline_s=3,
+        )
+    assert time.monotonic() - start < 8
+    assert not list((tmp_path / "c").rglob(name))  # nothing half-downloaded entered the cache
 
 
 def test_remote_archive_without_any_sum_is_refused(tmp_path, server):

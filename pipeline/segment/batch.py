@@ -1,0 +1,158 @@
+"""Segment a folder of new images with a model: labels, overlays and measurements, and (for the
+``segment_new_images`` DAG) each image exactly once.
+
+Output folder::
+
+    <stem>_labels.tif     (H, W) instance labels, 0 = background (uint16; uint32 past 65535)
+    <stem>_overlay.png    the first channel with the objects' outlines
+    <stem>_objects.csv    one row per object (pipeline.segment.measure)
+    images.csv            one row per image: objects, pixel size, model, when
+    .done/<sha256>.json   (with ``once``) the images already segmented, by content
+
+Each file is written atomically. With ``once``, an image is claimed by creating its ``.done``
+entry exclusively before its outputs are written, so two runs never segment the same image,
+and an image seen before (same bytes, any name) is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.conventions import Record, now
+from pipeline.errors import DataError
+from pipeline.io import atomic_path, read_tif, sha256_file, write_labels
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = (".tif", ".tiff")
+DONE = ".done"
+STALE_CLAIM_S = 3600  # a claim this old with no result: its run died; claim it again
+
+
+@dataclass
+class SegmentResult(Record):
+    out_dir: str
+    segmented: list[str] = field(default_factory=list)  # label images written now
+    skipped: list[str] = field(default_factory=list)  # images segmented before (with once)
+    table: str = ""  # images.csv
+
+
+def list_images(images: str | Path) -> list[Path]:
+    folder = Path(images)
+    if not folder.is_dir():
+        raise DataError(f"{images}: folder does not exist; pass a folder of .tif images")
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise DataError(f"{images}: no .tif images to segment")
+    return paths
+
+
+def _claim(out: Path, digest: str, image: Path) -> bool:
+    """Create the image's ``.done`` entry if absent (exclusive); False if it exists."""
+    (out / DONE).mkdir(parents=True, exist_ok=True)
+    entry = out / DONE / f"{digest}.json"
+    try:
+        fd = os.open(entry, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        done = json.loads(entry.read_text() or "{}")
+        if "segmented_at" in done or time.time() - entry.stat().st_mtime < STALE_CLAIM_S:
+            return False
+        log.warning("%s: re-segmenting; its claim by a run that died is stale", image)
+        fd = os.open(entry, os.O_TRUNC | os.O_WRONLY)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"image": image.name, "claimed_at": now()}, fh)
+    return True
+
+
+def segment_folder(
+    model_dir: str,
+    images: str | Path,
+    out_dir: str | Path,
+    pixel_size_um: float | None = None,
+    once: bool = False,
+) -> SegmentResult:
+    """Segment every .tif in `images` ((H, W) or (C, H, W), C = the model's channels) into
+    `out_dir` (layout in the module docstring). `pixel_size_um` (else the TIF's own
+    resolution) puts areas and centroids in µm too."""
+    from pipeline.preprocess.samples import normalise
+    from pipeline.segment.artifact import load_model, model_id
+    from pipeline.segment.inference import as_chw, predict_labels
+    from pipeline.segment.measure import measure, overlay_png, pixel_size_from_tif
+    from pipeline.segment.network import resolve_device
+
+    paths = list_images(images)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder; pass --out a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device("auto")
+    model, card = load_model(model_dir, device)
+    mid, result, rows = model_id(model_dir), SegmentResult(str(out)), []
+    for path in paths:
+        digest = sha256_file(path)
+        if once and not _claim(out, digest, path):
+            result.skipped.append(str(path))
+            continue
+        raw = as_chw(read_tif(path), path, card)
+        labels = predict_labels(
+            model, normalise(raw, card.low_percentile, card.high_percentile), device, card
+        )
+        size = pixel_size_um or pixel_size_from_tif(path)
+        objects = measure(labels, raw, card.channels, path.name, size)
+        with atomic_path(out / f"{path.stem}_objects.csv") as tmp:
+            objects.to_csv(tmp, index=False)
+        with atomic_path(out / f"{path.stem}_overlay.png") as tmp:
+            tmp.write_bytes(overlay_png(raw, labels))
+        result.segmented.append(str(write_labels(out / f"{path.stem}_labels.tif", labels)))
+        row = {
+            "image": path.name,
+            "sha256": digest,
+            "n_objects": len(objects),
+            "pixel_size_um": size,
+            "model_id": mid,
+            "segmented_at": now(),
+        }
+        if once:
+            (out / DONE / f"{digest}.json").write_text(json.dumps(row))
+        rows.append(row)
+        log.info("%s: %d objects", path.name, len(objects))
+    result.table = str(_update_table(out, rows))
+    return result
+
+
+def _update_table(out: Path, rows: list[dict]) -> Path:
+    """images.csv: earlier rows (other images) kept, this call's rows added or replaced."""
+    path = out / "images.csv"
+    old = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["image"])
+    new = pd.DataFrame(rows)
+    table = pd.concat([old[~old["image"].isin(new.get("image", []))], new], ignore_index=True)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+    return path
+
+
+def segment_new_images(params: dict) -> dict:
+    """The ``segment_new_images`` DAG's one call: every image of ``predict.images`` not
+    segmented before, with ``predict.model`` (default: the production alias). `params`:
+    ``config_file``, ``overrides`` and the flat ``images``, ``out``, ``model`` (empty: the
+    config's). An empty inbox is a run with nothing to do."""
+    from pipeline.config.params import config_from_params
+    from pipeline.registry.commands import model_for_predict
+
+    flat = {f"predict.{k}": params[k] for k in ("images", "out", "model") if params.get(k)}
+    overrides = {**(params.get("overrides") or {}), **flat}
+    cfg = config_from_params({"config_file": params.get("config_file"), "overrides": overrides})
+    p = cfg.predict
+    if Path(p.images).is_dir() and not any(
+        f.suffix.lower() in IMAGE_SUFFIXES for f in Path(p.images).iterdir()
+    ):
+        log.info("%s: no images; nothing to do", p.images)
+        return SegmentResult(p.out).to_dict()
+    with model_for_predict(cfg, p.model) as model:
+        return segment_folder(model, p.images, p.out, p.pixel_size_um, once=True).to_dict()

@@ -1,0 +1,103 @@
+"""Segmenting folders of new images: labels, overlays, measurements (in µm when the pixel size
+is known), and each image exactly once for the segment_new_images DAG."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from pipeline.errors import DataError
+from pipeline.segment.artifact import save_model
+from pipeline.segment.batch import segment_folder
+from pipeline.segment.card import ModelCard
+from pipeline.segment.measure import measure, pixel_size_from_tif
+from pipeline.segment.network import build_model
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    card = ModelCard("resnet18", 2, ["foreground", "distance"], ["c1", "c5"], "cells", "c5", 1, 99)
+    folder = tmp_path_factory.mktemp("m") / "model"
+    save_model(build_model(**card.arch), card, folder)
+    return str(folder)
+
+
+def test_measurements_per_object_in_pixels_and_microns():
+    labels = np.zeros((20, 30), np.uint16)
+    labels[2:6, 3:8] = 1  # 4 x 5 = 20 px
+    labels[10:20, 20:30] = 7  # 100 px
+    raw = np.stack([np.full((20, 30), 10.0), np.arange(600.0).reshape(20, 30)])
+    table = measure(labels, raw, ["dna", "actin"], "a.tif", pixel_size_um=0.5)
+    assert list(table["label"]) == [1, 7] and list(table["area_px"]) == [20, 100]
+    assert list(table["area_um2"]) == [5.0, 25.0]
+    assert table.loc[0, "centroid_y_px"] == 3.5 and table.loc[0, "centroid_x_um"] == 2.5
+    assert list(table["mean_dna"]) == [10.0, 10.0]
+    assert table.loc[1, "mean_actin"] == pytest.approx(raw[1][10:20, 20:30].mean())
+    assert "area_um2" not in measure(labels, raw, ["dna", "actin"], "a.tif").columns
+    with pytest.raises(DataError, match="a.tif: image shape"):
+        measure(labels, raw[:1], ["dna", "actin"], "a.tif")
+
+
+def test_a_folder_is_segmented_with_overlays_measurements_and_once(model, tmp_path):
+    images, out = tmp_path / "in", tmp_path / "out"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        tifffile.imwrite(images / f"{name}.tif", rng.integers(0, 4000, (2, 64, 80), np.uint16))
+    # ImageJ metadata: 0.25 µm per pixel
+    tifffile.imwrite(
+        images / "c.tif",
+        rng.integers(0, 255, (64, 80, 2), np.uint8),
+        imagej=False,
+        resolution=(4.0, 4.0),
+        resolutionunit="CENTIMETER",
+    )
+    assert pixel_size_from_tif(images / "c.tif") == pytest.approx(2500.0)
+    first = segment_folder(model, images, out, once=True)
+    assert len(first.segmented) == 3 and first.skipped == []
+    for stem in "abc":
+        assert tifffile.imread(out / f"{stem}_labels.tif").shape == (64, 80)
+        assert (out / f"{stem}_overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        objects = pd.read_csv(out / f"{stem}_objects.csv")
+        assert {"label", "area_px", "centroid_y_px", "mean_c1", "mean_c5"} <= set(objects)
+    table = pd.read_csv(first.table)
+    assert sorted(table["image"]) == ["a.tif", "b.tif", "c.tif"]
+    assert table.set_index("image").loc["c.tif", "pixel_size_um"] == pytest.approx(2500.0)
+    # again, plus a renamed copy of a and one new image: only the new one is segmented
+    shutil.copy(images / "a.tif", images / "a_copy.tif")
+    tifffile.imwrite(images / "d.tif", rng.integers(0, 4000, (2, 64, 80), np.uint16))
+    before = (out / "a_labels.tif").stat().st_mtime_ns
+    second = segment_folder(model, images, out, once=True)
+    assert [p.rsplit("/", 1)[-1] for p in second.segmented] == ["d_labels.tif"]
+    assert sorted(p.rsplit("/", 1)[-1] for p in second.skipped) == [
+        "a.tif",
+        "a_copy.tif",
+        "b.tif",
+        "c.tif",
+    ]
+    assert (out / "a_labels.tif").stat().st_mtime_ns == before
+    assert sorted(pd.read_csv(second.table)["image"]) == ["a.tif", "b.tif", "c.tif", "d.tif"]
+    assert sorted(p.name for p in images.iterdir()) == [  # inputs untouched
+        "a.tif",
+        "a_copy.tif",
+        "b.tif",
+        "c.tif",
+        "d.tif",
+    ]
+
+
+def test_bad_folders_are_clear(model, tmp_path):
+    with pytest.raises(DataError, match="folder does not exist"):
+        segment_folder(model, tmp_path / "nope", tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no .tif images"):
+        segment_folder(model, tmp_path / "empty", tmp_path / "out")
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in/a.tif", np.zeros((2, 32, 32), np.uint16))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="exists and is not a folder"):
+        segment_folder(model, tmp_path / "in", tmp_path / "file")
