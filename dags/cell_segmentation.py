@@ -60,31 +60,16 @@ TRIGGER_FORM = {
 }
 
 
-def s3_from_connection() -> None:
-    """S3 credentials and endpoint for this task from the Airflow connection named by
-    $CELLSEG_S3_CONN_ID (login = access key, password = secret key, extra ``endpoint_url``),
-    when set; otherwise boto3's usual chain (environment, AWS files) applies."""
-    import os
-
-    conn_id = os.environ.get("CELLSEG_S3_CONN_ID")
-    if not conn_id:
-        return
-    from airflow.sdk import Connection
-
-    conn = Connection.get(conn_id)
-    if conn.login:
-        os.environ.update(AWS_ACCESS_KEY_ID=conn.login, AWS_SECRET_ACCESS_KEY=conn.password or "")
-    if endpoint := conn.extra_dejson.get("endpoint_url"):
-        os.environ["AWS_ENDPOINT_URL"] = endpoint
-
-
 @task
 def run_stage(stage: str, upstream: dict, params=None, run_id=None) -> dict:
     """One stage of the pipeline (pipeline/stages.py) for this DAG run."""
+    from airflow.sdk import Connection
+
     from pipeline.stages import fail_fast
     from pipeline.stages import run_stage as run
+    from pipeline.storage import use_s3_connection
 
-    s3_from_connection()
+    use_s3_connection(Connection.get)  # $CELLSEG_S3_CONN_ID, when set
     # shared: this DAG run's parallel tasks hold the run folder together; others are refused
     return fail_fast(AirflowFailException, run, stage, dict(params), run_id, upstream, True)
 

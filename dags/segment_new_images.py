@@ -37,9 +37,13 @@ SCHEDULE = AssetOrTimeSchedule(
 @task(retries=2, retry_exponential_backoff=True, execution_timeout=timedelta(hours=2))
 def segment(params=None) -> dict:
     """Segment every image of the inbox not segmented before, with the production model."""
+    from airflow.sdk import Connection
+
     from pipeline.segment.batch import segment_new_images
     from pipeline.stages import fail_fast
+    from pipeline.storage import use_s3_connection
 
+    use_s3_connection(Connection.get)  # $CELLSEG_S3_CONN_ID, when set
     return fail_fast(AirflowFailException, segment_new_images, dict(params))
 
 

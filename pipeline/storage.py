@@ -8,6 +8,8 @@ environment variables or files (boto3's chain).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 from pipeline.errors import ConfigError
 
@@ -33,3 +35,18 @@ def s3_client(endpoint_url: str | None = None, config=None):
 
     endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
     return boto3.client("s3", endpoint_url=endpoint, config=config)
+
+
+def use_s3_connection(get_connection: Callable[[str], Any]) -> None:
+    """Credentials and endpoint for this process's S3 clients from the orchestrator's connection
+    named by ``$CELLSEG_S3_CONN_ID`` (login = access key, password = secret key, extra
+    ``endpoint_url``), fetched with `get_connection` (e.g. Airflow's ``Connection.get``); no-op
+    when the variable is unset, leaving boto3's chain (environment, AWS files)."""
+    conn_id = os.environ.get("CELLSEG_S3_CONN_ID")
+    if not conn_id:
+        return
+    conn = get_connection(conn_id)
+    if conn.login:
+        os.environ.update(AWS_ACCESS_KEY_ID=conn.login, AWS_SECRET_ACCESS_KEY=conn.password or "")
+    if endpoint := (conn.extra_dejson or {}).get("endpoint_url"):
+        os.environ["AWS_ENDPOINT_URL"] = endpoint

@@ -41,6 +41,7 @@ class SegmentResult(Record):
     segmented: list[str] = field(default_factory=list)  # label images written now
     skipped: list[str] = field(default_factory=list)  # images segmented before (with once)
     table: str = ""  # images.csv
+    note: str = ""  # why nothing was done, when nothing was
 
 
 def list_images(images: str | Path) -> list[Path]:
@@ -143,7 +144,9 @@ def segment_new_images(params: dict) -> dict:
     ``config_file``, ``overrides`` and the flat ``images``, ``out``, ``model`` (empty: the
     config's). An empty inbox is a run with nothing to do."""
     from pipeline.config.params import config_from_params
+    from pipeline.registry.aliases import current
     from pipeline.registry.commands import model_for_predict
+    from pipeline.registry.versions import Registry
 
     flat = {f"predict.{k}": params[k] for k in ("images", "out", "model") if params.get(k)}
     overrides = {**(params.get("overrides") or {}), **flat}
@@ -153,6 +156,11 @@ def segment_new_images(params: dict) -> dict:
         f.suffix.lower() in IMAGE_SUFFIXES for f in Path(p.images).iterdir()
     ):
         log.info("%s: no images; nothing to do", p.images)
-        return SegmentResult(p.out).to_dict()
+        return SegmentResult(p.out, note=f"{p.images}: no images").to_dict()
+    alias = p.model if not (Path(p.model).exists() or "://" in p.model) else None
+    if alias and not alias.isdigit() and current(Registry(cfg.registry), alias) is None:
+        note = f"no {alias!r} model in {cfg.registry.uri} yet; images wait for one"
+        log.warning(note)  # a new deployment: nothing trained yet is not an error
+        return SegmentResult(p.out, note=note).to_dict()
     with model_for_predict(cfg, p.model) as model:
         return segment_folder(model, p.images, p.out, p.pixel_size_um, once=True).to_dict()
