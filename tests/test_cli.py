@@ -78,7 +78,12 @@ def test_stages_one_by_one_then_predict(capsys, tmp_path, demo_root):
         main(["predict", "--images", str(images), "--out", str(tmp_path / "pred"), *registry]) == 0
     )
     assert (tmp_path / "pred" / "field_labels.tif").is_file()
-    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["field_labels.tif"]
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == [
+        "field_labels.tif",
+        "field_objects.csv",
+        "field_overlay.png",
+        "images.csv",
+    ]
     # a registered version whose weights were changed is refused, in one line, naming the file
     weights = Path(registered["model_uri"]) / "weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:-8] + b"\x00" * 8)

@@ -72,7 +72,8 @@ def test_predict_uses_the_production_model_by_default(capsys, tmp_path, model_di
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["model"] == "production"
-    assert sorted(p.name for p in out.iterdir()) == ["a_labels.tif"]  # no model copy in --out
+    written = sorted(p.name for p in out.iterdir())  # labels, overlay, measurements; no model
+    assert written == ["a_labels.tif", "a_objects.csv", "a_overlay.png", "images.csv"]
     labels = tifffile.imread(out / "a_labels.tif")
     assert labels.shape == (96, 120) and labels.dtype == np.uint16
 
