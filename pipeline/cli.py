@@ -197,7 +197,14 @@ def _run_all(params: dict, run_id: str) -> dict:
     return outputs[stages.STAGES[-1].name]
 
 
+def _check_out(args: argparse.Namespace) -> None:
+    out = getattr(args, "out", None)
+    if out and Path(out).exists() and not Path(out).is_dir():
+        raise ConfigError(f"--out {out} is an existing file; pass a folder (new or existing)")
+
+
 def _dispatch(args: argparse.Namespace) -> Any:
+    _check_out(args)
     if args.command == "predict":
         return _predict(args)
     if args.command == "models":
@@ -233,6 +240,19 @@ def main(argv: list[str] | None = None) -> int:
         sep = "\n" if type(exc).__name__ == "ValidationFailed" else " | "
         print(f"cellseg: error: {sep.join(lines)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("cellseg: interrupted; re-run to resume (finished stages are kept)", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a failure that is not the input's: one line, -v for the trace
+        if args.verbose:
+            traceback.print_exc()
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        print(
+            f"cellseg: error: {type(exc).__name__}: {first} (not an input problem we know of; "
+            "re-run with -v for the traceback and report it)",
+            file=sys.stderr,
+        )
+        return 1
     print(json.dumps(result, indent=2, default=str))
     return 0
 

@@ -32,7 +32,9 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     _restore_previous(final)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    _remove_orphans(final)
+    prefix = f".{final.name}.{os.getpid()}."  # the owner's pid: orphans can be recognised
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=final.parent))
     target = tmp / final.name
     try:
         yield target
@@ -54,14 +56,47 @@ def _restore_previous(final: Path) -> None:
         return
 
 
+def _remove_orphans(final: Path) -> None:
+    """Delete temporaries of `final` left by processes that died (killed while writing)."""
+    for tmp in final.parent.glob(f".{glob.escape(final.name)}.*.tmp"):
+        pid = tmp.name[len(final.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def public_dir(path: Path) -> Path:
+    """Give a folder made by ``mkdtemp`` (0700) the user's default permissions (umask), so
+    another user (a model server) can read what is published from it."""
+    mask = os.umask(0)
+    os.umask(mask)
+    path.chmod(0o777 & ~mask)
+    return path
+
+
 @contextlib.contextmanager
 def disk_full_is_data_error(message: str) -> Iterator[None]:
-    """Turn "no space left" (ENOSPC, EDQUOT) inside the block into DataError(`message`)."""
+    """Turn "no space left" inside the block into DataError(`message`): ENOSPC / EDQUOT, and
+    the stream errors C++ writers (torch.save's PytorchStreamWriter) raise instead."""
     try:
         yield
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DataError(message) from exc
+        raise
+    except RuntimeError as exc:
+        text = str(exc).lower()
+        if "iostream" in text or "failed writing" in text or "unexpected pos" in text:
+            raise DataError(f"{message} ({str(exc).splitlines()[0][:120]})") from exc
         raise
 
 
@@ -70,7 +105,7 @@ def publish_dir(tmp: Path, final: Path) -> None:
     appear at `final` by this rename, so if a concurrent run got there first, its folder is
     complete and identical: keep it (the caller removes `tmp`)."""
     try:
-        tmp.rename(final)
+        public_dir(tmp).rename(final)
     except OSError:
         if not final.is_dir():
             raise
@@ -114,12 +149,24 @@ def read_tif(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{path}: file not found; check the dataset folder or re-run ingest")
     try:
-        return tifffile.imread(path)
+        arr = tifffile.imread(path)
     except Exception as exc:  # tifffile raises many types for corrupt files
         raise DataError(
             f"{path}: not a readable TIF ({type(exc).__name__}: {exc}); "
             "re-download or remove the file"
         ) from exc
+    if not isinstance(arr, np.ndarray) or arr.size == 0 or arr.dtype.kind not in "biuf":
+        kind = getattr(arr, "dtype", type(arr).__name__)
+        raise DataError(
+            f"{path}: not a readable TIF: no pixel data (shape {getattr(arr, 'shape', '?')}, "
+            f"{kind}); re-export or remove the file"
+        )
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).sum())
+        raise DataError(
+            f"{path}: {bad} NaN or infinite pixel(s); replace them (e.g. with 0) or remove the file"
+        )
+    return arr
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -61,6 +61,8 @@ class DataConfig:
     download_backoff_s: float = _rule(1.0, min=0.0)
     download_timeout_s: float = positive(60.0)  # per read of the connection
     download_deadline_s: float = positive(3600.0)  # per file, retries included: stops trickles
+    max_extract_gb: float = positive(50.0)  # an archive may expand to at most this much
+    max_expansion_ratio: float = positive(1000.0)  # extracted / packed size (zip bombs)
     val_fraction: float = fraction(0.2)  # of labelled fields, by field (never by pixel or tile)
     test_fraction: float = fraction(0.2)
     split_seed: int = 0

@@ -178,6 +178,22 @@ def cached(url: str, cache: Path, expected: frozenset[str]) -> Path | None:
     return None
 
 
+def _probe(url: str, timeout: float = 30.0) -> None:
+    """DataError naming `url` when the server says it does not exist (or cannot be reached);
+    fetches at most one byte."""
+    req = urllib.request.Request(url, headers={"Range": "bytes=0-0"})
+    try:
+        urllib.request.urlopen(req, timeout=timeout).close()  # noqa: S310 (http/https only)
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403, 404, 410):
+            raise DataError(
+                f"{url}: HTTP {exc.code} {exc.reason}; check data.source and data.archives "
+                "(a mistyped name or URL?)"
+            ) from exc
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        raise DataError(f"{url}: unreachable ({exc}); check data.source and the network") from exc
+
+
 def cached_or_require_sum(
     url: str, cache: Path, expected: frozenset[str], where: str
 ) -> Path | None:
@@ -187,6 +203,8 @@ def cached_or_require_sum(
         return hit
     if not expected:
         name = url.rstrip("/").rsplit("/", 1)[-1]
+        if url.startswith(("http://", "https://")):
+            _probe(url)  # a mistyped URL says 404, not "add a checksum"
         raise DataError(
             f"{url}: no expected sha256 for {name}; put a {SUMS_FILE} {where} or set "
             f"data.sha256={name}=<64 hex>"

@@ -16,6 +16,7 @@ import shutil
 import stat
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from pipeline.errors import DataError
@@ -45,21 +46,44 @@ def entry_target(name: str, archive: Path) -> PurePosixPath | None:
     return PurePosixPath(*parts)
 
 
-def _copy_sparse(src, out) -> None:
-    """Copy a stream, seeking over all-zero blocks: mask TIFs (mostly 0) become sparse files."""
+def _copy_sparse(src, out, budget: int) -> int:
+    """Copy a stream, seeking over all-zero blocks (mask TIFs, mostly 0, become sparse files);
+    returns the bytes copied, stopping with -1 once more than `budget` would be written."""
+    done = 0
     while block := src.read(_CHUNK):
+        done += len(block)
+        if done > budget:
+            return -1
         if block == _ZEROS[: len(block)]:
             out.seek(len(block), os.SEEK_CUR)
         else:
             out.write(block)
     out.truncate()
+    return done
 
 
-def safe_extract(archive: Path, target: Path) -> int:
+def _too_big(archive: Path, size: int, limits: tuple[int, float]) -> str | None:
+    max_bytes, max_ratio = limits
+    packed = max(archive.stat().st_size, 1)
+    if size > max_bytes:
+        return f"expands to over {size / 1e9:.2f} GB, more than data.max_extract_gb"
+    if size / packed > max_ratio:
+        return (
+            f"expands {size / packed:.0f}x ({size / 1e9:.2f} GB from {packed / 1e6:.1f} MB), "
+            f"more than data.max_expansion_ratio={max_ratio:g} (a zip bomb?)"
+        )
+    return None
+
+
+def safe_extract(
+    archive: Path, target: Path, limits: tuple[int, float] = (50 * 10**9, 1000.0)
+) -> int:
     """Extract zip `archive` into the folder `target`; return the number of entries written.
 
     Refuses (DataError naming the entry) absolute paths, ``..`` components and symlinks pointing
     outside `target`; skips ``__MACOSX/``, ``._*`` and ``.DS_Store`` junk; checks free space first.
+    `limits` (max bytes, max expansion ratio) stop a zip bomb, on the declared sizes first and
+    on the bytes actually written; corrupt entries stop with DataError naming them.
     """
     root = target.resolve()
     try:
@@ -71,13 +95,15 @@ def safe_extract(archive: Path, target: Path) -> int:
     with zf:
         infos = [(i, entry_target(i.filename, archive)) for i in zf.infolist()]
         need = sum(i.file_size for i, rel in infos if rel is not None)
+        if reason := _too_big(archive, need, limits):
+            raise DataError(f"{archive}: {reason}; not extracted. Raise the limit if it is real")
         free = shutil.disk_usage(root).free
         if need > free:
             raise DataError(
                 f"{archive}: needs {need / 1e9:.2f} GB to extract, {free / 1e9:.2f} GB "
                 f"free under {root}; free disk space and re-run"
             )
-        written = 0
+        written = total = 0
         for info, rel in infos:
             if rel is None:
                 continue
@@ -106,13 +132,29 @@ def safe_extract(archive: Path, target: Path) -> int:
                         f"{link!r} points outside the target"
                     )
             else:
-                with zf.open(info) as src, open(dest, "wb") as out:
-                    _copy_sparse(src, out)
+                try:
+                    with zf.open(info) as src, open(dest, "wb") as out:
+                        copied = _copy_sparse(src, out, limits[0] - total)
+                except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+                    raise DataError(
+                        f"{archive}: entry {info.filename!r} is corrupt ({exc}); delete the "
+                        "archive and download it again"
+                    ) from exc
+                total += max(copied, 0)
+                if copied < 0 or (reason := _too_big(archive, total, limits)):
+                    raise DataError(
+                        f"{archive}: {reason or 'expands past data.max_extract_gb'} while "
+                        f"extracting {info.filename!r} (sizes in the zip are false); stopped"
+                    )
             written += 1
     return written
 
 
-def extract_all(archives: list[tuple[Path, str]], dest_root: Path) -> Path:
+def extract_all(
+    archives: list[tuple[Path, str]],
+    dest_root: Path,
+    limits: tuple[int, float] = (50 * 10**9, 1000.0),
+) -> Path:
     """Extract (archive, sha256) pairs together into ``dest_root/<key>/`` (reused if present).
 
     The folder is keyed by the archives' sums and written under a temporary name, then renamed,
@@ -129,7 +171,7 @@ def extract_all(archives: list[tuple[Path, str]], dest_root: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=dest_root))
     try:
         for path, _ in archives:
-            n = safe_extract(path, tmp)
+            n = safe_extract(path, tmp, limits)
             log.info("extracted %d entries of %s", n, path.name)
         publish_dir(tmp, final)
     finally:

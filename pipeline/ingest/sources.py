@@ -189,7 +189,8 @@ def resolve_source(cfg: PipelineConfig) -> tuple[Path, dict]:
             return s3_mirror(client, bucket, prefix, objects, raw / "s3"), info
     archives = fetch_archives(cfg, layout, kind)
     info["archives"] = [{"name": p.name, "path": str(p), "sha256": s} for p, s in archives]
-    return extract_all(archives, raw / "extracted"), info
+    limits = (int(d.max_extract_gb * 1e9), d.max_expansion_ratio)
+    return extract_all(archives, raw / "extracted", limits), info
 
 
 def s3_list(uri: str, endpoint_url: str | None) -> tuple[object, str, str, list[dict]]:

@@ -178,7 +178,12 @@ def test_remote_archive_without_any_sum_is_refused(tmp_path, server):
     server.files["/plain/demo-images.zip"] = server.files["/pub/demo-images.zip"]
     with pytest.raises(DataError, match="no expected sha256 for demo-images.zip"):
         ingest(_http_cfg(tmp_path, f"{server.url}/plain", **{"data.archives": "demo-images.zip"}))
-    assert [r["path"] for r in server.requests] == ["/plain/SHA256SUMS"]  # 404, then refused
+    # SHA256SUMS (404), then a one-byte probe that the archive exists; never a download
+    assert [(r["path"], r["range"]) for r in server.requests] == [
+        ("/plain/SHA256SUMS", None),
+        ("/plain/demo-images.zip", "bytes=0-0"),
+    ]
+    assert not list((tmp_path / "data").rglob("demo-images.zip"))
 
 
 def test_official_name_with_other_content_fails_the_builtin_sum(tmp_path, server):

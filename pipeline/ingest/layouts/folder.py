@@ -60,4 +60,9 @@ def parse_folder(root: Path) -> ParseResult:
     skipped += [
         f"{m}: no image images/{s}.tif" for s, m in sorted(by_stem.items()) if s not in stems
     ]
+    for folder in (images, masks):  # anything else there is listed, never silently ignored
+        others = sorted(
+            p for p in folder.glob("*") if p.is_file() and p.suffix.lower() not in (".tif", ".tiff")
+        )
+        skipped += [f"{p}: not a .tif image; ignored" for p in others if not p.name.startswith(".")]
     return ParseResult(out, skipped)
