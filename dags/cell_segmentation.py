@@ -17,8 +17,8 @@ Segments cells (or nuclei) in fluorescence microscopy, BBBC020 first:
 **When it runs**: on the schedule in `$CELLSEG_TRAIN_SCHEDULE` (cron or preset, default
 `@weekly`; `none` for manual runs only; missed runs are not caught up) and whenever the
 `cellseg-dataset` Asset is updated (a new dataset published: an upstream DAG with it as an
-outlet, or `POST /api/v2/assets/events`). `register` updates the `cellseg-model` Asset, which
-starts `segment_new_images`.
+outlet, or `POST /api/v2/assets/events`). `register` updates the `cellseg-model` Asset when the
+new model becomes production, which starts `segment_new_images`.
 
 Every artifact of a run lives in `runs/<run_id>/`, so two runs never collide. Parameters left
 empty keep the value of the config file (or the built-in defaults); `overrides` takes any
@@ -33,7 +33,15 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta
 
-from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+from airflow.sdk import (
+    Asset,
+    AssetAlias,
+    AssetOrTimeSchedule,
+    CronTriggerTimetable,
+    Param,
+    dag,
+    task,
+)
 from airflow.sdk.exceptions import AirflowFailException
 
 from pipeline.config.params import PARAMS, json_schema
@@ -63,15 +71,20 @@ TRIGGER_FORM = {
 @task
 def run_stage(stage: str, upstream: dict, params=None, run_id=None) -> dict:
     """One stage of the pipeline (pipeline/stages.py) for this DAG run."""
-    from airflow.sdk import Connection
+    from airflow.sdk import Connection, get_current_context
 
-    from pipeline.stages import fail_fast
+    from pipeline.stages import fail_fast, get_stage
     from pipeline.stages import run_stage as run
     from pipeline.storage import use_s3_connection
 
     use_s3_connection(Connection.get)  # $CELLSEG_S3_CONN_ID, when set
     # shared: this DAG run's parallel tasks hold the run folder together; others are refused
-    return fail_fast(AirflowFailException, run, stage, dict(params), run_id, upstream, True)
+    result = fail_fast(AirflowFailException, run, stage, dict(params), run_id, upstream, True)
+    spec = get_stage(stage)
+    if spec.outlet and (spec.outlet_when is None or result.get(spec.outlet_when)):
+        events = get_current_context()["outlet_events"]
+        events[AssetAlias(f"{spec.outlet}-updates")].add(Asset(spec.outlet))
+    return result
 
 
 @dag(
@@ -100,7 +113,7 @@ def cell_segmentation():
             retries=stage.retries,
             execution_timeout=timedelta(seconds=stage.timeout_s),
             doc_md=stage.doc,
-            outlets=[Asset(stage.outlet)] if stage.outlet else [],
+            outlets=[AssetAlias(f"{stage.outlet}-updates")] if stage.outlet else [],
             **extra,
         )(stage.name, {name: outputs[name] for name in stage.inputs})
 

@@ -3,7 +3,8 @@
 
 Segments new microscopy images with the **production** model of the registry.
 
-- Looks in `predict.images` (a folder; `data/inbox` by default) every 30 minutes
+- Looks in `predict.images` (a folder, `data/inbox` by default, or an `s3://bucket/prefix`
+  with `data.s3_endpoint_url`) every 30 minutes
   (`$CELLSEG_SEGMENT_SCHEDULE`, cron) and whenever a model is registered (the `cellseg-model`
   Asset that `cell_segmentation`'s register task emits).
 - Writes into `predict.out` (`data/segmented`): `<image>_labels.tif` (instance labels,

@@ -33,11 +33,12 @@ class Stage:
     retries: int = 2  # for failures other than bad data or config (those never retry)
     timeout_s: int = 3600  # the orchestrator stops a task running longer
     exclusive: bool = False  # one at a time across runs (GPU training: the TRAINING_POOL)
-    outlet: str | None = None  # the Asset a successful run of the stage updates
+    outlet: str | None = None  # the Asset a successful run of the stage updates ...
+    outlet_when: str | None = None  # ... only when this key of its output is true
 
 
 # Orchestration facts the DAGs read (names only: no Airflow here).
-MODEL_ASSET = "cellseg-model"  # updated by register: a new registry version
+MODEL_ASSET = "cellseg-model"  # updated by register when production changes
 DATASET_ASSET = "cellseg-dataset"  # updated by whoever publishes new data: retrains
 TRAINING_POOL = "cellseg_training"  # one slot: one training at a time
 RUN_TIMEOUT_S = 12 * 3600  # a whole training run
@@ -173,6 +174,7 @@ STAGES: tuple[Stage, ...] = (
         "Store the evaluated model as a new, never-overwritten registry version (alias "
         "staging); promote it to production if it beats production on the same test data.",
         outlet=MODEL_ASSET,
+        outlet_when="promoted",  # production changed: segment_new_images uses the new model
     ),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)

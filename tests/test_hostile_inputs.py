@@ -254,3 +254,44 @@ def test_randomly_corrupted_inputs_exit_2_naming_a_file_or_succeed(capsys, tmp_p
         _one_line(code, err)
         assert str(source) in err or str(root) in err, err  # names the input
     assert _hashes(source) == before
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ("data.download_timeout_s=0", "data.download_timeout_s=0.0 must be > 0"),
+        ("train.lr=.nan", "train.lr"),
+        ("train.lr=.inf", "train.lr"),
+        ("train.weight_decay=-1", "train.weight_decay=-1.0 must be >= 0"),
+        ("data.max_expansion_ratio=0", "data.max_expansion_ratio=0.0 must be > 0"),
+    ],
+)
+def test_bad_config_values_name_the_key(capsys, tmp_path, setting, expected):
+    code, err = _cli(capsys, tmp_path, "ingest", "--set", setting)
+    _one_line(code, err, expected)
+
+
+def test_numbers_written_as_users_write_them_are_accepted(tmp_path):
+    from pipeline.config import load_config
+
+    cfg = load_config(None, {"train.lr": "1e-3", "train.weight_decay": "0"})
+    assert cfg.train.lr == pytest.approx(1e-3) and cfg.train.weight_decay == 0
+
+
+def test_registry_files_are_readable_by_another_user(tmp_path):
+    from pipeline.config import RegistryConfig
+    from pipeline.registry.versions import Registry
+    from pipeline.segment.artifact import save_model
+    from pipeline.segment.card import ModelCard
+    from pipeline.segment.network import build_model
+    from tests.registry.conftest import register
+
+    card = ModelCard("resnet18", 1, ["foreground", "distance"], ["a"], "nuclei", "a", 1, 99)
+    save_model(build_model(**card.arch), card, tmp_path / "model")
+    reg = Registry(RegistryConfig(uri=str(tmp_path / "registry")))
+    register(reg, tmp_path / "model")
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in (tmp_path / "registry").rglob("*"):
+        wanted = (0o777 if path.is_dir() else 0o666) & ~mask
+        assert path.stat().st_mode & 0o777 == wanted, path

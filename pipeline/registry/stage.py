@@ -131,6 +131,7 @@ def register(
         "version": version,
         "model_id": mid,
         "aliases": aliases,
+        "promoted": PRODUCTION in aliases,
         "decision": decision.to_dict(),
         "wandb_artifact": wandb_ref,
         "report": evaluate["report_html"],

@@ -86,7 +86,8 @@ def test_schedules_assets_pool_and_timeouts():
     assert not train.catchup and train.dagrun_timeout.total_seconds() == RUN_TIMEOUT_S
     assert train.default_args["retry_exponential_backoff"] is True
     assert train.get_task("train").pool == TRAINING_POOL
-    assert [a.name for a in train.get_task("register").outlets] == [MODEL_ASSET]
+    # register updates the model Asset through an alias, only when production changes
+    assert [a.name for a in train.get_task("register").outlets] == [f"{MODEL_ASSET}-updates"]
     assert all(t.execution_timeout for t in train.tasks)
     segment = _dag("segment_new_images")
     assert MODEL_ASSET in str(segment.timetable.asset_condition) and not segment.catchup

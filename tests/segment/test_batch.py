@@ -4,6 +4,7 @@ is known), and each image exactly once for the segment_new_images DAG."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -101,3 +102,36 @@ def test_bad_folders_are_clear(model, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(DataError, match="exists and is not a folder"):
         segment_folder(model, tmp_path / "in", tmp_path / "file")
+
+
+def test_an_s3_prefix_inbox_is_segmented_once(model, tmp_path, s3_server):
+    import io
+
+    import boto3
+
+    from pipeline.segment.batch import segment_new_images
+
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    s3.create_bucket(Bucket="microscope")
+    rng = np.random.default_rng(2)
+
+    def put(key: str) -> None:
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, rng.integers(0, 4000, (2, 64, 64), np.uint16))
+        s3.put_object(Bucket="microscope", Key=key, Body=buf.getvalue())
+
+    for key in ("new/a.tif", "new/b.tif", "new/older/x.tif"):
+        put(key)
+    s3.put_object(Bucket="microscope", Key="new/readme.txt", Body=b"notes")
+    params = {
+        "images": "s3://microscope/new",
+        "out": str(tmp_path / "out"),
+        "model": model,
+        "overrides": {"data.s3_endpoint_url": s3_server},
+    }
+    first = segment_new_images(params)
+    assert sorted(Path(p).name for p in first["segmented"]) == ["a_labels.tif", "b_labels.tif"]
+    put("new/c.tif")
+    second = segment_new_images(params)
+    assert [Path(p).name for p in second["segmented"]] == ["c_labels.tif"]
+    assert len(second["skipped"]) == 2
