@@ -125,8 +125,8 @@ class Weed:
                 f"-s3.port={p['s3']}",
                 "-s3.port.iceberg=0",
                 "-s3.port.lance=0",
-                "-master.volumeSizeLimitMB=256",
-                "-volume.max=64",
+                "-master.volumeSizeLimitMB=64",
+                "-volume.max=1000",  # every bucket gets its own volumes
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -33,8 +33,10 @@ def reg_cfg(request, tmp_path) -> RegistryConfig:
     if request.param == "local":
         return RegistryConfig(uri=str(tmp_path / "registry"), model_name="m")
     endpoint = request.getfixturevalue("s3_server")
-    bucket = f"reg-{uuid.uuid4().hex[:10]}"
-    return RegistryConfig(uri=f"s3://{bucket}/models", model_name="m", s3_endpoint_url=endpoint)
+    prefix = f"t-{uuid.uuid4().hex[:10]}/models"  # one bucket: SeaweedFS gives each its volumes
+    return RegistryConfig(
+        uri=f"s3://registry-tests/{prefix}", model_name="m", s3_endpoint_url=endpoint
+    )
 
 
 def version_meta(model: Path, f1: float = 0.8, test_id: str = "t1", run_id: str = "run1") -> dict:

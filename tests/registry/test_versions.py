@@ -172,7 +172,9 @@ def test_tampered_weights_and_crafted_pickles_are_refused_without_running_code(
         if isinstance(reg.store, LocalStore):  # an attacker with write access to the folder
             (reg.store.root / key).write_bytes(payload)
         else:  # or to the bucket: an unconditional overwrite
-            reg.store.client.put_object(Bucket=reg.store.bucket, Key=f"models/{key}", Body=payload)
+            reg.store.client.put_object(
+                Bucket=reg.store.bucket, Key=reg.store._key(key), Body=payload
+            )
         with pytest.raises(DataError, match=f"v000{version}/{WEIGHTS}: does not match the sha256"):
             reg.fetch(version, tmp_path / f"fetched-{version}")
     assert not marker.exists()
