@@ -83,3 +83,34 @@ def test_unknown_versions_are_one_line_errors(capsys, tmp_path, model_dir, ref):
     register(Registry(RegistryConfig(uri=str(tmp_path / "registry"))), model_dir)
     code, err = _models(capsys, tmp_path, "show", ref)
     assert code == 2 and "no complete version 7 (versions: v0001)" in err
+
+
+def test_predict_from_an_s3_version_leaves_no_model_copy_in_out(
+    capsys, tmp_path, model_dir, s3_server
+):
+    cfg = RegistryConfig(uri="s3://predict-tests/models", s3_endpoint_url=s3_server)
+    register(Registry(cfg), model_dir)
+    images, out = tmp_path / "images", tmp_path / "out"
+    images.mkdir()
+    tifffile.imwrite(images / "a.tif", np.zeros((1, 64, 64), np.uint16))
+    code = main(
+        [
+            "predict",
+            "--model",
+            "s3://predict-tests/models/cellseg-unet/v0001",
+            "--images",
+            str(images),
+            "--out",
+            str(out),
+            "--set",
+            f"registry.s3_endpoint_url={s3_server}",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a_labels.tif",
+        "a_objects.csv",
+        "a_overlay.png",
+        "images.csv",
+    ]
+    assert not list(out.rglob("*.safetensors"))
