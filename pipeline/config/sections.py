@@ -162,6 +162,11 @@ class TrainConfig:
     compile: bool = False  # torch.compile the network (GPU; slower start, faster steps)
     workers: int = _rule(-1, min=-1)  # data loader processes; -1: CPU cores - 1 (0: inline)
     seed: int = 0
+    # Object size (pipeline/segment/scale.py): every training field is zoomed so its objects
+    # are `object_diameter` px across (inscribed; 0: the median over the training groups), and
+    # inference rescales new images to it. rescale: false trains and predicts at native scale.
+    rescale: bool = True
+    object_diameter: float = _rule(0.0, min=0.0)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -172,7 +177,10 @@ class PostprocessConfig:
 
     ``instances``: ``network`` (default) uses the network alone: its foreground, split at seeds
     taken from its own distance map (cores where the predicted distance exceeds
-    ``seed_threshold``); ``watershed`` splits its foreground with the classical method's markers
+    ``seed_threshold``, or, when ``seed_h`` > 0, its maxima at least ``seed_h`` deep after a
+    Gaussian blur of ``seed_sigma`` px), objects smaller than ``min_relative_size`` times the
+    image's median object dropped (debris and fragments, whatever the magnification);
+    ``watershed`` splits its foreground with the classical method's markers
     (nuclei for cells, distance peaks for nuclei; settings in `watershed`); ``components`` takes
     connected components. Evaluation reports ``unet`` (the network's own instances) and
     ``unet_watershed`` (with the classical split), so the model is never credited with
@@ -182,7 +190,10 @@ class PostprocessConfig:
     instances: str = _rule("network", choices=INSTANCE_METHODS)
     threshold: float = fraction(0.5)  # foreground probability
     seed_threshold: float = fraction(0.5)  # normalised distance of an object's core
-    tune_seed_threshold: bool = True  # after training, pick it on the validation fields
+    seed_h: float = fraction(0.0)  # >0: seeds are distance maxima this deep (h-maxima)
+    seed_sigma: float = _rule(2.0, min=0.0)  # px; blur of the distance map before h-maxima
+    min_relative_size: float = fraction(0.0)  # drop objects below this x the median object
+    tune_seed_threshold: bool = True  # after training, pick the seed and size settings on val
     min_object_size: int = positive(30)  # px; smaller objects (specks) are dropped
     tile_size: int = positive(1536)  # inference tiles (multiple of 32) for larger fields
     tile_overlap: float = fraction(0.25)

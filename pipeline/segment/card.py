@@ -31,6 +31,9 @@ class ModelCard(Record):
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16, 16])
     architecture: str = "unet"
+    # Object diameter (px, inscribed) the network was trained at: inference rescales each
+    # image whose objects are of another size to it (`pipeline.segment.scale`); 0: never.
+    diameter: float = 0.0
 
     @classmethod
     def from_dict(cls, d: Any, source: str = "model card") -> ModelCard:

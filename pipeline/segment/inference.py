@@ -1,8 +1,10 @@
 """Inference: load a trained network with its model card and apply it to whole images.
 
 ``predict_maps`` returns the network's (K, H, W) float32 output probabilities (foreground, then
-the normalised distance), tiled for large fields; ``predict_labels`` turns them into an (H, W)
-int32 instance label image (0 = background) as the card says;
+the normalised distance), tiled for large fields, with the image rescaled when its objects are
+of another size than the network was trained on (`pipeline.segment.scale`);
+``predict_labels`` turns them into an (H, W) int32 instance label image (0 = background) as the
+card says;
 ``predict_folder`` runs a trained or registered model (a model folder,
 `pipeline.segment.artifact`) on a folder of new TIF images.
 """
@@ -18,7 +20,8 @@ import torch
 from pipeline.config import PostprocessConfig
 from pipeline.errors import DataError
 from pipeline.segment.card import ModelCard
-from pipeline.segment.postprocess import to_instances
+from pipeline.segment.postprocess import foreground, to_instances
+from pipeline.segment.scale import foreground_diameter, rescale_factor, resize
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +32,6 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
-@torch.no_grad()
 def predict_maps(
     model: torch.nn.Module,
     image: np.ndarray,
@@ -37,8 +39,42 @@ def predict_maps(
     post: PostprocessConfig | None = None,
     precision: str = "auto",
     batch: int = 4,
+    diameter: float = 0.0,
 ) -> np.ndarray:
     """(C, H, W) float32 normalised image -> (K, H, W) float32 output probabilities.
+
+    `diameter` is the object diameter the network was trained at (the card's; 0: no
+    rescaling). The objects of the first pass's foreground are measured; when their size
+    differs from `diameter` by more than `scale.TOLERANCE`, the image is resized so they match,
+    run again, and the maps resized back to (H, W).
+    """
+    post = post or PostprocessConfig()
+    maps = network_maps(model, image, device, post, precision, batch)
+    if diameter > 0:
+        measured = foreground_diameter(foreground(maps[0], post))
+        factor = rescale_factor(measured, diameter)
+        if factor != 1.0:
+            _, h, w = image.shape
+            size = (max(32, round(h * factor)), max(32, round(w * factor)))
+            log.debug(
+                "objects of %.1f px, trained at %.1f: rescaled x%.2f", measured, diameter, factor
+            )
+            zoomed = network_maps(model, resize(image, size), device, post, precision, batch)
+            maps = resize(zoomed, (h, w))
+    return maps
+
+
+@torch.no_grad()
+def network_maps(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    device: torch.device,
+    post: PostprocessConfig,
+    precision: str = "auto",
+    batch: int = 4,
+) -> np.ndarray:
+    """(C, H, W) float32 normalised image -> (K, H, W) float32 output probabilities, at the
+    image's own scale.
 
     Images of up to one tile's area (``post.tile_size`` squared) run whole, padded to a
     multiple of 32 (cheapest: no overlap); larger ones as overlapping tiles, `batch` at a time,
@@ -47,7 +83,6 @@ def predict_maps(
     """
     if image.ndim != 3:
         raise ValueError(f"expected a (C, H, W) image, got shape {image.shape}")
-    post = post or PostprocessConfig()
     _, h, w = image.shape
     was_training = model.training
     model.eval()
@@ -83,7 +118,7 @@ def predict_labels(
 ) -> np.ndarray:
     """(C, H, W) normalised image -> (H, W) int32 instance labels, split as `instances` says
     (default: the card's ``postprocess.instances``)."""
-    maps = predict_maps(model, image, device, card.postprocess)
+    maps = predict_maps(model, image, device, card.postprocess, diameter=card.diameter)
     return to_instances(maps, image, card, instances)
 
 

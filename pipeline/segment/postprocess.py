@@ -4,9 +4,12 @@ The maps are probabilities, (K, H, W) float32: foreground, then (when the card l
 normalised distance to each object's edge (`pipeline.train.targets`). Methods:
 
 - ``network``: the network alone. Seeds are the connected cores where the predicted distance
-  exceeds ``seed_threshold`` inside the foreground; a watershed on the negated distance grows
-  them over the foreground, so touching objects part along the distance valley between them.
-  Foreground parts without a seed become objects of their own.
+  exceeds ``seed_threshold`` inside the foreground (or, with ``seed_h`` > 0, the maxima of the
+  blurred distance at least ``seed_h`` deep: h-maxima); a watershed on the negated distance
+  grows them over the foreground, so touching objects part along the distance valley between
+  them. Foreground parts without a seed become objects of their own. Objects smaller than
+  ``min_object_size`` px or ``min_relative_size`` times the image's median object are dropped:
+  debris and fragments, at any magnification.
 - ``watershed``: the classical method's marker split (nuclei of the image for cells,
   distance-transform peaks for nuclei; `pipeline.segment.watershed.split_foreground`) applied to
   the network's foreground: model + classical post-processing.
@@ -33,15 +36,27 @@ def foreground(prob: np.ndarray, post: PostprocessConfig) -> np.ndarray:
 
 def network_instances(fg: np.ndarray, dist: np.ndarray, post: PostprocessConfig) -> np.ndarray:
     """(H, W) bool foreground and (H, W) predicted normalised distance -> (H, W) int32 labels."""
+    from skimage.morphology import h_maxima
     from skimage.segmentation import relabel_sequential, watershed
 
-    seeds, _ = ndi.label(fg & (dist > post.seed_threshold))
+    if post.seed_h > 0:
+        dist = ndi.gaussian_filter(dist.astype(np.float32), post.seed_sigma)
+        seeds, _ = ndi.label(fg & h_maxima(dist, post.seed_h).astype(bool))
+    else:
+        seeds, _ = ndi.label(fg & (dist > post.seed_threshold))
     labels = watershed(-dist, seeds, mask=fg).astype(np.int32)
     orphans, n = ndi.label(fg & (labels == 0))
     if n:
         labels[orphans > 0] = orphans[orphans > 0] + labels.max()
     areas = np.bincount(labels.ravel())
-    labels[(areas < post.min_object_size)[labels]] = 0
+    smallest = post.min_object_size
+    if post.min_relative_size and labels.max():
+        smallest = max(
+            smallest, post.min_relative_size * float(np.median(areas[1:][areas[1:] > 0]))
+        )
+    small = areas < smallest
+    small[0] = False
+    labels[small[labels]] = 0
     return relabel_sequential(labels)[0]
 
 

@@ -82,13 +82,14 @@ def random_crop(
     aug: AugmentConfig,
     rng: np.random.Generator,
     transform=None,
+    zoom: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One augmented crop: (C, crop, crop) float32 image in [0, 1], (crop, crop) int32 labels.
 
-    `transform` is `build_transform(aug, crop)` (pass it in to build it once per worker)."""
-    zoom = 1.0
+    `transform` is `build_transform(aug, crop)` (pass it in to build it once per worker);
+    `zoom` is the field's own scale factor, applied before the random one."""
     if aug.enabled:
-        zoom = math.exp(rng.uniform(math.log(aug.scale_min), math.log(aug.scale_max)))
+        zoom *= math.exp(rng.uniform(math.log(aug.scale_min), math.log(aug.scale_max)))
     size = max(8, round(crop / zoom))
     window, lab = _window(image, labels, size, rng)
     transform = transform or build_transform(aug, crop)

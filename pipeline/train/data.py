@@ -2,8 +2,11 @@
 their targets, read by a torch DataLoader with worker processes.
 
 Fields are drawn group by group (a CTC sequence, a BBBC020 condition), so every dataset and
-condition weighs the same however many fields it has. Each epoch's stream is seeded by
-(seed, epoch, worker), so a resumed training draws the same crops it would have drawn.
+condition weighs the same however many fields it has. With a `diameter`, each field is zoomed so
+its objects have that diameter (`pipeline.segment.scale`) before the random zoom of the
+augmentation: the network learns one object size, and inference rescales to it. Each epoch's
+stream is seeded by (seed, epoch, worker), so a resumed training draws the same crops it would
+have drawn.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.config.sections import AugmentConfig
+from pipeline.segment.scale import median_diameter
 from pipeline.train.augment import build_transform, random_crop
 from pipeline.train.targets import target_maps
 
@@ -31,6 +35,7 @@ class CropStream(IterableDataset):
         crop: int,
         aug: AugmentConfig,
         seed: int,
+        diameter: float = 0.0,
     ) -> None:
         if not images or len(images) != len(labels) or len(images) != len(groups):
             raise ValueError(
@@ -42,6 +47,8 @@ class CropStream(IterableDataset):
         for i, g in enumerate(groups):
             by_group.setdefault(g, []).append(i)
         self.groups = list(by_group.values())
+        measured = [median_diameter(x) for x in labels] if diameter > 0 else []
+        self.zooms = [diameter / d if d > 0 else 1.0 for d in measured] or [1.0] * len(images)
         self.epoch = 0
         # Build the pipeline once here: its libraries are imported before workers fork (an
         # import inside a forked worker trips W&B's import hooks).
@@ -56,7 +63,7 @@ class CropStream(IterableDataset):
             members = self.groups[rng.integers(len(self.groups))]
             i = members[rng.integers(len(members))]
             image, labels = random_crop(
-                self.images[i], self.labels[i], self.crop, self.aug, rng, transform
+                self.images[i], self.labels[i], self.crop, self.aug, rng, transform, self.zooms[i]
             )
             yield torch.from_numpy(image), torch.from_numpy(target_maps(labels))
 

@@ -92,7 +92,9 @@ def validation_scores(
     """Mean foreground IoU and mean F1@0.5 of the network's own instances on the images."""
     ious, f1s = [], []
     for image, gt in zip(images, labels, strict=True):
-        maps = predict_maps(model, image, device, card.postprocess, precision)
+        maps = predict_maps(
+            model, image, device, card.postprocess, precision, diameter=card.diameter
+        )
         pred = to_instances(maps, image, card)
         ious.append(foreground_iou(pred, gt))
         f1s.append(instance_scores(pred, gt)["f1"])
@@ -123,7 +125,9 @@ def train_seg(
             f"need training and validation images, got {len(train[0])} and {len(val[0])}"
         )
     state = state or TrainState()
-    stream = CropStream(*train, crop=t.crop_size, aug=t.augment, seed=t.seed)
+    stream = CropStream(
+        *train, crop=t.crop_size, aug=t.augment, seed=t.seed, diameter=card.diameter
+    )
     workers = default_workers(t.workers)
     cuda = device.type == "cuda"
     if cuda:

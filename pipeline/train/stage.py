@@ -23,6 +23,7 @@ import shutil
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from pipeline.config import PipelineConfig
@@ -35,6 +36,7 @@ from pipeline.rundir import RunDir
 from pipeline.segment.artifact import load_model, model_id, save_model
 from pipeline.segment.card import OUTPUTS, ModelCard
 from pipeline.segment.network import build_model, resolve_device
+from pipeline.segment.scale import median_diameter
 from pipeline.tracking import track
 from pipeline.train.loop import EpochResult, TrainState, train_seg
 from pipeline.train.tune import tune_seed_threshold
@@ -58,8 +60,25 @@ class TrainResult(Record):
     wandb_run: str | None = None  # project/run id when tracked
 
 
-def model_card(cfg: PipelineConfig, channels: list[str]) -> ModelCard:
-    """The card of a network trained with `cfg` on `channels`."""
+def training_diameter(cfg: PipelineConfig, labels: list, groups: list[str]) -> float:
+    """The object diameter (px) the network learns: ``train.object_diameter``, or the median
+    over groups of each group's median object diameter (datasets weigh the same); 0.0 with
+    ``train.rescale`` off."""
+    if not cfg.train.rescale:
+        return 0.0
+    if cfg.train.object_diameter:
+        return float(cfg.train.object_diameter)
+    by_group: dict[str, list[float]] = {}
+    for lab, group in zip(labels, groups, strict=True):
+        if (d := median_diameter(lab)) > 0:
+            by_group.setdefault(group, []).append(d)
+    if not by_group:
+        return 0.0
+    return round(float(np.median([np.median(v) for v in by_group.values()])), 1)
+
+
+def model_card(cfg: PipelineConfig, channels: list[str], diameter: float = 0.0) -> ModelCard:
+    """The card of a network trained with `cfg` on `channels` at object `diameter` px."""
     target = cfg.data.target
     return ModelCard(
         encoder=cfg.train.encoder,
@@ -72,6 +91,7 @@ def model_card(cfg: PipelineConfig, channels: list[str]) -> ModelCard:
         high_percentile=cfg.preprocess.high_percentile,
         postprocess=cfg.postprocess,
         decoder_channels=list(cfg.train.decoder_channels),
+        diameter=diameter,
     )
 
 
@@ -204,18 +224,21 @@ def train(
     folder; resumes a killed training of the same run, dataset and settings."""
     t = cfg.train
     data = _splits(prepared_uri, cfg.data.target)
-    device, card = resolve_device(t.device), model_card(cfg, channels)
+    diameter = training_diameter(cfg, *data["train"][1:])
+    device, card = resolve_device(t.device), model_card(cfg, channels, diameter)
     torch.manual_seed(t.seed)  # the same initial weights for the same seed
     model = build_model(**card.arch, encoder_weights=t.encoder_weights).to(device)
     identity = _identity(cfg, run, dataset_id)
     state = _resume(run, identity, model)
     resumed_from, start = state.epoch + 1, time.perf_counter()
     log.info(
-        "training %s U-Net on %s: %d train / %d val fields, epochs %d-%d of %d steps",
+        "training %s U-Net on %s: %d train / %d val fields, objects at %.1f px, epochs %d-%d "
+        "of %d steps",
         t.encoder,
         device,
         len(data["train"][0]),
         len(data["val"][0]),
+        diameter,
         resumed_from + 1,
         t.epochs,
         t.steps_per_epoch,

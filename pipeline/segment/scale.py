@@ -1,0 +1,69 @@
+"""Object size: what makes a network trained on one microscope work on another (Cellpose's
+"diameter"). Training rescales every field so its objects have one diameter; inference measures
+the objects in a first pass and, when they are of another size, runs the network again on the
+image rescaled to that diameter (`pipeline.segment.inference.predict_maps`).
+
+A diameter here is an object's inscribed diameter: twice the largest distance from a pixel of
+the object to its edge (for a disk, its diameter). Touching objects merged in a foreground mask
+keep the larger one's, so it can be measured on a foreground alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+
+TOLERANCE = 1.3  # rescale only when the objects differ in size by more than this factor
+LIMITS = (0.25, 4.0)  # never shrink or enlarge an image by more than this
+
+
+def diameters(labels: np.ndarray) -> np.ndarray:
+    """(H, W) integer labels (0 = background) -> (n,) float64 inscribed diameter per object."""
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be (H, W), got shape {labels.shape}")
+    return np.array(
+        [
+            2 * ndi.distance_transform_edt(np.pad(labels[box] == i, 1)).max()
+            for i, box in enumerate(ndi.find_objects(labels.astype(np.int64)), 1)
+            if box is not None
+        ]
+    )
+
+
+def median_diameter(labels: np.ndarray) -> float:
+    """Median inscribed diameter (px) of the objects of (H, W) labels; 0.0 when there are none."""
+    d = diameters(labels)
+    return float(np.median(d)) if len(d) else 0.0
+
+
+def foreground_diameter(fg: np.ndarray) -> float:
+    """Median inscribed diameter (px) of the connected parts of an (H, W) bool foreground;
+    0.0 when it is empty."""
+    parts, n = ndi.label(fg)
+    if not n:
+        return 0.0
+    radius = ndi.maximum(
+        ndi.distance_transform_edt(np.pad(fg, 1))[1:-1, 1:-1], parts, range(1, n + 1)
+    )
+    return float(2 * np.median(radius))
+
+
+def rescale_factor(measured: float, trained: float) -> float:
+    """The zoom that brings objects of `measured` px to the `trained` diameter: 1.0 when either
+    is unknown (0) or they differ by less than TOLERANCE; otherwise clipped to LIMITS."""
+    if measured <= 0 or trained <= 0:
+        return 1.0
+    factor = trained / measured
+    if 1 / TOLERANCE <= factor <= TOLERANCE:
+        return 1.0
+    return float(np.clip(factor, *LIMITS))
+
+
+def resize(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(C, H, W) float32 -> (C, *shape) float32, bilinear (area-averaged when shrinking)."""
+    x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None]
+    smaller = shape[0] * shape[1] < array.shape[1] * array.shape[2]
+    mode = "area" if smaller else "bilinear"
+    kwargs = {} if smaller else {"align_corners": False}
+    return torch.nn.functional.interpolate(x, size=shape, mode=mode, **kwargs)[0].numpy()
