@@ -168,3 +168,33 @@ def test_bad_names_fail_before_any_work(capsys, tmp_path):
     )
     _one_line_error(capsys, ["ingest", "--layout", "zarr", *args], "valid layouts: bbbc020")
     assert not (tmp_path / "data").exists()  # nothing was ingested
+
+
+@pytest.mark.slow
+def test_the_hela_config_runs_end_to_end_on_the_real_frames(capsys, tmp_path, shared_data):
+    """`cellseg run --config configs/ctc_hela.yaml` on the real HeLa frames, CPU, training
+    shortened (the full run's figures are in the README): every stage, a registered model
+    trained at HeLa's own nucleus size."""
+    source = shared_data / "ctc" / "Fluo-N2DL-HeLa"
+    if not source.is_dir():
+        pytest.skip(f"{source} not found")
+    sets = {
+        "paths.data_dir": tmp_path / "data",
+        "paths.runs_dir": tmp_path / "runs",
+        "registry.uri": tmp_path / "registry",
+        "data.source": source,
+        "train.epochs": 1,
+        "train.steps_per_epoch": 2,
+        "train.batch_size": 2,
+        "tracking.backend": "none",
+    }
+    argv = ["run", "--config", str(Path(__file__).parents[1] / "configs" / "ctc_hela.yaml")]
+    argv += [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    assert main([*argv, "--run-id", "hela"]) == 0
+    out = capsys.readouterr().out
+    registered = json.loads(out[out.rindex("\n{\n") :])
+    summary = json.loads(Path(registered["metrics"]).read_text())["methods"]
+    assert {"unet", "unet_watershed", "watershed", "otsu"} <= set(summary)
+    assert summary["watershed"]["f1"] > 0.85  # the tuned classical method on the test frames
+    card = json.loads((Path(registered["model_uri"]) / "card.json").read_text())
+    assert 18 < card["diameter"] < 26  # HeLa nuclei, measured on the training frames

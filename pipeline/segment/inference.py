@@ -40,18 +40,20 @@ def predict_maps(
     precision: str = "auto",
     batch: int = 4,
     diameter: float = 0.0,
+    objects: float = 0.0,
 ) -> np.ndarray:
     """(C, H, W) float32 normalised image -> (K, H, W) float32 output probabilities.
 
     `diameter` is the object diameter the network was trained at (the card's; 0: no
-    rescaling). The objects of the first pass's foreground are measured; when their size
-    differs from `diameter` by more than `scale.TOLERANCE`, the image is resized so they match,
-    run again, and the maps resized back to (H, W).
+    rescaling). `objects` is the diameter of this image's objects when known (validation
+    fields: from their labels); otherwise the objects of a first pass's foreground are
+    measured. When their size differs from `diameter` by more than `scale.TOLERANCE`, the
+    image is resized so they match, run (again), and the maps resized back to (H, W).
     """
     post = post or PostprocessConfig()
-    maps = network_maps(model, image, device, post, precision, batch)
+    maps = None if objects else network_maps(model, image, device, post, precision, batch)
     if diameter > 0:
-        measured = foreground_diameter(foreground(maps[0], post))
+        measured = objects or foreground_diameter(foreground(maps[0], post))
         factor = rescale_factor(measured, diameter)
         if factor != 1.0:
             _, h, w = image.shape
@@ -60,8 +62,8 @@ def predict_maps(
                 "objects of %.1f px, trained at %.1f: rescaled x%.2f", measured, diameter, factor
             )
             zoomed = network_maps(model, resize(image, size), device, post, precision, batch)
-            maps = resize(zoomed, (h, w))
-    return maps
+            return resize(zoomed, (h, w))
+    return network_maps(model, image, device, post, precision, batch) if maps is None else maps
 
 
 @torch.no_grad()

@@ -38,15 +38,19 @@ def median_diameter(labels: np.ndarray) -> float:
 
 
 def foreground_diameter(fg: np.ndarray) -> float:
-    """Median inscribed diameter (px) of the connected parts of an (H, W) bool foreground;
-    0.0 when it is empty."""
+    """Inscribed diameter (px) of the connected parts of an (H, W) bool foreground, their
+    median weighted by area (specks barely count); 0.0 when it is empty."""
     parts, n = ndi.label(fg)
     if not n:
         return 0.0
-    radius = ndi.maximum(
-        ndi.distance_transform_edt(np.pad(fg, 1))[1:-1, 1:-1], parts, range(1, n + 1)
+    index = np.arange(1, n + 1)
+    radius = np.asarray(
+        ndi.maximum(ndi.distance_transform_edt(np.pad(fg, 1))[1:-1, 1:-1], parts, index)
     )
-    return float(2 * np.median(radius))
+    area = np.bincount(parts.ravel(), minlength=n + 1)[1:]
+    order = np.argsort(radius)
+    half = np.searchsorted(np.cumsum(area[order]), area.sum() / 2)
+    return float(2 * radius[order][half])
 
 
 def rescale_factor(measured: float, trained: float) -> float:

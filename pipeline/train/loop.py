@@ -25,6 +25,7 @@ from pipeline.evaluate.metrics import foreground_iou, instance_scores
 from pipeline.segment.card import ModelCard
 from pipeline.segment.inference import autocast, predict_maps
 from pipeline.segment.postprocess import to_instances
+from pipeline.segment.scale import median_diameter
 from pipeline.train.data import CropStream, batches, default_workers
 
 log = logging.getLogger(__name__)
@@ -89,11 +90,13 @@ def validation_scores(
     card: ModelCard,
     precision: str,
 ) -> tuple[float, float]:
-    """Mean foreground IoU and mean F1@0.5 of the network's own instances on the images."""
+    """Mean foreground IoU and mean F1@0.5 of the network's own instances on the images, each
+    rescaled by its known object size (its labels')."""
     ious, f1s = [], []
     for image, gt in zip(images, labels, strict=True):
+        size = median_diameter(gt)  # known: the score is the network's, not the size estimate's
         maps = predict_maps(
-            model, image, device, card.postprocess, precision, diameter=card.diameter
+            model, image, device, card.postprocess, precision, diameter=card.diameter, objects=size
         )
         pred = to_instances(maps, image, card)
         ious.append(foreground_iou(pred, gt))

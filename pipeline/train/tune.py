@@ -15,6 +15,7 @@ from pipeline.evaluate.metrics import instance_scores
 from pipeline.segment.card import ModelCard
 from pipeline.segment.inference import predict_maps
 from pipeline.segment.postprocess import foreground, network_instances
+from pipeline.segment.scale import median_diameter
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,10 @@ def tune_seed_threshold(
     images. Ties go to the earlier (simpler) candidate."""
     images, labels = val
     post = card.postprocess
-    maps = [predict_maps(model, image, device, post, diameter=card.diameter) for image in images]
+    maps = [
+        predict_maps(model, x, device, post, diameter=card.diameter, objects=median_diameter(y))
+        for x, y in zip(images, labels, strict=True)
+    ]
     fgs = [foreground(m[0], post) for m in maps]
     best, best_f1 = post, -1.0
     for (threshold, h), rel in itertools.product(SEEDS, RELATIVE_SIZES):

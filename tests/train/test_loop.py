@@ -8,6 +8,7 @@ from pipeline.config import TrainConfig
 from pipeline.config.sections import AugmentConfig
 from pipeline.segment.card import OUTPUTS, ModelCard
 from pipeline.segment.network import build_model
+from pipeline.segment.scale import foreground_diameter, median_diameter
 from pipeline.train.data import CropStream, batches
 from pipeline.train.loop import TrainingDiverged, seg_loss, train_seg
 from pipeline.train.targets import normalised_distance
@@ -95,3 +96,34 @@ def test_a_non_finite_loss_stops_training_with_a_clear_message():
             torch.device("cpu"),
             CARD,
         )
+
+
+def test_fields_are_zoomed_so_their_objects_have_the_training_diameter():
+    images, labels = _discs(2, 2)  # objects 18-24 px across
+    off = AugmentConfig(enabled=False)
+    native = CropStream(images, labels, ["a", "b"], crop=64, aug=off, seed=0)
+    zoomed = CropStream(images, labels, ["a", "b"], crop=64, aug=off, seed=0, diameter=40.0)
+    assert native.zooms == [1.0, 1.0]
+    assert zoomed.zooms == pytest.approx([40 / median_diameter(x) for x in labels])
+
+    def largest(stream: CropStream) -> float:
+        crops = next(batches(stream, batch_size=8, workers=0, epoch=0, pin=False))[1]
+        return max(foreground_diameter(y[0].numpy() > 0) for y in crops)
+
+    assert largest(native) < 26 and largest(zoomed) > 1.6 * largest(native)
+
+
+def test_the_training_diameter_weighs_every_group_the_same(tmp_path):
+    from pipeline.train.stage import training_diameter
+    from tests.conftest import make_cfg
+
+    _, small = _discs(3, 3)  # ~20 px, three fields of one group
+    yy, xx = np.mgrid[:96, :96]
+    big = (np.hypot(yy - 48, xx - 48) < 30).astype(np.int32)  # 60 px, one field
+    cfg = make_cfg(tmp_path)
+    d = training_diameter(cfg, [*small, big], ["a", "a", "a", "b"])
+    assert d == pytest.approx((median_diameter(small[0]) + 60) / 2, abs=3)
+    cfg.train.object_diameter = 25.0
+    assert training_diameter(cfg, small, ["a"] * 3) == 25.0
+    cfg.train.rescale = False
+    assert training_diameter(cfg, small, ["a"] * 3) == 0.0

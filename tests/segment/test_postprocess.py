@@ -1,0 +1,61 @@
+"""From output maps to instances: seeds from the distance map (threshold or h-maxima), the
+relative size filter, and every instance method on the same maps."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from pipeline.config import PostprocessConfig
+from pipeline.config.sections import INSTANCE_METHODS
+from pipeline.errors import ConfigError
+from pipeline.segment.card import OUTPUTS, ModelCard
+from pipeline.segment.postprocess import network_instances, to_instances
+from pipeline.train.targets import normalised_distance
+
+
+def _scene() -> np.ndarray:
+    """Labels: two touching disks (r 14), one separate disk (r 12) and a 5 x 5 speck."""
+    yy, xx = np.mgrid[:80, :120]
+    lab = np.zeros((80, 120), np.int32)
+    lab[np.hypot(yy - 30, xx - 25) < 14] = 1
+    lab[np.hypot(yy - 30, xx - 50) < 14] = 2
+    lab[np.hypot(yy - 40, xx - 95) < 12] = 3
+    lab[70:75, 10:15] = 4
+    return lab
+
+
+@pytest.mark.parametrize("seeds", [{"seed_threshold": 0.5}, {"seed_h": 0.1, "seed_sigma": 1.0}])
+def test_touching_objects_are_split_at_their_distance_valley(seeds):
+    lab = _scene()
+    post = PostprocessConfig(min_object_size=10, **seeds)
+    pred = network_instances(lab > 0, normalised_distance(lab), post)
+    assert pred.max() == 4
+    for i in (1, 2, 3):  # each object is one predicted object, the pair is parted
+        ids, counts = np.unique(pred[lab == i], return_counts=True)
+        assert counts.max() / counts.sum() > 0.95 and len(set(ids) - {0}) >= 1
+    assert len(np.unique(pred[(lab == 1) | (lab == 2)])) == 2
+
+
+def test_objects_much_smaller_than_the_image_median_are_dropped():
+    lab = _scene()
+    base = PostprocessConfig(min_object_size=10, seed_threshold=0.5)
+    kept = network_instances(lab > 0, normalised_distance(lab), base)
+    relative = dataclasses.replace(base, min_relative_size=0.2)
+    dropped = network_instances(lab > 0, normalised_distance(lab), relative)
+    assert kept.max() == 4 and dropped.max() == 3
+    assert not dropped[70:75, 10:15].any()  # the speck (25 px, 5% of the median) is gone
+    assert ndi.label(dropped > 0)[1] == 2  # the pair and the single disk remain
+
+
+def test_every_instance_method_gives_labels_and_an_unknown_one_lists_them():
+    lab = _scene()
+    maps = np.stack([(lab > 0).astype(np.float32), normalised_distance(lab)])
+    image = maps[:1]
+    card = ModelCard("resnet18", 1, list(OUTPUTS), ["fluo"], "nuclei", "fluo", 1.0, 99.8)
+    for method in INSTANCE_METHODS:
+        out = to_instances(maps, image, card, method)
+        assert out.shape == lab.shape and out.dtype == np.int32 and out.max() >= 2, method
+    with pytest.raises(ConfigError, match="network, watershed, components"):
+        to_instances(maps, image, card, "stardist")

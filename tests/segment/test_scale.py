@@ -1,0 +1,99 @@
+"""Object size: measured on labels and on a foreground, and inference rescaling to the size the
+network was trained at."""
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import PostprocessConfig
+from pipeline.segment.inference import predict_maps
+from pipeline.segment.scale import (
+    LIMITS,
+    diameters,
+    foreground_diameter,
+    median_diameter,
+    rescale_factor,
+)
+
+
+def _disks(radius: int, shape=(200, 260), touching=False) -> np.ndarray:
+    """Labels of disks of `radius` on a grid (pairs touching when asked)."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    lab = np.zeros(shape, np.int32)
+    step = 2 * radius if touching else 3 * radius
+    i = 0
+    for cy in range(radius + 2, shape[0] - radius - 1, 3 * radius):
+        for cx in range(radius + 2, shape[1] - radius - 1, step):
+            i += 1
+            lab[np.hypot(yy - cy, xx - cx) < radius] = i
+    return lab
+
+
+@pytest.mark.parametrize("radius", [6, 15, 30])
+def test_diameters_of_disks_on_labels_and_on_a_merged_foreground(radius):
+    lab = _disks(radius, (400, 400))
+    d = diameters(lab)
+    assert len(d) == lab.max() and np.allclose(d, 2 * radius, atol=1.5)
+    touching = _disks(radius, (400, 400), touching=True)
+    # touching disks merge in a foreground mask; the inscribed diameter still reads the size
+    assert foreground_diameter(touching > 0) == pytest.approx(2 * radius, abs=2)
+    assert (
+        median_diameter(np.zeros((9, 9), np.int32))
+        == 0.0
+        == foreground_diameter(np.zeros((9, 9), bool))
+    )
+
+
+def test_rescale_factor_tolerates_small_differences_and_is_bounded():
+    assert rescale_factor(30, 32) == 1.0  # within tolerance: one pass only
+    assert rescale_factor(60, 30) == 0.5
+    assert rescale_factor(2, 30) == LIMITS[1] and rescale_factor(1000, 30) == LIMITS[0]
+    assert rescale_factor(0, 30) == 1.0 == rescale_factor(30, 0)  # nothing found / not trained
+
+
+class SizeProbe(torch.nn.Module):
+    """A real module whose foreground is its input and which records every input's size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[tuple[int, int]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(tuple(x.shape[-2:]))
+        return torch.cat([x * 20 - 10, torch.zeros_like(x)], dim=1)
+
+
+def test_inference_rescales_images_whose_objects_have_another_size():
+    lab = _disks(20, (200, 260))  # 40 px objects
+    image = (lab > 0).astype(np.float32)[None]
+    post = PostprocessConfig()
+    probe = SizeProbe()
+    same = predict_maps(probe, image, torch.device("cpu"), post, diameter=38.0)
+    assert probe.sizes == [(224, 288)]  # one pass, padded to multiples of 32
+    probe.sizes.clear()
+    maps = predict_maps(probe, image, torch.device("cpu"), post, diameter=20.0)
+    assert probe.sizes == [(224, 288), (128, 160)]  # x0.5: 100 x 130, padded
+    assert maps.shape == same.shape == (2, 200, 260)
+    # the maps come back at the image's own size and still cover its objects
+    assert ((maps[0] > 0.5) == (lab > 0)).mean() > 0.98
+
+
+def test_specks_barely_count_in_a_foreground_diameter():
+    fg = _disks(20, (200, 260)) > 0  # twelve 40 px objects
+    fg[::9, ::9] = True  # hundreds of one-pixel specks
+    assert foreground_diameter(fg) == pytest.approx(40, abs=2)
+
+
+def test_a_known_object_size_skips_the_measuring_pass():
+    lab = _disks(20, (200, 260))
+    image = (lab > 0).astype(np.float32)[None]
+    probe = SizeProbe()
+    predict_maps(
+        probe, image, torch.device("cpu"), PostprocessConfig(), diameter=20.0, objects=40.0
+    )
+    assert probe.sizes == [(128, 160)]  # straight to x0.5
+    probe.sizes.clear()
+    predict_maps(
+        probe, image, torch.device("cpu"), PostprocessConfig(), diameter=38.0, objects=40.0
+    )
+    assert probe.sizes == [(224, 288)]  # same size: the image as it is
