@@ -18,13 +18,14 @@ def test_tiled_and_whole_image_inference_agree_on_odd_sides():
     cpu = torch.device("cpu")
     whole_cfg, tiled_cfg = PostprocessConfig(tile_size=512), PostprocessConfig(tile_size=96)
     pointwise = torch.nn.Conv2d(1, 2, 1).eval()
-    whole = predict_maps(pointwise, image, cpu, whole_cfg)
-    tiled = predict_maps(pointwise, image, cpu, tiled_cfg)
+    whole = predict_maps(pointwise, image, cpu, whole_cfg, precision="fp32")
+    tiled = predict_maps(pointwise, image, cpu, tiled_cfg, precision="fp32")
     assert whole.shape == tiled.shape == (2, 250, 330)
     np.testing.assert_allclose(tiled, whole, atol=1e-6)
     local = torch.nn.Conv2d(1, 2, 5, padding=2).eval()
     diff = np.abs(
-        predict_maps(local, image, cpu, tiled_cfg) - predict_maps(local, image, cpu, whole_cfg)
+        predict_maps(local, image, cpu, tiled_cfg, precision="fp32")
+        - predict_maps(local, image, cpu, whole_cfg, precision="fp32")
     )
     assert diff.mean() < 0.005 and np.median(diff) < 1e-6, (diff.mean(), np.median(diff))
 
@@ -39,3 +40,15 @@ def test_unet_predicts_maps_and_labels_for_a_field_larger_than_a_tile():
     assert maps.shape == (2, 200, 290) and 0 <= maps.min() and maps.max() <= 1
     labels = predict_labels(model, image, torch.device("cpu"), card)
     assert labels.shape == (200, 290) and labels.dtype == np.int32
+
+
+def test_inference_leaves_the_model_as_it_was_and_bf16_stays_close_to_fp32():
+    torch.manual_seed(0)
+    model = build_model("resnet18", in_channels=1, classes=2).train()
+    image = np.random.default_rng(2).random((1, 100, 140)).astype(np.float32)
+    cpu, post = torch.device("cpu"), PostprocessConfig()
+    full = predict_maps(model, image, cpu, post, precision="fp32")
+    half = predict_maps(model, image, cpu, post, precision="bf16")
+    assert np.abs(full - half).max() < 0.05
+    weight = model.encoder.conv1.weight
+    assert model.training and weight.is_contiguous()  # training mode and memory format kept
