@@ -39,7 +39,14 @@ def predict_network(
     with ExitStack() as stack:  # every folder appears complete, or not at all
         out = {name: stack.enter_context(atomic_path(f)) for name, f in folders.items()}
         for s in samples:
-            maps = predict_maps(model, s.image, device, card.postprocess, diameter=card.diameter)
+            maps = predict_maps(
+                model,
+                s.image,
+                device,
+                card.postprocess,
+                diameter=card.diameter,
+                channel=card.channel_index,
+            )
             for name, how in rows.items():
                 labels = to_instances(maps, s.image, card, how)
                 write_labels(out[name] / f"{safe_name(s.field_id)}.tif", labels)

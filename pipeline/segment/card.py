@@ -63,6 +63,11 @@ class ModelCard(Record):
         )
 
     @property
+    def channel_index(self) -> int:
+        """Index of the target's own channel (`channel`) in the image's channels."""
+        return self.channels.index(self.channel) if self.channel in self.channels else 0
+
+    @property
     def arch(self) -> dict[str, Any]:
         """Arguments of `network.build_model` for this card."""
         return {

@@ -22,7 +22,7 @@ from pipeline.config import PostprocessConfig
 from pipeline.errors import DataError
 from pipeline.segment.card import ModelCard
 from pipeline.segment.postprocess import foreground, to_instances
-from pipeline.segment.scale import foreground_diameter, rescale_factor, resize
+from pipeline.segment.scale import foreground_diameter, image_diameter, rescale_factor, resize
 
 log = logging.getLogger(__name__)
 
@@ -55,28 +55,31 @@ def predict_maps(
     batch: int = 4,
     diameter: float = 0.0,
     objects: float = 0.0,
+    channel: int = 0,
 ) -> np.ndarray:
     """(C, H, W) float32 normalised image -> (K, H, W) float32 output probabilities.
 
     `diameter` is the object diameter the network was trained at (the card's; 0: no
     rescaling). `objects` is the diameter of this image's objects when known (validation
-    fields: from their labels); otherwise the objects of a first pass's foreground are
-    measured. When their size differs from `diameter` by more than `scale.TOLERANCE`, the
-    image is resized so they match, run (again), and the maps resized back to (H, W).
+    fields: from their labels); otherwise they are measured on the image's `channel` (the
+    target's: `scale.image_diameter`), or, when that finds nothing, on a first pass's
+    foreground. When their size differs from `diameter` by more than `scale.TOLERANCE`, the
+    image is resized so they match, run, and the maps resized back to (H, W).
     """
     post = post or PostprocessConfig()
-    maps = None if objects else network_maps(model, image, device, post, precision, batch)
-    if diameter > 0:
-        measured = objects or foreground_diameter(foreground(maps[0], post))
-        factor = rescale_factor(measured, diameter)
-        if factor != 1.0:
-            _, h, w = image.shape
-            size = (max(32, round(h * factor)), max(32, round(w * factor)))
-            log.debug(
-                "objects of %.1f px, trained at %.1f: rescaled x%.2f", measured, diameter, factor
-            )
-            zoomed = network_maps(model, resize(image, size), device, post, precision, batch)
-            return resize(zoomed, (h, w))
+    maps = None
+    if image.ndim == 3 and diameter > 0 and not objects:
+        objects = image_diameter(image[channel])
+        if not objects:
+            maps = network_maps(model, image, device, post, precision, batch)
+            objects = foreground_diameter(foreground(maps[0], post))
+    factor = rescale_factor(objects, diameter)
+    if factor != 1.0:
+        _, h, w = image.shape
+        size = (max(32, round(h * factor)), max(32, round(w * factor)))
+        log.debug("objects of %.1f px, trained at %.1f: x%.2f", objects, diameter, factor)
+        zoomed = network_maps(model, resize(image, size), device, post, precision, batch)
+        return resize(zoomed, (h, w))
     return network_maps(model, image, device, post, precision, batch) if maps is None else maps
 
 
@@ -141,7 +144,9 @@ def predict_labels(
 ) -> np.ndarray:
     """(C, H, W) normalised image -> (H, W) int32 instance labels, split as `instances` says
     (default: the card's ``postprocess.instances``)."""
-    maps = predict_maps(model, image, device, card.postprocess, diameter=card.diameter)
+    maps = predict_maps(
+        model, image, device, card.postprocess, diameter=card.diameter, channel=card.channel_index
+    )
     return to_instances(maps, image, card, instances)
 
 

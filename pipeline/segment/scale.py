@@ -1,7 +1,10 @@
 """Object size: what makes a network trained on one microscope work on another (Cellpose's
 "diameter"). Training rescales every field so its objects have one diameter; inference measures
 the objects in a first pass and, when they are of another size, runs the network again on the
-image rescaled to that diameter (`pipeline.segment.inference.predict_maps`).
+image rescaled to that diameter (`pipeline.segment.inference.predict_maps`). The objects of a
+new image are measured without the network (`image_diameter`: a network shown objects of
+another size breaks them into pieces of the size it knows, so its own output cannot say how
+large they are); the network's first pass is the fallback when that finds nothing.
 
 A diameter here is an object's inscribed diameter: twice the largest distance from a pixel of
 the object to its edge (for a disk, its diameter). Touching objects merged in a foreground mask
@@ -51,6 +54,18 @@ def foreground_diameter(fg: np.ndarray) -> float:
     order = np.argsort(radius)
     half = np.searchsorted(np.cumsum(area[order]), area.sum() / 2)
     return float(2 * radius[order][half])
+
+
+def image_diameter(channel: np.ndarray) -> float:
+    """Object diameter (px) in an (H, W) fluorescence image, measured classically: Gaussian
+    blur (2 px), Otsu threshold, holes filled, `foreground_diameter`. 0.0 when nothing stands
+    out (a flat image)."""
+    from skimage.filters import threshold_otsu
+
+    smooth = ndi.gaussian_filter(channel.astype(np.float32), 2.0)
+    if smooth.max() - smooth.min() < 1e-6:
+        return 0.0
+    return foreground_diameter(ndi.binary_fill_holes(smooth > threshold_otsu(smooth)))
 
 
 def rescale_factor(measured: float, trained: float) -> float:

@@ -11,6 +11,7 @@ from pipeline.segment.scale import (
     LIMITS,
     diameters,
     foreground_diameter,
+    image_diameter,
     median_diameter,
     rescale_factor,
 )
@@ -66,16 +67,20 @@ class SizeProbe(torch.nn.Module):
 def test_inference_rescales_images_whose_objects_have_another_size():
     lab = _disks(20, (200, 260))  # 40 px objects
     image = (lab > 0).astype(np.float32)[None]
-    post = PostprocessConfig()
+    assert image_diameter(image[0]) == pytest.approx(40, abs=3)  # measured without the network
+    post, cpu = PostprocessConfig(), torch.device("cpu")
     probe = SizeProbe()
-    same = predict_maps(probe, image, torch.device("cpu"), post, diameter=38.0)
-    assert probe.sizes == [(224, 288)]  # one pass, padded to multiples of 32
+    same = predict_maps(probe, image, cpu, post, diameter=38.0)
+    assert probe.sizes == [(224, 288)]  # one pass at the image's size, padded to x32
     probe.sizes.clear()
-    maps = predict_maps(probe, image, torch.device("cpu"), post, diameter=20.0)
-    assert probe.sizes == [(224, 288), (128, 160)]  # x0.5: 100 x 130, padded
+    maps = predict_maps(probe, image, cpu, post, diameter=20.0)
+    assert probe.sizes == [(128, 160)]  # x0.5: 100 x 130, padded
     assert maps.shape == same.shape == (2, 200, 260)
     # the maps come back at the image's own size and still cover its objects
     assert ((maps[0] > 0.5) == (lab > 0)).mean() > 0.98
+    probe.sizes.clear()
+    predict_maps(probe, np.zeros_like(image), cpu, post, diameter=20.0)
+    assert probe.sizes == [(224, 288)]  # nothing to measure: the network's pass, not rescaled
 
 
 def test_specks_barely_count_in_a_foreground_diameter():
