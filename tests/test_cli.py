@@ -192,7 +192,7 @@ def test_the_hela_config_runs_end_to_end_on_the_real_frames(capsys, tmp_path, sh
     argv += [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
     assert main([*argv, "--run-id", "hela"]) == 0
     out = capsys.readouterr().out
-    registered = json.loads(out[out.rindex("\n{\n") :])
+    registered = json.loads(out[out.rfind("\n{\n") + 1 :])  # the run's output, last
     summary = json.loads(Path(registered["metrics"]).read_text())["methods"]
     assert {"unet", "unet_watershed", "watershed", "otsu"} <= set(summary)
     assert summary["watershed"]["f1"] > 0.85  # the tuned classical method on the test frames
