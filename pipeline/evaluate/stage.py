@@ -30,7 +30,7 @@ def predict_network(
     """Run the trained network on `samples` (normalised test images) and write one predictions
     folder ``out_root/<row>`` per row of `rows` (default NETWORK_ROWS); returns {row: folder}."""
     from pipeline.segment.artifact import load_model
-    from pipeline.segment.inference import predict_maps
+    from pipeline.segment.inference import card_maps
     from pipeline.segment.postprocess import to_instances
 
     model, card = load_model(model_dir)
@@ -39,14 +39,7 @@ def predict_network(
     with ExitStack() as stack:  # every folder appears complete, or not at all
         out = {name: stack.enter_context(atomic_path(f)) for name, f in folders.items()}
         for s in samples:
-            maps = predict_maps(
-                model,
-                s.image,
-                device,
-                card.postprocess,
-                diameter=card.diameter,
-                channel=card.channel_index,
-            )
+            maps = card_maps(model, s.image, device, card)
             for name, how in rows.items():
                 labels = to_instances(maps, s.image, card, how)
                 write_labels(out[name] / f"{safe_name(s.field_id)}.tif", labels)

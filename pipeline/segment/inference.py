@@ -135,6 +135,28 @@ def network_maps(
     return torch.sigmoid(logits.float())[0].cpu().numpy()
 
 
+def card_maps(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    device: torch.device,
+    card: ModelCard,
+    precision: str = "auto",
+    objects: float = 0.0,
+) -> np.ndarray:
+    """`predict_maps` as the model card says: its post-processing, training object diameter and
+    target channel; `objects` as in `predict_maps`."""
+    return predict_maps(
+        model,
+        image,
+        device,
+        card.postprocess,
+        precision,
+        diameter=card.diameter,
+        objects=objects,
+        channel=card.channel_index,
+    )
+
+
 def predict_labels(
     model: torch.nn.Module,
     image: np.ndarray,
@@ -144,10 +166,7 @@ def predict_labels(
 ) -> np.ndarray:
     """(C, H, W) normalised image -> (H, W) int32 instance labels, split as `instances` says
     (default: the card's ``postprocess.instances``)."""
-    maps = predict_maps(
-        model, image, device, card.postprocess, diameter=card.diameter, channel=card.channel_index
-    )
-    return to_instances(maps, image, card, instances)
+    return to_instances(card_maps(model, image, device, card), image, card, instances)
 
 
 def as_chw(raw: np.ndarray, path: Path, card: ModelCard) -> np.ndarray:

@@ -13,6 +13,8 @@ keep the larger one's, so it can be measured on a foreground alone.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from scipy import ndimage as ndi
@@ -21,17 +23,23 @@ TOLERANCE = 1.3  # rescale only when the objects differ in size by more than thi
 LIMITS = (0.25, 4.0)  # never shrink or enlarge an image by more than this
 
 
-def diameters(labels: np.ndarray) -> np.ndarray:
-    """(H, W) integer labels (0 = background) -> (n,) float64 inscribed diameter per object."""
+def object_distances(
+    labels: np.ndarray,
+) -> Iterator[tuple[tuple[slice, slice], np.ndarray, np.ndarray]]:
+    """For each object of (H, W) integer labels (0 = background): its bounding box, its mask
+    there, and each of its pixels' distance to the object's own edge (neighbours and the image
+    edge count as edge), float64 in the box."""
     if labels.ndim != 2:
         raise ValueError(f"labels must be (H, W), got shape {labels.shape}")
-    return np.array(
-        [
-            2 * ndi.distance_transform_edt(np.pad(labels[box] == i, 1)).max()
-            for i, box in enumerate(ndi.find_objects(labels.astype(np.int64)), 1)
-            if box is not None
-        ]
-    )
+    for i, box in enumerate(ndi.find_objects(labels.astype(np.int64)), 1):
+        if box is not None:
+            inside = labels[box] == i
+            yield box, inside, ndi.distance_transform_edt(np.pad(inside, 1))[1:-1, 1:-1]
+
+
+def diameters(labels: np.ndarray) -> np.ndarray:
+    """(H, W) integer labels (0 = background) -> (n,) float64 inscribed diameter per object."""
+    return np.array([2 * dist.max() for _, _, dist in object_distances(labels)])
 
 
 def median_diameter(labels: np.ndarray) -> float:

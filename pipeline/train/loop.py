@@ -23,7 +23,7 @@ from pipeline.config import TrainConfig
 from pipeline.errors import DataError
 from pipeline.evaluate.metrics import foreground_iou, instance_scores
 from pipeline.segment.card import ModelCard
-from pipeline.segment.inference import autocast, predict_maps
+from pipeline.segment.inference import autocast, card_maps
 from pipeline.segment.postprocess import to_instances
 from pipeline.segment.scale import median_diameter
 from pipeline.train.data import CropStream, batches, default_workers
@@ -86,19 +86,17 @@ def validation_scores(
     model: torch.nn.Module,
     images: list[np.ndarray],
     labels: list[np.ndarray],
+    sizes: list[float],
     device: torch.device,
     card: ModelCard,
     precision: str,
 ) -> tuple[float, float]:
     """Mean foreground IoU and mean F1@0.5 of the network's own instances on the images, each
-    rescaled by its known object size (its labels')."""
+    rescaled by its known object diameter in `sizes` (from its labels: the score is the
+    network's, not the size estimate's)."""
     ious, f1s = [], []
-    for image, gt in zip(images, labels, strict=True):
-        size = median_diameter(gt)  # known: the score is the network's, not the size estimate's
-        maps = predict_maps(
-            model, image, device, card.postprocess, precision, diameter=card.diameter, objects=size
-        )
-        pred = to_instances(maps, image, card)
+    for image, gt, size in zip(images, labels, sizes, strict=True):
+        pred = to_instances(card_maps(model, image, device, card, precision, size), image, card)
         ious.append(foreground_iou(pred, gt))
         f1s.append(instance_scores(pred, gt)["f1"])
     return float(np.mean(ious)), float(np.mean(f1s))
@@ -131,6 +129,7 @@ def train_seg(
     stream = CropStream(
         *train, crop=t.crop_size, aug=t.augment, seed=t.seed, diameter=card.diameter
     )
+    val_sizes = [median_diameter(y) for y in val[1]]  # measured once, used every epoch
     workers = default_workers(t.workers)
     cuda = device.type == "cuda"
     if cuda:
@@ -170,7 +169,7 @@ def train_seg(
             losses.append(loss.item())
         del data  # ends this epoch's worker processes
 
-        iou, f1 = validation_scores(model, *val, device, card, t.precision)
+        iou, f1 = validation_scores(model, *val, val_sizes, device, card, t.precision)
         seconds = time.perf_counter() - start
         result = EpochResult(epoch, float(np.mean(losses)), iou, f1, False, wait / seconds, seconds)
         result.improved = result.score > state.best_score

@@ -10,21 +10,14 @@ objects are separated by a valley. Seeds cut from this map split touching object
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage as ndi
+
+from pipeline.segment.scale import object_distances
 
 
 def normalised_distance(labels: np.ndarray) -> np.ndarray:
     """(H, W) integer labels -> (H, W) float32 in [0, 1] (see the module docstring)."""
-    if labels.ndim != 2:
-        raise ValueError(f"labels must be (H, W), got shape {labels.shape}")
-    labels = labels.astype(np.int64, copy=False)
     out = np.zeros(labels.shape, np.float32)
-    for i, box in enumerate(ndi.find_objects(labels), 1):
-        if box is None:
-            continue
-        obj = np.pad(labels[box] == i, 1)  # the image edge counts as the object's edge
-        dist = ndi.distance_transform_edt(obj)[1:-1, 1:-1]
-        inside = obj[1:-1, 1:-1]
+    for box, inside, dist in object_distances(labels):
         out[box][inside] = dist[inside] / dist.max()
     return out
 

@@ -13,7 +13,7 @@ import torch
 
 from pipeline.evaluate.metrics import instance_scores
 from pipeline.segment.card import ModelCard
-from pipeline.segment.inference import predict_maps
+from pipeline.segment.inference import card_maps
 from pipeline.segment.postprocess import foreground, network_instances
 from pipeline.segment.scale import median_diameter
 
@@ -33,7 +33,7 @@ def tune_seed_threshold(
     images, labels = val
     post = card.postprocess
     maps = [
-        predict_maps(model, x, device, post, diameter=card.diameter, objects=median_diameter(y))
+        card_maps(model, x, device, card, objects=median_diameter(y))
         for x, y in zip(images, labels, strict=True)
     ]
     fgs = [foreground(m[0], post) for m in maps]
