@@ -21,11 +21,16 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from pipeline.config.sections import AugmentConfig
 from pipeline.segment.scale import median_diameter
 from pipeline.train.augment import build_transform, random_crop
-from pipeline.train.targets import target_maps
+from pipeline.train.targets import mark_unlabelled_edge, target_maps
+
+EDGE_BAND = 1.5  # unlabelled pixels this many object diameters from the edge are ignored
 
 
 class CropStream(IterableDataset):
-    """Yields (image (C, crop, crop) float32, targets (2, crop, crop) float32) forever."""
+    """Yields (image (C, crop, crop) float32, targets (3, crop, crop) float32) forever.
+
+    `unlabelled_edge`: the labels skip objects touching the image edge, so unlabelled pixels
+    within EDGE_BAND object diameters of a field's edge are ignored by the loss."""
 
     def __init__(
         self,
@@ -36,19 +41,27 @@ class CropStream(IterableDataset):
         aug: AugmentConfig,
         seed: int,
         diameter: float = 0.0,
+        unlabelled_edge: bool = False,
     ) -> None:
         if not images or len(images) != len(labels) or len(images) != len(groups):
             raise ValueError(
                 f"need as many images, label images and groups, got {len(images)}, "
                 f"{len(labels)}, {len(groups)} (and at least one)"
             )
-        self.images, self.labels, self.crop, self.aug, self.seed = images, labels, crop, aug, seed
+        self.images, self.crop, self.aug, self.seed = images, crop, aug, seed
         by_group: dict[str, list[int]] = {}
         for i, g in enumerate(groups):
             by_group.setdefault(g, []).append(i)
         self.groups = list(by_group.values())
-        measured = [median_diameter(x) for x in labels] if diameter > 0 else []
-        self.zooms = [diameter / d if d > 0 else 1.0 for d in measured] or [1.0] * len(images)
+        sizes = [median_diameter(y) for y in labels] if diameter > 0 or unlabelled_edge else []
+        self.zooms = [diameter / d if d > 0 and diameter > 0 else 1.0 for d in sizes] or [
+            1.0
+        ] * len(images)
+        self.labels = labels
+        if unlabelled_edge:
+            self.labels = [
+                mark_unlabelled_edge(y, EDGE_BAND * d) for y, d in zip(labels, sizes, strict=True)
+            ]
         self.epoch = 0
         # Build the pipeline once here: its libraries are imported before workers fork (an
         # import inside a forked worker trips W&B's import hooks).
@@ -76,7 +89,7 @@ def default_workers(requested: int) -> int:
 def batches(
     stream: CropStream, batch_size: int, workers: int, epoch: int, pin: bool
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """An iterator of (B, C, crop, crop) images and (B, 2, crop, crop) targets for `epoch`."""
+    """An iterator of (B, C, crop, crop) images and (B, 3, crop, crop) targets for `epoch`."""
     stream.epoch = epoch
     loader = DataLoader(
         stream,

@@ -21,7 +21,7 @@ import torch
 
 from pipeline.config import TrainConfig
 from pipeline.errors import DataError
-from pipeline.evaluate.metrics import foreground_iou, instance_scores
+from pipeline.evaluate.metrics import score_image
 from pipeline.segment.card import ModelCard
 from pipeline.segment.inference import autocast, card_maps
 from pipeline.segment.postprocess import to_instances
@@ -67,19 +67,37 @@ class TrainState:
         return done[-1] if done else None
 
 
-def dice_loss(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def dice_loss(prob: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    prob, target = prob * weight, target * weight
     return 1 - (2 * (prob * target).sum() + 1) / (prob.sum() + target.sum() + 1)
 
 
 def seg_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """(B, K, H, W) logits against (B, 2, H, W) targets: BCE + Dice on the foreground, BCE on
-    the normalised distance (soft targets in [0, 1]) when the network predicts it."""
-    bce = torch.nn.functional.binary_cross_entropy_with_logits
-    fg_logits, fg = logits[:, :1].float(), targets[:, :1]
-    loss = bce(fg_logits, fg) + dice_loss(torch.sigmoid(fg_logits), fg)
+    """(B, K, H, W) logits against (B, 3, H, W) targets (`pipeline.train.targets.target_maps`):
+    BCE + Dice on the foreground; when the network predicts the normalised distance, BCE on it
+    (soft targets in [0, 1]) averaged over object pixels and over background pixels separately,
+    so the objects' insides, where the seeds are cut, weigh as much as the wide background.
+    Pixels of weight 0 (unannotated) count for nothing."""
+    fg, weight = targets[:, :1], targets[:, 2:3]
+
+    def bce(x: torch.Tensor, y: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+        f = torch.nn.functional.binary_cross_entropy_with_logits
+        return (f(x.float(), y, reduction="none") * where).sum() / where.sum().clamp_min(1.0)
+
+    fg_logits = logits[:, :1]
+    loss = bce(fg_logits, fg, weight) + dice_loss(torch.sigmoid(fg_logits.float()), fg, weight)
     if logits.shape[1] > 1:
-        loss = loss + bce(logits[:, 1:2].float(), targets[:, 1:2])
+        dist_logits, dist = logits[:, 1:2], targets[:, 1:2]
+        loss = (
+            loss + bce(dist_logits, dist, weight * fg) + bce(dist_logits, dist, weight * (1 - fg))
+        )
     return loss
+
+
+def edge_policy(unlabelled_edge: bool) -> str:
+    """How validation scores labels that skip objects touching the image edge: predicted
+    objects touching it are not counted (they may be real, unannotated nuclei); else "none"."""
+    return "ignore_border_predictions" if unlabelled_edge else "none"
 
 
 def validation_scores(
@@ -90,15 +108,17 @@ def validation_scores(
     device: torch.device,
     card: ModelCard,
     precision: str,
+    border_policy: str = "none",
 ) -> tuple[float, float]:
     """Mean foreground IoU and mean F1@0.5 of the network's own instances on the images, each
     rescaled by its known object diameter in `sizes` (from its labels: the score is the
-    network's, not the size estimate's)."""
+    network's, not the size estimate's), scored under `border_policy` (margin 0)."""
     ious, f1s = [], []
     for image, gt, size in zip(images, labels, sizes, strict=True):
         pred = to_instances(card_maps(model, image, device, card, precision, size), image, card)
-        ious.append(foreground_iou(pred, gt))
-        f1s.append(instance_scores(pred, gt)["f1"])
+        scores = score_image(pred, gt, border_policy=border_policy)
+        ious.append(scores["fg_iou"])
+        f1s.append(scores["f1"])
     return float(np.mean(ious)), float(np.mean(f1s))
 
 
@@ -111,13 +131,15 @@ def train_seg(
     card: ModelCard,
     on_epoch: Callable[[EpochResult, TrainState], None] | None = None,
     state: TrainState | None = None,
+    unlabelled_edge: bool = False,
 ) -> TrainState:
     """Train `model` (already on `device`) in place; returns the final state.
 
     `train` = (images, label images, groups), `val` = (images, label images). AdamW with a
     one-cycle learning rate over ``epochs x steps_per_epoch`` steps of ``batch_size`` crops of
     ``crop_size``; stops early after ``patience`` epochs without improvement (0: never).
-    `state` resumes a training from its last finished epoch. (One long function on purpose:
+    `state` resumes a training from its last finished epoch. `unlabelled_edge`: the labels skip
+    objects touching the image edge (`edge_policy`). (One long function on purpose:
     the loop reads top to bottom, step by step, as in nanoGPT.)
     """
     t = settings
@@ -127,7 +149,12 @@ def train_seg(
         )
     state = state or TrainState()
     stream = CropStream(
-        *train, crop=t.crop_size, aug=t.augment, seed=t.seed, diameter=card.diameter
+        *train,
+        crop=t.crop_size,
+        aug=t.augment,
+        seed=t.seed,
+        diameter=card.diameter,
+        unlabelled_edge=unlabelled_edge,
     )
     val_sizes = [median_diameter(y) for y in val[1]]  # measured once, used every epoch
     workers = default_workers(t.workers)
@@ -169,7 +196,9 @@ def train_seg(
             losses.append(loss.item())
         del data  # ends this epoch's worker processes
 
-        iou, f1 = validation_scores(model, *val, val_sizes, device, card, t.precision)
+        iou, f1 = validation_scores(
+            model, *val, val_sizes, device, card, t.precision, edge_policy(unlabelled_edge)
+        )
         seconds = time.perf_counter() - start
         result = EpochResult(epoch, float(np.mean(losses)), iou, f1, False, wait / seconds, seconds)
         result.improved = result.score > state.best_score

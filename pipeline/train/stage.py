@@ -38,7 +38,7 @@ from pipeline.segment.card import OUTPUTS, ModelCard
 from pipeline.segment.network import build_model, resolve_device
 from pipeline.segment.scale import median_diameter
 from pipeline.tracking import track
-from pipeline.train.loop import EpochResult, TrainState, train_seg
+from pipeline.train.loop import EpochResult, TrainState, edge_policy, train_seg
 from pipeline.train.tune import tune_seed_threshold
 
 log = logging.getLogger(__name__)
@@ -250,12 +250,22 @@ def train(
             tracker.log({f"train/{k}": getattr(result, k) for k in keys}, step=result.epoch)
             _save_epoch(run, model, card, identity, state, result.improved)
 
+        unlabelled_edge = not cfg.data.edge_objects_labelled
         state = train_seg(
-            model, data["train"], data["val"][:2], t, device, card, on_epoch=on_epoch, state=state
+            model,
+            data["train"],
+            data["val"][:2],
+            t,
+            device,
+            card,
+            on_epoch=on_epoch,
+            state=state,
+            unlabelled_edge=unlabelled_edge,
         )
         if cfg.postprocess.tune_seed_threshold and "distance" in card.outputs:
             best, best_card = load_model(run.model, device)
-            best_card = tune_seed_threshold(best, data["val"][:2], device, best_card)
+            policy = edge_policy(unlabelled_edge)
+            best_card = tune_seed_threshold(best, data["val"][:2], device, best_card, policy)
             save_model(best, best_card, run.model)  # same weights (same id), tuned card
         out = _result(run, state, resumed_from, device, time.perf_counter() - start)
         out.wandb_run = tracker.ref

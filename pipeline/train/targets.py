@@ -5,23 +5,52 @@ its Euclidean distance to the object's own edge divided by the object's largest 
 every object, small or large, has a core of value 1 fading to 0 at its border and touching
 objects are separated by a valley. Seeds cut from this map split touching objects
 (`pipeline.segment.postprocess`). Outside the image counts as background.
+
+A third map says where the labels are known. Ground truth that skips objects touching the image
+edge (BBBC020, the CTC silver truth: `data.edge_objects_labelled` false) leaves those nuclei
+looking like background; `mark_unlabelled_edge` marks the unlabelled pixels near the edge
+UNKNOWN (-1), and the loss ignores them instead of teaching the network to miss such nuclei.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from pipeline.segment.scale import object_distances
+
+UNKNOWN = -1  # label value: not annotated, neither object nor background
 
 
 def normalised_distance(labels: np.ndarray) -> np.ndarray:
     """(H, W) integer labels -> (H, W) float32 in [0, 1] (see the module docstring)."""
     out = np.zeros(labels.shape, np.float32)
-    for box, inside, dist in object_distances(labels):
+    for box, inside, dist in object_distances(np.maximum(labels, 0)):
         out[box][inside] = dist[inside] / dist.max()
     return out
 
 
+def mark_unlabelled_edge(labels: np.ndarray, band: float) -> np.ndarray:
+    """(H, W) integer labels -> int32 copy whose background pixels closer than `band` px to the
+    image edge are UNKNOWN (an unannotated object touching the edge reaches about one object
+    diameter in). Labelled objects stay as they are."""
+    if labels.ndim != 2 or band < 0:
+        raise ValueError(f"need (H, W) labels and band >= 0, got {labels.shape} and {band}")
+    inner = np.zeros(labels.shape, bool)
+    inner[1:-1, 1:-1] = True
+    near_edge = ndi.distance_transform_edt(inner) < band
+    out = labels.astype(np.int32)
+    out[near_edge & (out == 0)] = UNKNOWN
+    return out
+
+
 def target_maps(labels: np.ndarray) -> np.ndarray:
-    """(H, W) labels -> (2, H, W) float32 targets: foreground {0, 1}, normalised distance."""
-    return np.stack([(labels > 0).astype(np.float32), normalised_distance(labels)])
+    """(H, W) labels (UNKNOWN allowed) -> (3, H, W) float32 targets: foreground {0, 1},
+    normalised distance, and the loss weight {0, 1} (0 where the label is UNKNOWN)."""
+    return np.stack(
+        [
+            (labels > 0).astype(np.float32),
+            normalised_distance(labels),
+            (labels != UNKNOWN).astype(np.float32),
+        ]
+    )

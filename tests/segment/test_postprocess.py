@@ -26,10 +26,12 @@ def _scene() -> np.ndarray:
     return lab
 
 
-@pytest.mark.parametrize("seeds", [{"seed_threshold": 0.5}, {"seed_h": 0.1, "seed_sigma": 1.0}])
+@pytest.mark.parametrize(
+    "seeds", [{"seed_threshold": 0.5, "seed_h": 0.0}, {"seed_h": 0.1, "seed_sigma": 1.0}]
+)
 def test_touching_objects_are_split_at_their_distance_valley(seeds):
     lab = _scene()
-    post = PostprocessConfig(min_object_size=10, **seeds)
+    post = PostprocessConfig(min_object_size=10, min_relative_size=0.0, **seeds)
     pred = network_instances(lab > 0, normalised_distance(lab), post)
     assert pred.max() == 4
     for i in (1, 2, 3):  # each object is one predicted object, the pair is parted
@@ -40,7 +42,7 @@ def test_touching_objects_are_split_at_their_distance_valley(seeds):
 
 def test_objects_much_smaller_than_the_image_median_are_dropped():
     lab = _scene()
-    base = PostprocessConfig(min_object_size=10, seed_threshold=0.5)
+    base = PostprocessConfig(min_object_size=10, seed_h=0.0, min_relative_size=0.0)
     kept = network_instances(lab > 0, normalised_distance(lab), base)
     relative = dataclasses.replace(base, min_relative_size=0.2)
     dropped = network_instances(lab > 0, normalised_distance(lab), relative)

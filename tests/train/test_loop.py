@@ -9,9 +9,14 @@ from pipeline.config.sections import AugmentConfig
 from pipeline.segment.card import OUTPUTS, ModelCard
 from pipeline.segment.network import build_model
 from pipeline.segment.scale import foreground_diameter, median_diameter
-from pipeline.train.data import CropStream, batches
+from pipeline.train.data import EDGE_BAND, CropStream, batches
 from pipeline.train.loop import TrainingDiverged, seg_loss, train_seg
-from pipeline.train.targets import normalised_distance
+from pipeline.train.targets import (
+    UNKNOWN,
+    mark_unlabelled_edge,
+    normalised_distance,
+    target_maps,
+)
 
 CARD = ModelCard("resnet18", 1, list(OUTPUTS), ["fluo"], "nuclei", "fluo", 1.0, 99.8)
 
@@ -45,18 +50,59 @@ def test_crop_stream_yields_augmented_crops_with_targets():
     stream = CropStream(images, labels, ["a", "a", "b"], crop=64, aug=AugmentConfig(), seed=0)
     x, y = next(batches(stream, batch_size=4, workers=0, epoch=0, pin=False))
     assert x.shape == (4, 1, 64, 64) and x.dtype == torch.float32
-    assert y.shape == (4, 2, 64, 64) and 0 <= float(x.min()) and float(x.max()) <= 1
+    assert y.shape == (4, 3, 64, 64) and 0 <= float(x.min()) and float(x.max()) <= 1
     assert set(torch.unique(y[:, 0]).tolist()) <= {0.0, 1.0}
     again = next(batches(stream, batch_size=4, workers=0, epoch=0, pin=False))[0]
     assert torch.equal(x, again)  # an epoch's stream is reproducible (resume)
 
 
-def test_loss_is_lower_for_right_answer():
-    target = torch.zeros(1, 2, 8, 8)
+def _target() -> torch.Tensor:
+    """(1, 3, 8, 8) targets: a 4x4 object with a 2x2 core, every pixel known."""
+    target = torch.zeros(1, 3, 8, 8)
     target[:, 0, 2:6, 2:6] = 1
     target[:, 1, 3:5, 3:5] = 1
-    good, bad = (target * 20 - 10), (10 - target * 20)
+    target[:, 2] = 1
+    return target
+
+
+def test_loss_is_lower_for_right_answer():
+    target = _target()
+    good, bad = (target[:, :2] * 20 - 10), (10 - target[:, :2] * 20)
     assert seg_loss(good, target) < seg_loss(bad, target)
+
+
+def test_the_loss_ignores_unannotated_pixels():
+    target = _target()
+    good = target[:, :2] * 20 - 10
+    wrong_at_edge = good.clone()
+    wrong_at_edge[:, :, :, 0] = 10  # an "object" in the first column, which is unannotated
+    target[:, 2, :, 0] = 0
+    assert seg_loss(wrong_at_edge, target) == pytest.approx(float(seg_loss(good, target)))
+    target[:, 2, :, 0] = 1  # once annotated (as background) the same mistake costs
+    assert seg_loss(wrong_at_edge, target) > seg_loss(good, target) + 0.1
+
+
+def test_unlabelled_pixels_near_the_edge_are_unknown_and_objects_stay():
+    labels = np.zeros((40, 50), np.uint16)
+    labels[15:25, 20:30] = 7  # labelled, inside
+    labels[0:6, 0:6] = 3  # labelled, touching the edge
+    marked = mark_unlabelled_edge(labels, band=5)
+    assert marked.dtype == np.int32 and np.array_equal(marked[labels > 0], labels[labels > 0])
+    assert (marked[:, 45:] == UNKNOWN).all() and (marked[4, 10] == UNKNOWN)
+    assert marked[5:35, 6:44][labels[5:35, 6:44] == 0].max() == 0  # inner background is known
+    weight = target_maps(marked)[2]
+    assert weight[0, 49] == 0 and weight[20, 25] == 1 and weight[2, 2] == 1
+
+
+def test_a_stream_of_edge_skipping_labels_masks_the_edge_band():
+    images, labels = _discs(2, 3)
+    off = AugmentConfig(enabled=False)
+    stream = CropStream(images, labels, ["a", "b"], crop=96, aug=off, seed=0, unlabelled_edge=True)
+    _, y = next(batches(stream, batch_size=2, workers=0, epoch=0, pin=False))
+    band = int(EDGE_BAND * min(median_diameter(lab) for lab in labels))
+    weight, fg = y[:, 2], y[:, 0]
+    assert (weight[:, :, :band][fg[:, :, :band] == 0] == 0).all()  # unlabelled edge: ignored
+    assert (weight[fg == 1] == 1).all() and (weight[:, 40:56, 40:56] == 1).all()
 
 
 def test_a_few_steps_reduce_the_loss_and_every_epoch_is_reported():
