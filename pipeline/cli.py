@@ -113,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pred.add_argument("--images", required=True, help="folder of .tif images (C, H, W)")
     pred.add_argument("--out", required=True, help="folder for <stem>_labels.tif")
+    pred.add_argument(
+        "--diameter",
+        type=float,
+        help="objects' diameter in px, if known (default: measured on each image) "
+        "[predict.object_diameter]",
+    )
     _registry_options(pred)
     _models_parser(sub.add_parser("models", help="list, show, promote, roll back, download"))
     return parser
@@ -160,11 +166,13 @@ def _predict(args: argparse.Namespace) -> dict:
     from pipeline.registry.commands import model_for_predict
     from pipeline.segment.inference import predict_folder
 
-    with model_for_predict(_config(args), args.model) as model:
-        return {
-            "model": args.model or "production",
-            "written": predict_folder(model, args.images, args.out),
-        }
+    cfg = _config(args)
+    diameter = cfg.predict.object_diameter if args.diameter is None else args.diameter
+    if diameter < 0:
+        raise ConfigError(f"--diameter {diameter}: an object diameter in px is >= 0 (0: measure)")
+    with model_for_predict(cfg, args.model) as model:
+        written = predict_folder(model, args.images, args.out, cfg.predict.pixel_size_um, diameter)
+        return {"model": args.model or "production", "written": written}
 
 
 def _models(args: argparse.Namespace) -> Any:

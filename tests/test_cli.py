@@ -84,6 +84,10 @@ def test_stages_one_by_one_then_predict(capsys, tmp_path, demo_root):
         "field_overlay.png",
         "images.csv",
     ]
+    sized = ["predict", "--images", str(images), "--out", str(tmp_path / "sized"), *registry]
+    assert main([*sized, "--diameter", "30"]) == 0  # the user knows the nuclei's size
+    assert (tmp_path / "sized" / "field_labels.tif").is_file()
+    _one_line_error(capsys, [*sized, "--diameter", "-3"], "--diameter -3.0")
     # a registered version whose weights were changed is refused, in one line, naming the file
     weights = Path(registered["model_uri"]) / "weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:-8] + b"\x00" * 8)

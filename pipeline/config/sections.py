@@ -254,6 +254,9 @@ class PredictConfig:
     out: str = "data/segmented"  # labels, overlays, measurements
     model: str = "production"  # registry alias or version, or a model folder
     pixel_size_um: float | None = _rule(None, min=0, exclusive_min=True)  # else the TIF's own
+    # px: the inscribed diameter of the objects in these images (Cellpose's --diameter), when
+    # the user knows it better than the per-image measurement; 0: measured on each image
+    object_diameter: float = _rule(0.0, min=0.0)
 
 
 @dataclass

@@ -76,11 +76,13 @@ def segment_folder(
     images: str | Path,
     out_dir: str | Path,
     pixel_size_um: float | None = None,
+    object_diameter: float = 0.0,
     once: bool = False,
 ) -> SegmentResult:
     """Segment every .tif in `images` ((H, W) or (C, H, W), C = the model's channels) into
     `out_dir` (layout in the module docstring). `pixel_size_um` (else the TIF's own
-    resolution) puts areas and centroids in µm too."""
+    resolution) puts areas and centroids in µm too; `object_diameter` (px, 0: measured per
+    image) is the objects' size the network's input is rescaled from."""
     from pipeline.preprocess.samples import normalise
     from pipeline.segment.artifact import load_model, model_id
     from pipeline.segment.inference import as_chw, predict_labels
@@ -101,9 +103,8 @@ def segment_folder(
             result.skipped.append(str(path))
             continue
         raw = as_chw(read_tif(path), path, card)
-        labels = predict_labels(
-            model, normalise(raw, card.low_percentile, card.high_percentile), device, card
-        )
+        image = normalise(raw, card.low_percentile, card.high_percentile)
+        labels = predict_labels(model, image, device, card, objects=object_diameter)
         size = pixel_size_um or pixel_size_from_tif(path)
         objects = measure(labels, raw, card.channels, path.name, size)
         with atomic_path(out / f"{path.stem}_objects.csv") as tmp:
@@ -167,7 +168,9 @@ def segment_new_images(params: dict) -> dict:
         log.warning(note)  # a new deployment: nothing trained yet is not an error
         return SegmentResult(p.out, note=note).to_dict()
     with model_for_predict(cfg, p.model) as model:
-        return segment_folder(model, images, p.out, p.pixel_size_um, once=True).to_dict()
+        return segment_folder(
+            model, images, p.out, p.pixel_size_um, p.object_diameter, once=True
+        ).to_dict()
 
 
 def pull_s3_inbox(uri: str, out: Path, endpoint_url: str | None) -> Path:

@@ -163,10 +163,13 @@ def predict_labels(
     device: torch.device,
     card: ModelCard,
     instances: str | None = None,
+    objects: float = 0.0,
 ) -> np.ndarray:
     """(C, H, W) normalised image -> (H, W) int32 instance labels, split as `instances` says
-    (default: the card's ``postprocess.instances``)."""
-    return to_instances(card_maps(model, image, device, card), image, card, instances)
+    (default: the card's ``postprocess.instances``); `objects`: the objects' diameter in px
+    when known (0: measured on the image, see `predict_maps`)."""
+    maps = card_maps(model, image, device, card, objects=objects)
+    return to_instances(maps, image, card, instances)
 
 
 def as_chw(raw: np.ndarray, path: Path, card: ModelCard) -> np.ndarray:
@@ -185,11 +188,15 @@ def as_chw(raw: np.ndarray, path: Path, card: ModelCard) -> np.ndarray:
 
 
 def predict_folder(
-    model_uri: str, images: str, out_dir: str, pixel_size_um: float | None = None
+    model_uri: str,
+    images: str,
+    out_dir: str,
+    pixel_size_um: float | None = None,
+    object_diameter: float = 0.0,
 ) -> list[str]:
     """Segment every ``*.tif`` in `images` (each (H, W) or (C, H, W), C = model channels) into
     `out_dir`: labels, overlays and measurements (`pipeline.segment.batch`); returns the paths
-    of the ``<stem>_labels.tif`` written."""
+    of the ``<stem>_labels.tif`` written. `object_diameter` as in `predict_labels`."""
     from pipeline.segment.batch import segment_folder
 
-    return segment_folder(model_uri, images, out_dir, pixel_size_um).segmented
+    return segment_folder(model_uri, images, out_dir, pixel_size_um, object_diameter).segmented

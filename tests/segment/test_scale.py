@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from pipeline.config import PostprocessConfig
-from pipeline.segment.inference import predict_maps
+from pipeline.segment.card import OUTPUTS, ModelCard
+from pipeline.segment.inference import predict_labels, predict_maps
 from pipeline.segment.scale import (
     LIMITS,
     diameters,
@@ -102,3 +103,8 @@ def test_a_known_object_size_skips_the_measuring_pass():
         probe, image, torch.device("cpu"), PostprocessConfig(), diameter=38.0, objects=40.0
     )
     assert probe.sizes == [(224, 288)]  # same size: the image as it is
+    probe.sizes.clear()  # a user-given size (`cellseg predict --diameter`) overrides the measure
+    card = ModelCard("resnet18", 1, list(OUTPUTS), ["fluo"], "nuclei", "fluo", 1.0, 99.8)
+    card.diameter = 38.0
+    labels = predict_labels(probe, image, torch.device("cpu"), card, objects=76.0)
+    assert probe.sizes == [(128, 160)] and labels.shape == lab.shape and labels.max() > 0
