@@ -2,7 +2,8 @@
 
 For each dataset: ingest (layout ctc, target nuclei; frames split in contiguous blocks, the last
 block is test), validate, preprocess, run every classical method on the test frames, evaluate
-(border policy none: CTC labels every nucleus) and print one table per dataset::
+(the config's border policy: predictions touching the image edge are not scored, as the silver
+truth skips nuclei there) and print one table per dataset::
 
     python benchmarks/classical_ctc.py [--shared ../shared/data] [--work /tmp/cellseg-ctc]
 
@@ -85,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         result = run_dataset(name, args.shared, work)
         table = pd.DataFrame(result.summary).T[COLUMNS]
+        policy = ctc_config(name, args.shared, work).evaluate.border_policy
         print(
-            f"\n{name} (test frames: mean over frames, border policy none; "
+            f"\n{name} (test frames: mean over frames, border policy {policy}; "
             f"{time.perf_counter() - start:.0f} s)"
         )
         print(table.to_string(float_format=lambda v: f"{v:.3f}"))

@@ -143,11 +143,24 @@ def overlap_table(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndar
     (n_gt,) and ``area_pred`` (n_pred,); objects are ordered by ascending label id.
     """
     _check(pred, gt)
-    g_ids, g_idx = np.unique(np.r_[0, gt.ravel()], return_inverse=True)
-    p_ids, p_idx = np.unique(np.r_[0, pred.ravel()], return_inverse=True)
-    n_g, n_p = len(g_ids), len(p_ids)
-    counts = np.bincount(g_idx[1:] * n_p + p_idx[1:], minlength=n_g * n_p).reshape(n_g, n_p)
+    n_g, g_idx = _dense_ids(gt.ravel())
+    n_p, p_idx = _dense_ids(pred.ravel())
+    counts = np.bincount(g_idx * n_p + p_idx, minlength=n_g * n_p).reshape(n_g, n_p)
     return counts[1:, 1:], counts.sum(axis=1)[1:], counts.sum(axis=0)[1:]
+
+
+def _dense_ids(labels: np.ndarray) -> tuple[int, np.ndarray]:
+    """1-D labels (0 = background) -> (number of ids with 0 counted, each pixel's index among
+    them in ascending id order, 0 for background). Linear time when ids are at most a few per
+    pixel (the usual 1..n); np.unique's sort otherwise."""
+    top = int(labels.max(initial=0))
+    if top > 4 * labels.size:
+        ids, idx = np.unique(np.r_[0, labels], return_inverse=True)
+        return len(ids), idx[1:]
+    present = np.bincount(labels, minlength=top + 1) > 0
+    present[0] = True
+    lookup = np.cumsum(present) - 1
+    return int(present.sum()), lookup[labels]
 
 
 def iou_matrix(inter: np.ndarray, area_gt: np.ndarray, area_pred: np.ndarray) -> np.ndarray:

@@ -50,7 +50,13 @@ def h_maxima_inside(dist: np.ndarray, fg: np.ndarray, h: float) -> np.ndarray:
 
 def network_instances(fg: np.ndarray, dist: np.ndarray, post: PostprocessConfig) -> np.ndarray:
     """(H, W) bool foreground and (H, W) predicted normalised distance -> (H, W) int32 labels."""
-    from skimage.segmentation import relabel_sequential, watershed
+    return drop_small_objects(split_at_seeds(fg, dist, post), post)
+
+
+def split_at_seeds(fg: np.ndarray, dist: np.ndarray, post: PostprocessConfig) -> np.ndarray:
+    """(H, W) bool foreground split at seeds of the (H, W) predicted distance (``post.seed_*``)
+    -> (H, W) int32 labels; foreground parts without a seed become objects of their own."""
+    from skimage.segmentation import watershed
 
     if post.seed_h > 0:
         dist = ndi.gaussian_filter(dist.astype(np.float32), post.seed_sigma)
@@ -61,6 +67,14 @@ def network_instances(fg: np.ndarray, dist: np.ndarray, post: PostprocessConfig)
     orphans, n = ndi.label(fg & (labels == 0))
     if n:
         labels[orphans > 0] = orphans[orphans > 0] + labels.max()
+    return labels
+
+
+def drop_small_objects(labels: np.ndarray, post: PostprocessConfig) -> np.ndarray:
+    """(H, W) int32 labels without the objects under ``post.min_object_size`` px or
+    ``post.min_relative_size`` x the median object's area, relabelled 1..n (a new array)."""
+    from skimage.segmentation import relabel_sequential
+
     areas = np.bincount(labels.ravel())
     smallest = post.min_object_size
     if post.min_relative_size and labels.max():
@@ -69,8 +83,7 @@ def network_instances(fg: np.ndarray, dist: np.ndarray, post: PostprocessConfig)
         )
     small = areas < smallest
     small[0] = False
-    labels[small[labels]] = 0
-    return relabel_sequential(labels)[0]
+    return relabel_sequential(np.where(small[labels], 0, labels))[0]
 
 
 def to_instances(

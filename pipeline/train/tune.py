@@ -15,13 +15,13 @@ import torch
 from pipeline.evaluate.metrics import score_image
 from pipeline.segment.card import ModelCard
 from pipeline.segment.inference import card_maps
-from pipeline.segment.postprocess import foreground, network_instances
+from pipeline.segment.postprocess import drop_small_objects, foreground, split_at_seeds
 from pipeline.segment.scale import median_diameter
 
 log = logging.getLogger(__name__)
 
 # (seed_threshold, seed_h): cores above a threshold, or h-maxima of the blurred distance
-SEEDS = ((0.3, 0.0), (0.5, 0.0), (0.7, 0.0), (0.5, 0.05), (0.5, 0.1), (0.5, 0.2))
+SEEDS = ((0.5, 0.0), (0.6, 0.0), (0.7, 0.0), (0.8, 0.0), (0.5, 0.05), (0.5, 0.1))
 RELATIVE_SIZES = (0.0, 0.1, 0.2, 0.3)  # min_relative_size
 THRESHOLDS = (0.5, 0.4, 0.6)  # foreground probability
 
@@ -36,22 +36,21 @@ def tune_seed_threshold(
     """`card` with the foreground threshold (THRESHOLDS), seed settings (SEEDS) and size filter
     (RELATIVE_SIZES) that score best (see the module docstring) on `val`: (C, H, W) images and
     their label images, scored under `border_policy`. Ties go to the earlier candidate."""
-    images, labels = val
+    images, gts = val
     post = card.postprocess
     maps = [
         card_maps(model, x, device, card, objects=median_diameter(y))
-        for x, y in zip(images, labels, strict=True)
+        for x, y in zip(images, gts, strict=True)
     ]
     best, best_score = post, -1.0
-    for fg_threshold in THRESHOLDS:
-        fgs = [foreground(m[0], dataclasses.replace(post, threshold=fg_threshold)) for m in maps]
-        for (seed, h), rel in itertools.product(SEEDS, RELATIVE_SIZES):
-            trial = dataclasses.replace(
-                post, threshold=fg_threshold, seed_threshold=seed, seed_h=h, min_relative_size=rel
-            )
+    for fg_threshold, (seed, h) in itertools.product(THRESHOLDS, SEEDS):
+        cut = dataclasses.replace(post, threshold=fg_threshold, seed_threshold=seed, seed_h=h)
+        split = [split_at_seeds(foreground(m[0], cut), m[1], cut) for m in maps]
+        for rel in RELATIVE_SIZES:
+            trial = dataclasses.replace(cut, min_relative_size=rel)
             scores = [
-                score_image(network_instances(fg, m[1], trial), gt, border_policy=border_policy)
-                for fg, m, gt in zip(fgs, maps, labels, strict=True)
+                score_image(drop_small_objects(labels, trial), gt, border_policy=border_policy)
+                for labels, gt in zip(split, gts, strict=True)
             ]
             score = float(np.mean([(s["f1"] + s["map"]) / 2 for s in scores]))
             log.debug("%s: score %.4f", trial, score)

@@ -260,3 +260,14 @@ def test_random_images_against_independent_implementations(seed):
     assert aggregated_jaccard(inter, area_gt, area_pred) == s["aji"]
     fg = contingency_table((gt > 0).astype(int), (pred > 0).astype(int)).toarray()
     assert foreground_iou(pred, gt) == pytest.approx(fg[1, 1] / (fg.sum() - fg[0, 0]))
+
+
+def test_sparse_and_huge_label_ids_give_the_same_overlaps():
+    rng = np.random.default_rng(7)
+    gt = random_labels(rng)
+    pred = perturb(rng, gt)
+    expected = overlap_table(pred, gt)
+    for ids in (lambda x: x * 7, lambda x: np.where(x > 0, x + 2**31, 0)):  # gaps, huge ids
+        got = overlap_table(ids(pred.astype(np.int64)), ids(gt.astype(np.int64)))
+        for a, b in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(a, b)
