@@ -188,7 +188,8 @@ class PostprocessConfig:
     (nuclei for cells, distance peaks for nuclei; settings in `watershed`); ``components`` takes
     connected components. Evaluation reports ``unet`` (the network's own instances) and
     ``unet_watershed`` (with the classical split), so the model is never credited with
-    post-processing.
+    post-processing. ``flip_tta`` averages the network's outputs over the image and its three
+    flips (test-time augmentation: smoother maps, four times the network time).
     """
 
     instances: str = _rule("network", choices=INSTANCE_METHODS)
@@ -201,6 +202,7 @@ class PostprocessConfig:
     min_object_size: int = positive(30)  # px; smaller objects (specks) are dropped
     tile_size: int = positive(1536)  # inference tiles (multiple of 32) for larger fields
     tile_overlap: float = fraction(0.25)
+    flip_tta: bool = False  # average the outputs over the 4 flips (4x the network time)
     watershed: WatershedConfig = field(default_factory=WatershedConfig)
 
 

@@ -111,11 +111,12 @@ def network_maps(
     model.eval().to(memory_format=torch.channels_last)
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
     x = x.contiguous(memory_format=torch.channels_last)
+    net = flip_averaged(model) if post.flip_tta else model
     with cast:
         if h * w <= post.tile_size**2:
             ph, pw = -h % 32, -w % 32  # U-Net sides are multiples of 32
             mode = "reflect" if ph < h and pw < w else "constant"
-            logits = model(torch.nn.functional.pad(x, (0, pw, 0, ph), mode=mode))[..., :h, :w]
+            logits = net(torch.nn.functional.pad(x, (0, pw, 0, ph), mode=mode))[..., :h, :w]
         else:
             from monai.inferers import sliding_window_inference
 
@@ -123,7 +124,7 @@ def network_maps(
                 x,
                 roi_size=(post.tile_size, post.tile_size),
                 sw_batch_size=batch,
-                predictor=model,
+                predictor=net,
                 overlap=post.tile_overlap,
                 mode="gaussian",
                 sw_device=device,
@@ -133,6 +134,18 @@ def network_maps(
     if not was_nhwc:
         model.to(memory_format=torch.contiguous_format)
     return torch.sigmoid(logits.float())[0].cpu().numpy()
+
+
+def flip_averaged(model: torch.nn.Module):
+    """`model` as a function of an (N, C, H, W) batch that returns the mean of its logits over
+    the batch and its horizontal, vertical and double flips (flip test-time augmentation)."""
+    flips = ((), (-1,), (-2,), (-2, -1))
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        out = [model(torch.flip(x, dims) if dims else x) for dims in flips]
+        return sum(torch.flip(o, d) if d else o for o, d in zip(out, flips)) / len(flips)
+
+    return run
 
 
 def card_maps(

@@ -52,3 +52,23 @@ def test_inference_leaves_the_model_as_it_was_and_bf16_stays_close_to_fp32():
     assert np.abs(full - half).max() < 0.05
     weight = model.encoder.conv1.weight
     assert model.training and weight.is_contiguous()  # training mode and memory format kept
+
+
+def test_flip_tta_makes_the_output_flip_equivariant_and_leaves_a_pointwise_model_unchanged():
+    torch.manual_seed(0)
+    image = np.random.default_rng(3).random((1, 96, 128)).astype(np.float32)
+    cpu, tta = torch.device("cpu"), PostprocessConfig(flip_tta=True)
+    skewed = torch.nn.Conv2d(1, 2, 5, padding=2).eval()  # sees each flip differently
+    plain = predict_maps(skewed, image, cpu, PostprocessConfig(), precision="fp32")
+    flipped_plain = predict_maps(skewed, image[:, ::-1], cpu, PostprocessConfig(), "fp32")
+    assert np.abs(flipped_plain[:, ::-1] - plain).max() > 1e-3
+    maps = predict_maps(skewed, image, cpu, tta, precision="fp32")
+    for axes in ((1,), (2,), (1, 2)):
+        flipped = predict_maps(skewed, np.flip(image, axes), cpu, tta, precision="fp32")
+        np.testing.assert_allclose(np.flip(flipped, axes), maps, atol=1e-5)
+    pointwise = torch.nn.Conv2d(1, 2, 1).eval()
+    np.testing.assert_allclose(
+        predict_maps(pointwise, image, cpu, tta, precision="fp32"),
+        predict_maps(pointwise, image, cpu, PostprocessConfig(), precision="fp32"),
+        atol=1e-6,
+    )
