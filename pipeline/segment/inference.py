@@ -143,7 +143,9 @@ def flip_averaged(model: torch.nn.Module):
 
     def run(x: torch.Tensor) -> torch.Tensor:
         out = [model(torch.flip(x, dims) if dims else x) for dims in flips]
-        return sum(torch.flip(o, d) if d else o for o, d in zip(out, flips, strict=True)) / len(flips)
+        return sum(torch.flip(o, d) if d else o for o, d in zip(out, flips, strict=True)) / len(
+            flips
+        )
 
     return run
 
