@@ -8,4 +8,6 @@ source scripts/env.sh
 bash scripts/system_deps.sh
 ruff check pipeline dags tests benchmarks
 ruff check --select AIR3 dags
-python -m pytest "$@"
+# Two workers: most slow tests wait on subprocesses (Airflow, PostgreSQL, S3) about half the time,
+# so on 2 cores the suite takes about 40% less wall time. `-n 0` runs them in one process.
+python -m pytest -n 2 --durations=15 "$@"

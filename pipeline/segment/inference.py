@@ -142,10 +142,10 @@ def flip_averaged(model: torch.nn.Module):
     flips = ((), (-1,), (-2,), (-2, -1))
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        out = [model(torch.flip(x, dims) if dims else x) for dims in flips]
-        return sum(torch.flip(o, d) if d else o for o, d in zip(out, flips, strict=True)) / len(
-            flips
-        )
+        total = model(x)
+        for dims in flips[1:]:
+            total = total + torch.flip(model(torch.flip(x, dims)), dims)
+        return total / len(flips)
 
     return run
 
