@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -136,7 +137,7 @@ def network_maps(
     return torch.sigmoid(logits.float())[0].cpu().numpy()
 
 
-def flip_averaged(model: torch.nn.Module):
+def flip_averaged(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """`model` as a function of an (N, C, H, W) batch that returns the mean of its logits over
     the batch and its horizontal, vertical and double flips (flip test-time augmentation)."""
     flips = ((), (-1,), (-2,), (-2, -1))
