@@ -1,15 +1,19 @@
 """End-to-end prediction speed: read, normalise, network, instances, write, per field.
 
-    python benchmarks/predict_speed.py [--model MODEL_FOLDER] [--size 1040 1388] [--fields 3]
+    python benchmarks/predict_speed.py [--model MODEL_FOLDER] [--image TIF] [--size 1040 1388]
 
-Without --model a resnet18 network with the project's default card is built (untrained: speed
-only). Prints device, versions and the time of each part for fields of the given size, the
-same path `cellseg predict` takes (`pipeline.segment.inference.predict_folder`).
+Fields are a real frame (--image; default: the first GOWT1 frame in ../shared when present)
+mirrored out to --size, or noise without one. Without --model a resnet18 network with the
+project's default card is built (untrained: speed only; on noise its post-processing is not
+typical, so pass a trained model for a figure to quote). Prints device, versions and the time
+of each part, on the path `cellseg predict` takes (`pipeline.segment.batch.segment_folder`):
+BatchNorm folded, objects measured, the network, its instances.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import tempfile
 import time
@@ -23,14 +27,31 @@ from pipeline.io import read_tif, write_labels
 from pipeline.preprocess.samples import normalise
 from pipeline.segment.artifact import load_model, save_model
 from pipeline.segment.card import OUTPUTS, ModelCard
-from pipeline.segment.inference import predict_maps
-from pipeline.segment.network import build_model, resolve_device
+from pipeline.segment.inference import card_maps
+from pipeline.segment.network import build_model, for_inference, resolve_device
 from pipeline.segment.postprocess import to_instances
+
+SHARED = Path(os.environ.get("CELLSEG_SHARED", Path(__file__).parents[2] / "shared")) / "data"
+FRAME = SHARED / "ctc" / "Fluo-N2DH-GOWT1" / "02" / "t000.tif"
+
+
+def fields(path: Path | None, channels: int, size: tuple[int, int], n: int) -> list[np.ndarray]:
+    """`n` (channels, *size) uint8/uint16 fields: the TIF at `path` mirrored out to `size` (its
+    channels repeated) and shifted a little each time, or noise when `path` is None."""
+    h, w = size
+    if path is None:
+        rng = np.random.default_rng(0)
+        return [(rng.random((channels, h, w)) * 255).astype(np.uint8) for _ in range(n)]
+    frame = tifffile.imread(path)
+    frame = frame if frame.ndim == 2 else frame.max(axis=-1)
+    big = np.pad(frame, ((0, h + n), (0, w + n)), mode="symmetric")
+    return [np.repeat(big[None, i : i + h, i : i + w], channels, axis=0) for i in range(n)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", help="a model folder (default: an untrained resnet18)")
+    parser.add_argument("--image", type=Path, help="a real frame (default: a GOWT1 frame)")
     parser.add_argument("--size", type=int, nargs=2, default=(1040, 1388))
     parser.add_argument("--fields", type=int, default=3)
     parser.add_argument("--device", default="auto")
@@ -43,17 +64,18 @@ def main() -> None:
         model_dir = str(work / "model")
         save_model(build_model(**card.arch), card, model_dir)
     model, card = load_model(model_dir, device)
+    model = for_inference(model)
+    image_path = args.image or (FRAME if FRAME.is_file() else None)
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor()
     print(
         f"device {device} ({name or 'cpu'}), torch {torch.__version__}, "
         f"threads {torch.get_num_threads()}, model {card.encoder} {card.decoder_channels}"
+        f"{'' if args.model else ' (untrained)'}, fields from {image_path or 'noise'}"
     )
-    rng = np.random.default_rng(0)
     h, w = args.size
-    for i in range(args.fields):
-        image = (rng.random((card.in_channels, h, w)) * 255).astype(np.uint8)
-        tifffile.imwrite(work / f"f{i}.tif", image)
-    predict_maps(model, normalise(image.astype(np.float32), 1, 99.8), device, card.postprocess)
+    for i, field in enumerate(fields(image_path, card.in_channels, (h, w), args.fields)):
+        tifffile.imwrite(work / f"f{i}.tif", field)
+    card_maps(model, normalise(field.astype(np.float32), 1, 99.8), device, card)  # warm-up
     parts = {"read": 0.0, "normalise": 0.0, "network": 0.0, "instances": 0.0, "write": 0.0}
     for i in range(args.fields):
         t = time.perf_counter()
@@ -63,7 +85,7 @@ def main() -> None:
         image = normalise(raw, card.low_percentile, card.high_percentile)
         parts["normalise"] += time.perf_counter() - t
         t = time.perf_counter()
-        maps = predict_maps(model, image, device, card.postprocess)
+        maps = card_maps(model, image, device, card)
         parts["network"] += time.perf_counter() - t
         t = time.perf_counter()
         labels = to_instances(maps, image, card)

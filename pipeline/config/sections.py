@@ -147,6 +147,7 @@ class AugmentConfig:
     intensity: float = fraction(0.8)  # probability of gamma / brightness-contrast changes
     noise: float = fraction(0.3)  # probability of Gaussian noise
     blur: float = fraction(0.3)  # probability of Gaussian blur
+    texture: float = fraction(0.3)  # probability of uneven brightness inside objects
 
 
 @dataclass

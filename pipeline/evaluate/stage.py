@@ -31,9 +31,11 @@ def predict_network(
     folder ``out_root/<row>`` per row of `rows` (default NETWORK_ROWS); returns {row: folder}."""
     from pipeline.segment.artifact import load_model
     from pipeline.segment.inference import card_maps
+    from pipeline.segment.network import for_inference
     from pipeline.segment.postprocess import to_instances
 
     model, card = load_model(model_dir)
+    model = for_inference(model)
     device = next(model.parameters()).device
     folders = {name: out_root / name for name in rows}
     with ExitStack() as stack:  # every folder appears complete, or not at all

@@ -87,7 +87,7 @@ def segment_folder(
     from pipeline.segment.artifact import load_model, model_id
     from pipeline.segment.inference import as_chw, predict_labels
     from pipeline.segment.measure import measure, overlay_png, pixel_size_from_tif
-    from pipeline.segment.network import resolve_device
+    from pipeline.segment.network import for_inference, resolve_device
 
     paths = list_images(images)
     out = Path(out_dir)
@@ -96,6 +96,7 @@ def segment_folder(
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device("auto")
     model, card = load_model(model_dir, device)
+    model = for_inference(model)
     mid, result, rows = model_id(model_dir), SegmentResult(str(out)), []
     for path in paths:
         digest = sha256_file(path)

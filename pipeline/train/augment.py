@@ -3,7 +3,8 @@
 A crop is cut at a random zoom (log-uniform in [scale_min, scale_max]: a window of crop/zoom
 pixels resized to crop x crop), so the network sees objects from a fraction to a multiple of
 their size; then flips and 90-degree turns, mild affine and elastic deformation, gamma and
-brightness/contrast, noise and blur. Labels use nearest-neighbour interpolation so ids survive.
+brightness/contrast, uneven brightness inside objects (a plasma-fractal shadow), noise and
+blur. Labels use nearest-neighbour interpolation so ids survive.
 """
 
 from __future__ import annotations
@@ -67,6 +68,10 @@ def build_transform(aug: AugmentConfig, crop: int, seed: int | None = None):
                     A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.4),
                 ],
                 p=aug.intensity,
+            ),
+            # mottled, dark-spotted interiors (chromatin, nucleoli) that must not split an object
+            A.PlasmaShadow(
+                shadow_intensity_range=(0.3, 0.7), plasma_size=crop, roughness=3.0, p=aug.texture
             ),
             A.GaussianBlur(blur_limit=(3, 7), p=aug.blur),
             A.GaussNoise(std_range=(0.01, 0.08), p=aug.noise),
