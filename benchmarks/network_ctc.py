@@ -1,7 +1,7 @@
 """The network against the classical watershed on each Cell Tracking Challenge set.
 
-    python benchmarks/network_ctc.py --run RUN_FOLDER [--shared ../shared/data]
-    python benchmarks/network_ctc.py --lodo Fluo-N2DL-HeLa [--work DIR]
+    python benchmarks/network_ctc.py --run RUN_FOLDER [--shared ../shared/data] [--tta]
+    python benchmarks/network_ctc.py --lodo Fluo-N2DL-HeLa [--work DIR] [--tta]
 
 ``--run``: RUN_FOLDER is a finished `cellseg run` on both sets at once (configs/ctc_nuclei.yaml).
 Prints, per dataset, the mean metrics over that set's test block of the network's own instances
@@ -12,15 +12,19 @@ scored on the same test frames by benchmarks/classical_ctc.py).
 ``--lodo SET``: leave one dataset out. Trains on SET alone (configs/ctc_nuclei.yaml's settings)
 and scores the network on the OTHER set's test block, next to the watershed tuned for that
 other set: how the model does on a microscope it was not trained on.
+
+``--tta``: also score the same model with flip test-time augmentation (rows ``+ flip TTA``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -42,14 +46,37 @@ def _classical():
     return module
 
 
-def per_dataset(run: RunDir) -> pd.DataFrame:
-    """Mean metrics per (dataset, method) over the run's test fields."""
+def per_dataset(run: RunDir, dataset: str = "") -> pd.DataFrame:
+    """Mean metrics per (dataset, method) over the run's test fields; `dataset` names the one
+    dataset of a single-set run (its field ids do not name it)."""
     table = pd.read_csv(run.evaluate / "metrics_per_image.csv")
-    table["dataset"] = table["field_id"].map(lambda f: re.sub(r"-\d+-t\d+$", "", f))
+    table["dataset"] = dataset or table["field_id"].map(lambda f: re.sub(r"-\d+-t\d+$", "", f))
     return table.groupby(["dataset", "method"])[COLUMNS].mean()
 
 
-def leave_one_out(train_set: str, shared: Path, work: Path) -> list[dict]:
+def flip_tta_scores(
+    model_dir: str | Path, dataset_uri: str, cfg, out: RunDir, dataset: str = ""
+) -> pd.DataFrame:
+    """Score a copy of the model folder with ``postprocess.flip_tta`` on the test fields of
+    `dataset_uri` (a run or prepared folder `cfg` describes) into `out`; mean metrics per
+    (dataset, method), `dataset` as in `per_dataset`."""
+    from pipeline.evaluate.reference import load_reference
+    from pipeline.evaluate.stage import evaluate_folder, predict_network
+    from pipeline.segment.artifact import CARD, model_folder
+
+    tta = out.root / "model-flip-tta"
+    shutil.rmtree(tta, ignore_errors=True)
+    shutil.copytree(model_folder(model_dir), tta)
+    card = json.loads((tta / CARD).read_text())
+    card["postprocess"]["flip_tta"] = True
+    (tta / CARD).write_text(json.dumps(card))
+    samples, _ = load_reference(dataset_uri, cfg, "test")
+    predict_network(tta, samples, out.predictions_root, {"unet + flip TTA": "network"})
+    evaluate_folder(str(out.predictions_root), dataset_uri, cfg, out.evaluate)
+    return per_dataset(out, dataset)
+
+
+def leave_one_out(train_set: str, shared: Path, work: Path, tta: bool = False) -> list[dict]:
     """Train on `train_set` alone, score on the other set's test block (see the docstring)."""
     from pipeline.evaluate.reference import load_reference
     from pipeline.evaluate.stage import evaluate_folder, predict_network
@@ -82,6 +109,18 @@ def leave_one_out(train_set: str, shared: Path, work: Path) -> list[dict]:
         {"dataset": other, "method": f"{m} (trained on {train_set})", **result.summary[m]}
         for m in folders
     ]
+    if tta:
+        table = flip_tta_scores(
+            outputs["train"]["model_dir"],
+            str(run.preprocess),
+            cfg,
+            RunDir.create(work / "runs", f"lodo-tta-{other}"),
+            other,
+        )
+        rows += [
+            {"dataset": other, "method": f"{m} (trained on {train_set})", **table.loc[(d, m)]}
+            for d, m in table.index
+        ]
     return rows
 
 
@@ -91,22 +130,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lodo", help="train on this set alone, score on the other")
     parser.add_argument("--shared", type=Path, default=SHARED)
     parser.add_argument("--work", type=Path, help="output folder (default: a new temp folder)")
+    parser.add_argument("--tta", action="store_true", help="also score with flip TTA")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     work = args.work or Path(tempfile.mkdtemp(prefix="cellseg-ctc-"))
     classical = _classical()
     if args.lodo:
-        rows = leave_one_out(args.lodo, args.shared, work)
+        rows = leave_one_out(args.lodo, args.shared, work, args.tta)
         print(pd.DataFrame(rows).set_index(["dataset", "method"])[COLUMNS].round(3).to_string())
         return 0
     if args.run is None:
         parser.error("pass --run RUN_FOLDER or --lodo SET")
     network = per_dataset(RunDir(args.run))
+    if args.tta:
+        from pipeline.config import load_config
+
+        cfg = load_config(REPO / "configs" / "ctc_nuclei.yaml")  # the run's data and scoring
+        tta = RunDir.create(work / "runs", "joint-flip-tta")
+        model = RunDir(args.run).train
+        network = pd.concat([network, flip_tta_scores(model, str(args.run), cfg, tta)])
     rows = []
     for name in classical.DATASETS:
         tuned = classical.run_dataset(name, args.shared, work).summary["watershed"]
         rows.append({"dataset": name, "method": "watershed (tuned for this set)", **tuned})
-        for method in ("unet", "unet_watershed"):
+        for method in ("unet", "unet + flip TTA", "unet_watershed"):
             if (name, method) in network.index:
                 rows.append({"dataset": name, "method": method, **network.loc[(name, method)]})
     table = pd.DataFrame(rows).set_index(["dataset", "method"])[COLUMNS]

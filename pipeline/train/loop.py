@@ -12,6 +12,7 @@ the run at once with `TrainingDiverged`.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from pipeline.segment.scale import median_diameter
 from pipeline.train.data import CropStream, batches, default_workers
 
 log = logging.getLogger(__name__)
+WARMUP = 0.3  # share of the steps in which the one-cycle learning rate rises to its peak
 
 
 class TrainingDiverged(DataError):
@@ -137,7 +139,8 @@ def train_seg(
 
     `train` = (images, label images, groups), `val` = (images, label images). AdamW with a
     one-cycle learning rate over ``epochs x steps_per_epoch`` steps of ``batch_size`` crops of
-    ``crop_size``; stops early after ``patience`` epochs without improvement (0: never).
+    ``crop_size``; stops early after ``patience`` epochs without improvement (0: never),
+    counting only epochs after the one in which the learning rate peaks.
     `state` resumes a training from its last finished epoch. `unlabelled_edge`: the labels skip
     objects touching the image edge (`edge_policy`). (One long function on purpose:
     the loop reads top to bottom, step by step, as in nanoGPT.)
@@ -164,8 +167,9 @@ def train_seg(
     net = torch.compile(model) if t.compile else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=t.lr, total_steps=t.epochs * t.steps_per_epoch
+        optimizer, max_lr=t.lr, total_steps=t.epochs * t.steps_per_epoch, pct_start=WARMUP
     )
+    peak = math.ceil(WARMUP * t.epochs) - 1  # the epoch in which the learning rate peaks
     if state.optimizer is not None:
         optimizer.load_state_dict(state.optimizer)
         scheduler.load_state_dict(state.scheduler)
@@ -222,7 +226,10 @@ def train_seg(
         )
         if on_epoch is not None:
             on_epoch(result, state)
-        if t.patience and state.epochs_since_best >= t.patience:
-            log.info("no improvement for %d epochs: stopping early", t.patience)
+        # the rise to the peak learning rate does not count: validation wanders while it climbs
+        if t.patience and min(state.epochs_since_best, epoch - peak) >= t.patience:
+            log.info(
+                "no improvement for %d epochs past the peak learning rate: stopping", t.patience
+            )
             break
     return state

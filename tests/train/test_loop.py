@@ -173,3 +173,21 @@ def test_the_training_diameter_weighs_every_group_the_same(tmp_path):
     assert training_diameter(cfg, small, ["a"] * 3) == 25.0
     cfg.train.rescale = False
     assert training_diameter(cfg, small, ["a"] * 3) == 0.0
+
+
+def test_early_stopping_does_not_count_the_epochs_before_the_learning_rate_peaks():
+    images, labels = _discs(4, 4)
+    # a learning rate so small that the first epoch's score is never beaten
+    settings = TrainConfig(epochs=10, steps_per_epoch=1, batch_size=2, crop_size=64, lr=1e-12)
+    settings.workers, settings.augment, settings.patience = 0, AugmentConfig(enabled=False), 2
+    model = build_model(**CARD.arch)
+    state = train_seg(
+        model,
+        (images[:2], labels[:2], ["g"] * 2),
+        (images[2:], labels[2:]),
+        settings,
+        torch.device("cpu"),
+        CARD,
+    )
+    # the rate peaks in epoch 3 (30% of 10): epochs 4 and 5 without improvement stop it
+    assert [e.improved for e in state.history] == [True] + [False] * 4
