@@ -172,7 +172,9 @@ def train_seg(
     peak = math.ceil(WARMUP * t.epochs) - 1  # the epoch in which the learning rate peaks
     if state.optimizer is not None:
         optimizer.load_state_dict(state.optimizer)
-        scheduler.load_state_dict(state.scheduler)
+        # the step reached, on this run's schedule: a resume may have been given more epochs
+        length = ("total_steps", "_schedule_phases")
+        scheduler.load_state_dict({k: v for k, v in state.scheduler.items() if k not in length})
     for epoch in range(state.epoch + 1, t.epochs):
         model.train()
         start, wait, losses = time.perf_counter(), 0.0, []

@@ -97,9 +97,12 @@ def model_card(cfg: PipelineConfig, channels: list[str], diameter: float = 0.0) 
 
 def _identity(cfg: PipelineConfig, run: RunDir, dataset_id: str) -> dict:
     """What a checkpoint must match to be resumed: run, dataset, and every setting that
-    shapes training (not the number of epochs, which a resume may extend)."""
+    shapes training (not the number of epochs, which a resume may extend, nor the patience:
+    both only decide when it stops)."""
     settings = {k: v for k, v in cfg.to_dict().items() if k in ("data", "preprocess", "train")}
-    settings["train"] = {k: v for k, v in settings["train"].items() if k != "epochs"}
+    settings["train"] = {
+        k: v for k, v in settings["train"].items() if k not in ("epochs", "patience")
+    }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     return {"run_id": run.run_id, "dataset_id": dataset_id, "config": digest}
 

@@ -108,3 +108,11 @@ def test_a_known_object_size_skips_the_measuring_pass():
     card.diameter = 38.0
     labels = predict_labels(probe, image, torch.device("cpu"), card, objects=76.0)
     assert probe.sizes == [(128, 160)] and labels.shape == lab.shape and labels.max() > 0
+
+
+@pytest.mark.parametrize("radius", [6, 20, 40])
+def test_a_large_field_is_measured_at_half_resolution_to_within_a_tenth(radius):
+    lab = _disks(radius, (600, 700))  # sides past 2 x HALVE_FROM: measured at half size
+    image = (lab > 0).astype(np.float32) * 0.8 + 0.1
+    noisy = image + np.random.default_rng(0).normal(0, 0.05, image.shape).astype(np.float32)
+    assert image_diameter(noisy) == pytest.approx(2 * radius, rel=0.1)

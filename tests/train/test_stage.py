@@ -95,3 +95,7 @@ def test_a_killed_training_resumes_from_its_last_epoch(prepared, demo_root, tmp_
         train(prepared.uri, other, run, prepared.channels, "ds")
     with pytest.raises(DataError, match="belongs to another training"):
         train(prepared.uri, cfg, run, prepared.channels, "another-dataset")
+    # More epochs or another patience only decide when it stops: the same training goes on.
+    longer = make_cfg(tmp_path, **{**overrides, "train.epochs": 3, "train.patience": 5})
+    result = train(prepared.uri, longer, run, prepared.channels, "ds")
+    assert result.resumed_from == 2 and result.epochs_run == 3
