@@ -21,7 +21,7 @@ from scipy import ndimage as ndi
 
 TOLERANCE = 1.3  # rescale only when the objects differ in size by more than this factor
 LIMITS = (0.25, 4.0)  # never shrink or enlarge an image by more than this
-HALVE_FROM = 256  # image_diameter measures fields with sides of twice this at half resolution
+HALF_RES_FROM = 512  # image_diameter measures fields this large a side at half resolution
 
 
 def object_distances(
@@ -70,13 +70,13 @@ def foreground_diameter(fg: np.ndarray) -> float:
 def image_diameter(channel: np.ndarray) -> float:
     """Object diameter (px) in an (H, W) fluorescence image, measured classically: Gaussian
     blur (2 px), Otsu threshold, holes filled, `foreground_diameter`. Fields of at least
-    2 x HALVE_FROM px a side are measured at half resolution (within 5% of the full-resolution
+    HALF_RES_FROM px a side are measured at half resolution (within 5% of the full-resolution
     figure on the CTC frames, in a fifth of the time). 0.0 when nothing stands out (a flat
     image)."""
     from skimage.filters import threshold_otsu
 
     h, w = channel.shape
-    shrink = 2 if min(h, w) >= 2 * HALVE_FROM else 1
+    shrink = 2 if min(h, w) >= HALF_RES_FROM else 1
     small = channel.astype(np.float32)
     if shrink > 1:
         small = resize(small[None], (h // shrink, w // shrink))[0]

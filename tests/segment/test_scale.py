@@ -112,7 +112,7 @@ def test_a_known_object_size_skips_the_measuring_pass():
 
 @pytest.mark.parametrize("radius", [6, 20, 40])
 def test_a_large_field_is_measured_at_half_resolution_to_within_a_tenth(radius):
-    # a field with sides past 2 x HALVE_FROM (measured at half size), tiled from a small one
+    # a field with sides past HALF_RES_FROM (measured at half size), tiled from a small one
     fg = np.tile(_disks(radius, (6 * radius + 4, 6 * radius + 4)) > 0, (3, 3))
     fg = np.pad(fg, ((0, max(0, 600 - fg.shape[0])), (0, max(0, 700 - fg.shape[1]))), "wrap")
     image = fg.astype(np.float32) * 0.8 + 0.1
