@@ -1,13 +1,16 @@
 """End-to-end prediction speed: read, normalise, network, instances, write, per field.
 
     python benchmarks/predict_speed.py [--model MODEL_FOLDER] [--image TIF] [--size 1040 1388]
+        [--fields 3] [--encoder resnet18] [--workers -1]
 
 Fields are a real frame (--image; default: the first GOWT1 frame in ../shared when present)
 mirrored out to --size, or noise without one. Without --model a resnet18 network with the
 project's default card is built (untrained: speed only; on noise its post-processing is not
 typical, so pass a trained model for a figure to quote). Prints device, versions and the time
 of each part, on the path `cellseg predict` takes (`pipeline.segment.batch.segment_folder`):
-BatchNorm folded, objects measured, the network, its instances.
+BatchNorm folded, objects measured, the network, its instances. Then the whole folder through
+`segment_folder` itself with `--workers` post-processing processes (-1: its default), as
+images per second: the GPU figure (e.g. `--size 1024 1024 --encoder resnet34 --fields 200`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch
 from pipeline.io import read_tif, write_labels
 from pipeline.preprocess.samples import normalise
 from pipeline.segment.artifact import load_model, save_model
+from pipeline.segment.batch import default_workers, segment_folder
 from pipeline.segment.card import OUTPUTS, ModelCard
 from pipeline.segment.inference import card_maps
 from pipeline.segment.network import build_model, for_inference, resolve_device
@@ -55,12 +59,14 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs=2, default=(1040, 1388))
     parser.add_argument("--fields", type=int, default=3)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--encoder", default="resnet18", help="of the untrained network")
+    parser.add_argument("--workers", type=int, default=-1, help="post-processing processes")
     args = parser.parse_args()
     device = resolve_device(args.device)
     work = Path(tempfile.mkdtemp(prefix="cellseg-speed-"))
     model_dir = args.model
     if model_dir is None:
-        card = ModelCard("resnet18", 1, list(OUTPUTS), ["fluo"], "nuclei", "fluo", 1.0, 99.8)
+        card = ModelCard(args.encoder, 1, list(OUTPUTS), ["fluo"], "nuclei", "fluo", 1.0, 99.8)
         model_dir = str(work / "model")
         save_model(build_model(**card.arch), card, model_dir)
     model, card = load_model(model_dir, device)
@@ -73,13 +79,15 @@ def main() -> None:
         f"{'' if args.model else ' (untrained)'}, fields from {image_path or 'noise'}"
     )
     h, w = args.size
+    folder = work / "fields"
+    folder.mkdir()
     for i, field in enumerate(fields(image_path, card.in_channels, (h, w), args.fields)):
-        tifffile.imwrite(work / f"f{i}.tif", field)
+        tifffile.imwrite(folder / f"f{i}.tif", field)
     card_maps(model, normalise(field.astype(np.float32), 1, 99.8), device, card)  # warm-up
     parts = {"read": 0.0, "normalise": 0.0, "network": 0.0, "instances": 0.0, "write": 0.0}
     for i in range(args.fields):
         t = time.perf_counter()
-        raw = read_tif(work / f"f{i}.tif")
+        raw = read_tif(folder / f"f{i}.tif")
         parts["read"] += time.perf_counter() - t
         t = time.perf_counter()
         image = normalise(raw, card.low_percentile, card.high_percentile)
@@ -96,6 +104,14 @@ def main() -> None:
     total = sum(parts.values()) / args.fields
     detail = ", ".join(f"{k} {v / args.fields:.2f}" for k, v in parts.items())
     print(f"one {h}x{w} field end to end: {total:.2f} s ({detail})")
+    t = time.perf_counter()
+    done = segment_folder(model_dir, folder, work / "out", workers=args.workers)
+    seconds = time.perf_counter() - t
+    workers = default_workers(device) if args.workers < 0 else args.workers
+    print(
+        f"segment_folder on {len(done.segmented)} fields, {workers} post-processing workers: "
+        f"{seconds:.2f} s, {len(done.segmented) / seconds:.2f} images/s (model load included)"
+    )
 
 
 if __name__ == "__main__":

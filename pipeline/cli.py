@@ -171,7 +171,10 @@ def _predict(args: argparse.Namespace) -> dict:
     if diameter < 0:
         raise ConfigError(f"--diameter {diameter}: an object diameter in px is >= 0 (0: measure)")
     with model_for_predict(cfg, args.model) as model:
-        written = predict_folder(model, args.images, args.out, cfg.predict.pixel_size_um, diameter)
+        p = cfg.predict
+        written = predict_folder(
+            model, args.images, args.out, p.pixel_size_um, diameter, workers=p.workers
+        )
         return {"model": args.model or "production", "written": written}
 
 

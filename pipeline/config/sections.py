@@ -162,6 +162,11 @@ class TrainConfig:
     lr: float = positive(2e-3)  # peak of the one-cycle schedule
     weight_decay: float = _rule(1e-4, min=0.0)
     patience: int = _rule(0, min=0)  # stop after this many epochs without improvement; 0: never
+    # Validation, checkpoints and the kept model use an exponential moving average of the
+    # weights with this decay (warmed up over the first steps; 0: the raw weights): one epoch's
+    # luck no longer picks the model.
+    ema: float = fraction(0.99)
+    contact_weight: float = _rule(5.0, min=0.0)  # extra loss weight where objects touch
     device: str = _rule("auto", choices=("auto", "cpu", "cuda"))
     precision: str = _rule("auto", choices=("auto", "fp32", "bf16"))  # auto: bf16 on a GPU
     compile: bool = False  # torch.compile the network (GPU; slower start, faster steps)
@@ -260,6 +265,9 @@ class PredictConfig:
     # px: the inscribed diameter of the objects in these images (Cellpose's --diameter), when
     # the user knows it better than the per-image measurement; 0: measured on each image
     object_diameter: float = _rule(0.0, min=0.0)
+    # processes that cut instances, measure and write while the network runs on the next image
+    # (pipeline/segment/batch.py); -1: one per CPU core but one on a GPU, none on a CPU
+    workers: int = _rule(-1, min=-1)
 
 
 @dataclass

@@ -18,16 +18,23 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipeline.conventions import Record, now
 from pipeline.errors import DataError
 from pipeline.io import atomic_path, read_tif, sha256_file, write_labels
+from pipeline.segment.card import ModelCard
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".tif", ".tiff")
@@ -78,15 +85,21 @@ def segment_folder(
     pixel_size_um: float | None = None,
     object_diameter: float = 0.0,
     once: bool = False,
+    workers: int = -1,
 ) -> SegmentResult:
     """Segment every .tif in `images` ((H, W) or (C, H, W), C = the model's channels) into
     `out_dir` (layout in the module docstring). `pixel_size_um` (else the TIF's own
     resolution) puts areas and centroids in µm too; `object_diameter` (px, 0: measured per
-    image) is the objects' size the network's input is rescaled from."""
+    image) is the objects' size the network's input is rescaled from.
+
+    The network runs here, one image after another; its maps go to `workers` processes that
+    cut the instances, measure them and write the outputs (`finish_image`), so on a GPU the
+    CPU work of one image overlaps the network's on the next (-1: `default_workers`; 0: all
+    here, in turn). Results and images.csv are the same either way."""
     from pipeline.preprocess.samples import normalise
     from pipeline.segment.artifact import load_model, model_id
-    from pipeline.segment.inference import as_chw, predict_labels
-    from pipeline.segment.measure import measure, overlay_png, pixel_size_from_tif
+    from pipeline.segment.inference import as_chw, card_maps
+    from pipeline.segment.measure import pixel_size_from_tif
     from pipeline.segment.network import for_inference, resolve_device
 
     paths = list_images(images)
@@ -98,35 +111,95 @@ def segment_folder(
     model, card = load_model(model_dir, device)
     model = for_inference(model)
     mid, result, rows = model_id(model_dir), SegmentResult(str(out)), []
-    for path in paths:
-        digest = sha256_file(path)
-        if once and not _claim(out, digest, path):
-            result.skipped.append(str(path))
-            continue
-        raw = as_chw(read_tif(path), path, card)
-        image = normalise(raw, card.low_percentile, card.high_percentile)
-        labels = predict_labels(model, image, device, card, objects=object_diameter)
-        size = pixel_size_um or pixel_size_from_tif(path)
-        objects = measure(labels, raw, card.channels, path.name, size)
-        with atomic_path(out / f"{path.stem}_objects.csv") as tmp:
-            objects.to_csv(tmp, index=False)
-        with atomic_path(out / f"{path.stem}_overlay.png") as tmp:
-            tmp.write_bytes(overlay_png(raw, labels))
-        result.segmented.append(str(write_labels(out / f"{path.stem}_labels.tif", labels)))
-        row = {
-            "image": path.name,
-            "sha256": digest,
-            "n_objects": len(objects),
-            "pixel_size_um": size,
-            "model_id": mid,
-            "segmented_at": now(),
-        }
-        if once:
-            (out / DONE / f"{digest}.json").write_text(json.dumps(row))
-        rows.append(row)
-        log.info("%s: %d objects", path.name, len(objects))
+    workers = default_workers(device) if workers < 0 else workers
+    with _pool(workers if len(paths) > 1 else 0) as pool:
+        pending: deque[Future] = deque()
+        for path in paths:
+            digest = sha256_file(path)
+            if once and not _claim(out, digest, path):
+                result.skipped.append(str(path))
+                continue
+            raw = as_chw(read_tif(path), path, card)
+            image = normalise(raw, card.low_percentile, card.high_percentile)
+            maps = card_maps(model, image, device, card, objects=object_diameter)
+            size = pixel_size_um or pixel_size_from_tif(path)
+            job = (out, path, raw, image, maps, card, size, {"sha256": digest, "model_id": mid})
+            pending.append(_submit(pool, finish_image, *job, once))
+            while pending and (len(pending) > 2 * workers or pending[0].done()):
+                rows.append(_collect(pending.popleft(), result))  # bounded memory, in order
+        while pending:
+            rows.append(_collect(pending.popleft(), result))
     result.table = str(_update_table(out, rows))
     return result
+
+
+def default_workers(device) -> int:
+    """Post-processing processes for `segment_folder`: on a GPU one per CPU core but one (the
+    network's feeder); on a CPU none, as the network already keeps every core busy."""
+    return max(1, (os.cpu_count() or 1) - 1) if device.type == "cuda" else 0
+
+
+def finish_image(
+    out: Path,
+    path: Path,
+    raw: np.ndarray,
+    image: np.ndarray,
+    maps: np.ndarray,
+    card: ModelCard,
+    size: float | None,
+    ids: dict,
+    once: bool,
+) -> dict:
+    """One image's (K, H, W) output maps -> its instances (the card's method), measurements,
+    overlay and label image written to `out`; returns its images.csv row (with the label
+    image's path under ``labels``). `raw` is its (C, H, W) image, `image` normalised."""
+    from pipeline.segment.measure import measure, overlay_png
+    from pipeline.segment.postprocess import to_instances
+
+    labels = to_instances(maps, image, card)
+    objects = measure(labels, raw, card.channels, path.name, size)
+    with atomic_path(out / f"{path.stem}_objects.csv") as tmp:
+        objects.to_csv(tmp, index=False)
+    with atomic_path(out / f"{path.stem}_overlay.png") as tmp:
+        tmp.write_bytes(overlay_png(raw, labels))
+    written = write_labels(out / f"{path.stem}_labels.tif", labels)
+    row = {
+        "image": path.name,
+        "sha256": ids["sha256"],
+        "n_objects": len(objects),
+        "pixel_size_um": size,
+        "model_id": ids["model_id"],
+        "segmented_at": now(),
+    }
+    if once:
+        (out / DONE / f"{ids['sha256']}.json").write_text(json.dumps(row))
+    return {**row, "labels": str(written)}
+
+
+@contextmanager
+def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    """`workers` fresh processes (spawned: no copy of the parent's threads or GPU state), or
+    None for 0."""
+    if workers <= 0:
+        yield None
+        return
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield pool
+
+
+def _submit(pool: ProcessPoolExecutor | None, fn: Callable, *args) -> Future:
+    if pool is not None:
+        return pool.submit(fn, *args)
+    done: Future = Future()
+    done.set_result(fn(*args))  # inline: an error is raised here, at once
+    return done
+
+
+def _collect(job: Future, result: SegmentResult) -> dict:
+    row = job.result()  # a worker's error is raised here
+    result.segmented.append(row.pop("labels"))
+    log.info("%s: %d objects", row["image"], row["n_objects"])
+    return row
 
 
 def _update_table(out: Path, rows: list[dict]) -> Path:
@@ -170,7 +243,7 @@ def segment_new_images(params: dict) -> dict:
         return SegmentResult(p.out, note=note).to_dict()
     with model_for_predict(cfg, p.model) as model:
         return segment_folder(
-            model, images, p.out, p.pixel_size_um, p.object_diameter, once=True
+            model, images, p.out, p.pixel_size_um, p.object_diameter, once=True, workers=p.workers
         ).to_dict()
 
 

@@ -209,10 +209,14 @@ def predict_folder(
     out_dir: str,
     pixel_size_um: float | None = None,
     object_diameter: float = 0.0,
+    workers: int = -1,
 ) -> list[str]:
     """Segment every ``*.tif`` in `images` (each (H, W) or (C, H, W), C = model channels) into
     `out_dir`: labels, overlays and measurements (`pipeline.segment.batch`); returns the paths
-    of the ``<stem>_labels.tif`` written. `object_diameter` as in `predict_labels`."""
+    of the ``<stem>_labels.tif`` written. `object_diameter` as in `predict_labels`; `workers`:
+    post-processing processes (`segment_folder`)."""
     from pipeline.segment.batch import segment_folder
 
-    return segment_folder(model_uri, images, out_dir, pixel_size_um, object_diameter).segmented
+    return segment_folder(
+        model_uri, images, out_dir, pixel_size_um, object_diameter, workers=workers
+    ).segmented

@@ -30,7 +30,8 @@ class CropStream(IterableDataset):
     """Yields (image (C, crop, crop) float32, targets (3, crop, crop) float32) forever.
 
     `unlabelled_edge`: the labels skip objects touching the image edge, so unlabelled pixels
-    within EDGE_BAND object diameters of a field's edge are ignored by the loss."""
+    within EDGE_BAND object diameters of a field's edge are ignored by the loss.
+    `contact_weight`: the extra loss weight between touching objects (`target_maps`)."""
 
     def __init__(
         self,
@@ -42,6 +43,7 @@ class CropStream(IterableDataset):
         seed: int,
         diameter: float = 0.0,
         unlabelled_edge: bool = False,
+        contact_weight: float = 0.0,
     ) -> None:
         if not images or len(images) != len(labels) or len(images) != len(groups):
             raise ValueError(
@@ -49,6 +51,7 @@ class CropStream(IterableDataset):
                 f"{len(labels)}, {len(groups)} (and at least one)"
             )
         self.images, self.crop, self.aug, self.seed = images, crop, aug, seed
+        self.contact_weight = contact_weight
         by_group: dict[str, list[int]] = {}
         for i, g in enumerate(groups):
             by_group.setdefault(g, []).append(i)
@@ -78,7 +81,10 @@ class CropStream(IterableDataset):
             image, labels = random_crop(
                 self.images[i], self.labels[i], self.crop, self.aug, rng, transform, self.zooms[i]
             )
-            yield torch.from_numpy(image), torch.from_numpy(target_maps(labels))
+            yield (
+                torch.from_numpy(image),
+                torch.from_numpy(target_maps(labels, self.contact_weight)),
+            )
 
 
 def default_workers(requested: int) -> int:

@@ -5,8 +5,9 @@ and a group per image (a sequence or condition; groups are drawn evenly). The ne
 maps (`pipeline.train.targets`): foreground and the normalised distance to each object's edge.
 Batches of augmented crops come from DataLoader workers (`pipeline.train.data`). After each
 epoch the network's own instances are scored on the validation images (foreground IoU and F1 at
-IoU 0.5) and ``on_epoch`` is told, so the caller can checkpoint and log. A non-finite loss stops
-the run at once with `TrainingDiverged`.
+IoU 0.5) and ``on_epoch`` is told, so the caller can checkpoint and log. With ``train.ema`` the
+scored (and kept) network is an exponential moving average of the weights (timm's
+``ModelEmaV3``). A non-finite loss stops the run at once with `TrainingDiverged`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from timm.utils import ModelEmaV3
 
 from pipeline.config import TrainConfig
 from pipeline.errors import DataError
@@ -61,6 +63,7 @@ class TrainState:
     epochs_since_best: int = 0
     optimizer: dict | None = None
     scheduler: dict | None = None
+    ema: dict | None = None  # the averaged weights' state dict (train.ema > 0)
     history: list[EpochResult] = field(default_factory=list)
 
     @property
@@ -131,7 +134,7 @@ def train_seg(
     settings: TrainConfig,
     device: torch.device,
     card: ModelCard,
-    on_epoch: Callable[[EpochResult, TrainState], None] | None = None,
+    on_epoch: Callable[[EpochResult, TrainState, torch.nn.Module], None] | None = None,
     state: TrainState | None = None,
     unlabelled_edge: bool = False,
 ) -> TrainState:
@@ -142,8 +145,9 @@ def train_seg(
     ``crop_size``; stops early after ``patience`` epochs without improvement (0: never),
     counting only epochs after the one in which the learning rate peaks.
     `state` resumes a training from its last finished epoch. `unlabelled_edge`: the labels skip
-    objects touching the image edge (`edge_policy`). (One long function on purpose:
-    the loop reads top to bottom, step by step, as in nanoGPT.)
+    objects touching the image edge (`edge_policy`). ``on_epoch(result, state, scored)`` gets
+    the network validated this epoch (the weights' moving average with ``ema`` > 0). (One long
+    function on purpose: the loop reads top to bottom, step by step, as in nanoGPT.)
     """
     t = settings
     if not train[0] or not val[0]:
@@ -158,6 +162,7 @@ def train_seg(
         seed=t.seed,
         diameter=card.diameter,
         unlabelled_edge=unlabelled_edge,
+        contact_weight=t.contact_weight,
     )
     val_sizes = [median_diameter(y) for y in val[1]]  # measured once, used every epoch
     workers = default_workers(t.workers)
@@ -165,6 +170,10 @@ def train_seg(
     if cuda:
         model = model.to(memory_format=torch.channels_last)
     net = torch.compile(model) if t.compile else model
+    ema = ModelEmaV3(model, decay=t.ema, use_warmup=True) if t.ema else None
+    if ema is not None and state.ema is not None:
+        ema.module.load_state_dict(state.ema)
+    scored = ema.module if ema is not None else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=t.lr, total_steps=t.epochs * t.steps_per_epoch, pct_start=WARMUP
@@ -199,11 +208,13 @@ def train_seg(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
+            if ema is not None:
+                ema.update(model, step=epoch * t.steps_per_epoch + step + 1)
             losses.append(loss.item())
         del data  # ends this epoch's worker processes
 
         iou, f1 = validation_scores(
-            model, *val, val_sizes, device, card, t.precision, edge_policy(unlabelled_edge)
+            scored, *val, val_sizes, device, card, t.precision, edge_policy(unlabelled_edge)
         )
         seconds = time.perf_counter() - start
         result = EpochResult(epoch, float(np.mean(losses)), iou, f1, False, wait / seconds, seconds)
@@ -215,6 +226,7 @@ def train_seg(
             optimizer.state_dict(),
             scheduler.state_dict(),
         )
+        state.ema = ema.module.state_dict() if ema is not None else None
         state.history.append(result)
         log.info(
             "epoch %d/%d  loss %.4f  val fg IoU %.4f  F1 %.4f  waited for data %.0f%%  %.1fs",
@@ -227,7 +239,7 @@ def train_seg(
             seconds,
         )
         if on_epoch is not None:
-            on_epoch(result, state)
+            on_epoch(result, state, scored)
         # the rise to the peak learning rate does not count: validation wanders while it climbs
         if t.patience and min(state.epochs_since_best, epoch - peak) >= t.patience:
             log.info(

@@ -129,6 +129,7 @@ def _resume(run: RunDir, identity: dict, model: torch.nn.Module) -> TrainState:
     state = TrainState(**{**ckpt["state"], "history": []})
     state.history = [EpochResult(**e) for e in ckpt["state"]["history"]]
     state.optimizer, state.scheduler = ckpt["optimizer"], ckpt["scheduler"]
+    state.ema = ckpt.get("ema")
     log.info("resuming %s after epoch %d (%s)", run.run_id, state.epoch + 1, run.checkpoint)
     return state
 
@@ -136,16 +137,17 @@ def _resume(run: RunDir, identity: dict, model: torch.nn.Module) -> TrainState:
 def _save_epoch(
     run: RunDir,
     model: torch.nn.Module,
+    scored: torch.nn.Module,
     card: ModelCard,
     identity: dict,
     state: TrainState,
     improved: bool,
 ) -> None:
-    """Write the checkpoint (and, when the epoch improved, the model folder) atomically;
-    non-finite weights stop the run before anything is written."""
-    if not all(
-        torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point()
-    ):
+    """Write the checkpoint (and, when the epoch improved, the model folder: the `scored`
+    network, the weights' moving average or `model` itself) atomically; non-finite weights
+    stop the run before anything is written."""
+    tensors = [*model.state_dict().values(), *scored.state_dict().values()]
+    if not all(torch.isfinite(v).all() for v in tensors if v.is_floating_point()):
         raise DataError(
             f"training produced non-finite weights at epoch {state.epoch + 1}; nothing was "
             "saved: lower train.lr or check the training images"
@@ -156,6 +158,7 @@ def _save_epoch(
         "model": model.state_dict(),
         "optimizer": state.optimizer,
         "scheduler": state.scheduler,
+        "ema": state.ema,
         "state": payload,
         "identity": identity,
         "card": card.to_dict(),
@@ -163,7 +166,7 @@ def _save_epoch(
     full = f"{run.train}: disk full while saving the training checkpoint; free space and re-run"
     with disk_full_is_data_error(full):
         if improved:
-            save_model(model, card, run.model)
+            save_model(scored, card, run.model)
         with atomic_path(run.checkpoint) as tmp:
             torch.save(checkpoint, tmp)
 
@@ -248,10 +251,10 @@ def train(
     )
     with track(cfg, str(run.root), name=f"train-{run.run_id}", job_type="train") as tracker:
 
-        def on_epoch(result: EpochResult, state: TrainState) -> None:
+        def on_epoch(result: EpochResult, state: TrainState, scored: torch.nn.Module) -> None:
             keys = ("train_loss", "val_fg_iou", "val_f1", "data_wait")
             tracker.log({f"train/{k}": getattr(result, k) for k in keys}, step=result.epoch)
-            _save_epoch(run, model, card, identity, state, result.improved)
+            _save_epoch(run, model, scored, card, identity, state, result.improved)
 
         unlabelled_edge = not cfg.data.edge_objects_labelled
         state = train_seg(

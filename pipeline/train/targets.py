@@ -6,7 +6,11 @@ every object, small or large, has a core of value 1 fading to 0 at its border an
 objects are separated by a valley. Seeds cut from this map split touching objects
 (`pipeline.segment.postprocess`). Outside the image counts as background.
 
-A third map says where the labels are known. Ground truth that skips objects touching the image
+A third map weighs each pixel in the loss. Where two objects touch or nearly touch, a merge
+costs two objects, yet the pixels between them are few: `contact_band` pixels (of any object,
+or of the background between them) within CONTACT_REACH px of two different objects weigh
+``1 + contact_weight`` (U-Net's separation weight, Ronneberger et al. 2015). Where the labels
+are not known the weight is 0. Ground truth that skips objects touching the image
 edge (BBBC020, the CTC silver truth: `data.edge_objects_labelled` false) leaves those nuclei
 looking like background; `mark_unlabelled_edge` marks the unlabelled pixels near the edge
 UNKNOWN (-1), and the loss ignores them instead of teaching the network to miss such nuclei.
@@ -20,6 +24,7 @@ from scipy import ndimage as ndi
 from pipeline.segment.scale import object_distances
 
 UNKNOWN = -1  # label value: not annotated, neither object nor background
+CONTACT_REACH = 2  # px (at the training scale): a contact band is this wide on either side
 
 
 def normalised_distance(labels: np.ndarray) -> np.ndarray:
@@ -44,13 +49,22 @@ def mark_unlabelled_edge(labels: np.ndarray, band: float) -> np.ndarray:
     return out
 
 
-def target_maps(labels: np.ndarray) -> np.ndarray:
+def contact_band(labels: np.ndarray) -> np.ndarray:
+    """(H, W) integer labels (0 = background, negative ignored) -> (H, W) bool: the pixels
+    whose (2 CONTACT_REACH + 1)-square neighbourhood holds two different objects."""
+    size = 2 * CONTACT_REACH + 1
+    objects = np.maximum(labels, 0)
+    highest = ndi.maximum_filter(objects, size)
+    none = np.iinfo(objects.dtype).max
+    lowest = ndi.minimum_filter(np.where(objects > 0, objects, none), size)
+    return (lowest != none) & (highest != lowest)
+
+
+def target_maps(labels: np.ndarray, contact_weight: float = 0.0) -> np.ndarray:
     """(H, W) labels (UNKNOWN allowed) -> (3, H, W) float32 targets: foreground {0, 1},
-    normalised distance, and the loss weight {0, 1} (0 where the label is UNKNOWN)."""
-    return np.stack(
-        [
-            (labels > 0).astype(np.float32),
-            normalised_distance(labels),
-            (labels != UNKNOWN).astype(np.float32),
-        ]
-    )
+    normalised distance, and the loss weight: 0 where the label is UNKNOWN, 1 +
+    `contact_weight` in the `contact_band`, else 1."""
+    weight = (labels != UNKNOWN).astype(np.float32)
+    if contact_weight:
+        weight[contact_band(labels) & (weight > 0)] += contact_weight
+    return np.stack([(labels > 0).astype(np.float32), normalised_distance(labels), weight])

@@ -91,6 +91,24 @@ def test_a_folder_is_segmented_with_overlays_measurements_and_once(model, tmp_pa
     ]
 
 
+def test_worker_processes_write_what_one_process_writes(model, tmp_path):
+    images = tmp_path / "in"
+    images.mkdir()
+    rng = np.random.default_rng(1)
+    for name in "abcde":
+        tifffile.imwrite(images / f"{name}.tif", rng.integers(0, 4000, (2, 64, 80), np.uint16))
+    inline = segment_folder(model, images, tmp_path / "inline", workers=0)
+    parallel = segment_folder(model, images, tmp_path / "parallel", workers=2)
+    names = [Path(p).name for p in parallel.segmented]
+    assert names == [Path(p).name for p in inline.segmented] == [f"{n}_labels.tif" for n in "abcde"]
+    for name in "abcde":
+        for suffix in ("_labels.tif", "_objects.csv", "_overlay.png"):
+            one, many = (tmp_path / d / f"{name}{suffix}" for d in ("inline", "parallel"))
+            assert one.read_bytes() == many.read_bytes(), f"{name}{suffix}"
+    tables = [pd.read_csv(r.table).drop(columns="segmented_at") for r in (inline, parallel)]
+    pd.testing.assert_frame_equal(*tables)
+
+
 def test_bad_folders_are_clear(model, tmp_path):
     with pytest.raises(DataError, match="folder does not exist"):
         segment_folder(model, tmp_path / "nope", tmp_path / "out")

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage as ndi
 
 from pipeline.config import TrainConfig
 from pipeline.config.sections import AugmentConfig
@@ -13,6 +14,7 @@ from pipeline.train.data import EDGE_BAND, CropStream, batches
 from pipeline.train.loop import TrainingDiverged, seg_loss, train_seg
 from pipeline.train.targets import (
     UNKNOWN,
+    contact_band,
     mark_unlabelled_edge,
     normalised_distance,
     target_maps,
@@ -43,6 +45,21 @@ def test_normalised_distance_has_a_core_per_object():
     assert dist.dtype == np.float32 and dist[lab == 0].max() == 0
     for i in (1, 2):
         assert dist[lab == i].max() == pytest.approx(1.0) and dist[lab == i].min() > 0
+
+
+def test_the_loss_weighs_more_where_objects_touch():
+    _, (lab, *_) = _discs(1, 0)
+    lab[0, 0] = UNKNOWN
+    band = contact_band(lab)
+    touching = np.zeros_like(band)
+    for i, j in ((1, 2), (2, 1)):  # object pixels with a pixel of the other object next door
+        touching |= (lab == i) & ndi.binary_dilation(lab == j)
+    assert band[touching].all() and not band[lab == 0][:10].any()
+    assert band.sum() < 0.2 * (lab > 0).sum()  # a narrow band, not the objects
+    weight = target_maps(lab, contact_weight=5.0)[2]
+    assert set(np.unique(weight[band]).tolist()) == {6.0}
+    assert weight[0, 0] == 0 and (weight[~band & (lab != UNKNOWN)] == 1).all()
+    assert (target_maps(lab)[2][lab != UNKNOWN] == 1).all()  # off by default
 
 
 def test_crop_stream_yields_augmented_crops_with_targets():
@@ -119,7 +136,7 @@ def test_a_few_steps_reduce_the_loss_and_every_epoch_is_reported():
         settings,
         torch.device("cpu"),
         CARD,
-        on_epoch=lambda result, state: seen.append(result.epoch),
+        on_epoch=lambda result, state, scored: seen.append(result.epoch),
     )
     assert seen == [0, 1, 2] and state.epoch == 2
     losses = [e.train_loss for e in state.history]
@@ -175,12 +192,49 @@ def test_the_training_diameter_weighs_every_group_the_same(tmp_path):
     assert training_diameter(cfg, small, ["a"] * 3) == 0.0
 
 
+def test_the_scored_network_is_a_moving_average_that_a_resume_continues():
+    images, labels = _discs(4, 5)
+    settings = TrainConfig(epochs=2, steps_per_epoch=2, batch_size=2, crop_size=64, lr=3e-3)
+    settings.workers, settings.augment, settings.ema = 0, AugmentConfig(enabled=False), 0.9
+    train, val = (images[:2], labels[:2], ["g"] * 2), (images[2:], labels[2:])
+
+    def run(model: torch.nn.Module, state=None, on_epoch=None):
+        return train_seg(model, train, val, settings, torch.device("cpu"), CARD, on_epoch, state)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first(result, state, scored):
+        kept.append(state)
+        raise Killed
+
+    torch.manual_seed(0)
+    straight, seen = build_model(**CARD.arch), []
+    done = run(straight, on_epoch=lambda r, s, scored: seen.append(scored))
+    assert seen[-1] is not straight and done.ema is not None
+    raw, averaged = straight.state_dict(), seen[-1].state_dict()
+    key = "segmentation_head.0.weight"
+    assert not torch.equal(raw[key], averaged[key])  # the average lags the raw weights
+    torch.manual_seed(0)
+    resumed, kept = build_model(**CARD.arch), []
+    with pytest.raises(Killed):
+        run(resumed, on_epoch=kill_after_first)
+    again = run(resumed, state=kept[0])
+    for key, value in averaged.items():
+        torch.testing.assert_close(again.ema[key], value, msg=key)
+
+
 def test_early_stopping_does_not_count_the_epochs_before_the_learning_rate_peaks():
     images, labels = _discs(4, 4)
-    # a learning rate so small that the first epoch's score is never beaten
+    # the network never changes (a learning rate of almost 0, BatchNorm statistics frozen, the
+    # raw weights scored), so the first epoch's score is never beaten
     settings = TrainConfig(epochs=10, steps_per_epoch=1, batch_size=2, crop_size=64, lr=1e-12)
     settings.workers, settings.augment, settings.patience = 0, AugmentConfig(enabled=False), 2
+    settings.ema = 0.0
     model = build_model(**CARD.arch)
+    for layer in model.modules():
+        if isinstance(layer, torch.nn.BatchNorm2d):
+            layer.momentum = 0.0
     state = train_seg(
         model,
         (images[:2], labels[:2], ["g"] * 2),
