@@ -146,7 +146,8 @@ def _save_epoch(
     """Write the checkpoint (and, when the epoch improved, the model folder: the `scored`
     network, the weights' moving average or `model` itself) atomically; non-finite weights
     stop the run before anything is written."""
-    tensors = [*model.state_dict().values(), *scored.state_dict().values()]
+    networks = (model,) if scored is model else (model, scored)  # each checked once
+    tensors = [v for net in networks for v in net.state_dict().values()]
     if not all(torch.isfinite(v).all() for v in tensors if v.is_floating_point()):
         raise DataError(
             f"training produced non-finite weights at epoch {state.epoch + 1}; nothing was "
