@@ -5,11 +5,12 @@ normalised distance to each object's edge (`pipeline.train.targets`). Methods:
 
 - ``network``: the network alone. Seeds are the connected cores where the predicted distance
   exceeds ``seed_threshold`` inside the foreground (or, with ``seed_h`` > 0, the maxima of the
-  blurred distance at least ``seed_h`` deep: h-maxima); a watershed on the negated distance
-  grows them over the foreground, so touching objects part along the distance valley between
-  them. Foreground parts without a seed become objects of their own. Objects smaller than
-  ``min_object_size`` px or ``min_relative_size`` times the image's median object are dropped:
-  debris and fragments, at any magnification.
+  blurred distance at least ``seed_h`` deep: h-maxima; the blur, ``seed_sigma``, is in px of
+  the training scale, so it is as wide relative to the objects on every image: `seed_scale`);
+  a watershed on the negated distance grows them over the foreground, so touching objects part
+  along the distance valley between them. Foreground parts without a seed become objects of
+  their own. Objects smaller than ``min_object_size`` px or ``min_relative_size`` times the
+  image's median object are dropped: debris and fragments, at any magnification.
 - ``watershed``: the classical method's marker split (nuclei of the image for cells,
   distance-transform peaks for nuclei; `pipeline.segment.watershed.split_foreground`) applied to
   the network's foreground: model + classical post-processing.
@@ -48,18 +49,37 @@ def h_maxima_inside(dist: np.ndarray, fg: np.ndarray, h: float) -> np.ndarray:
     return out
 
 
-def network_instances(fg: np.ndarray, dist: np.ndarray, post: PostprocessConfig) -> np.ndarray:
-    """(H, W) bool foreground and (H, W) predicted normalised distance -> (H, W) int32 labels."""
-    return drop_small_objects(split_at_seeds(fg, dist, post), post)
+def network_instances(
+    fg: np.ndarray, dist: np.ndarray, post: PostprocessConfig, diameter: float = 0.0
+) -> np.ndarray:
+    """(H, W) bool foreground and (H, W) predicted normalised distance -> (H, W) int32 labels;
+    `diameter`: the object diameter the network was trained at (the card's; 0: none)."""
+    return drop_small_objects(split_at_seeds(fg, dist, post, diameter), post)
 
 
-def split_at_seeds(fg: np.ndarray, dist: np.ndarray, post: PostprocessConfig) -> np.ndarray:
-    """(H, W) bool foreground split at seeds of the (H, W) predicted distance (``post.seed_*``)
-    -> (H, W) int32 labels; foreground parts without a seed become objects of their own."""
+def seed_scale(fg: np.ndarray, diameter: float) -> float:
+    """Image px per training px: the (H, W) bool foreground's object diameter
+    (`scale.foreground_diameter`) over the `diameter` the network was trained at; 1.0 when
+    either is unknown. A blur of fixed px would flatten the valleys between small touching
+    nuclei and leave bumps in large textured ones (HeLa and GOWT1 asked for seeds of different
+    depths until the blur followed the objects' size)."""
+    from pipeline.segment.scale import foreground_diameter  # imports torch
+
+    measured = foreground_diameter(fg) if diameter > 0 else 0.0
+    return measured / diameter if measured > 0 else 1.0
+
+
+def split_at_seeds(
+    fg: np.ndarray, dist: np.ndarray, post: PostprocessConfig, diameter: float = 0.0
+) -> np.ndarray:
+    """(H, W) bool foreground split at seeds of the (H, W) predicted distance (``post.seed_*``;
+    the blur scaled by `seed_scale` with the training `diameter`) -> (H, W) int32 labels;
+    foreground parts without a seed become objects of their own."""
     from skimage.segmentation import watershed
 
     if post.seed_h > 0:
-        dist = ndi.gaussian_filter(dist.astype(np.float32), post.seed_sigma)
+        sigma = post.seed_sigma * seed_scale(fg, diameter)
+        dist = ndi.gaussian_filter(dist.astype(np.float32), sigma)
         seeds, _ = ndi.label(h_maxima_inside(dist, fg, post.seed_h))
     else:
         seeds, _ = ndi.label(fg & (dist > post.seed_threshold))
@@ -107,4 +127,4 @@ def to_instances(
             f"postprocess.instances=network needs a model with a distance output; this one has "
             f"{card.outputs}: use watershed or components"
         )
-    return network_instances(fg, maps[card.outputs.index("distance")], post)
+    return network_instances(fg, maps[card.outputs.index("distance")], post, card.diameter)

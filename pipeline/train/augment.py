@@ -38,7 +38,11 @@ def build_transform(aug: AugmentConfig, crop: int, seed: int | None = None):
     import cv2
 
     geometric = [
-        A.Resize(crop, crop, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST),
+        # INTER_NEAREST_EXACT: OpenCV's INTER_NEAREST resize shifts the labels half a pixel
+        # against the linearly resized image, and the network learned the shifted outlines
+        A.Resize(
+            crop, crop, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST_EXACT
+        ),
         A.RandomRotate90(),
         A.HorizontalFlip(),
     ]

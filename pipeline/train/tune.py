@@ -21,7 +21,8 @@ from pipeline.segment.scale import median_diameter
 log = logging.getLogger(__name__)
 
 # (seed_threshold, seed_h): cores above a threshold, or h-maxima of the blurred distance
-SEEDS = ((0.5, 0.0), (0.6, 0.0), (0.7, 0.0), (0.8, 0.0), (0.5, 0.05), (0.5, 0.1))
+CORES, DEPTHS = (0.5, 0.6, 0.7, 0.8), (0.02, 0.03, 0.05, 0.1)
+SEEDS = tuple((t, 0.0) for t in CORES) + tuple((0.5, h) for h in DEPTHS)
 RELATIVE_SIZES = (0.0, 0.1, 0.2, 0.3)  # min_relative_size
 THRESHOLDS = (0.5, 0.4, 0.6)  # foreground probability
 
@@ -45,7 +46,7 @@ def tune_seed_threshold(
     best, best_score = post, -1.0
     for fg_threshold, (seed, h) in itertools.product(THRESHOLDS, SEEDS):
         cut = dataclasses.replace(post, threshold=fg_threshold, seed_threshold=seed, seed_h=h)
-        split = [split_at_seeds(foreground(m[0], cut), m[1], cut) for m in maps]
+        split = [split_at_seeds(foreground(m[0], cut), m[1], cut, card.diameter) for m in maps]
         for rel in RELATIVE_SIZES:
             trial = dataclasses.replace(cut, min_relative_size=rel)
             scores = [

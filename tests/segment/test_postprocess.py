@@ -11,7 +11,7 @@ from pipeline.config import PostprocessConfig
 from pipeline.config.sections import INSTANCE_METHODS
 from pipeline.errors import ConfigError
 from pipeline.segment.card import OUTPUTS, ModelCard
-from pipeline.segment.postprocess import network_instances, to_instances
+from pipeline.segment.postprocess import network_instances, seed_scale, to_instances
 from pipeline.train.targets import normalised_distance
 
 
@@ -38,6 +38,21 @@ def test_touching_objects_are_split_at_their_distance_valley(seeds):
         ids, counts = np.unique(pred[lab == i], return_counts=True)
         assert counts.max() / counts.sum() > 0.95 and len(set(ids) - {0}) >= 1
     assert len(np.unique(pred[(lab == 1) | (lab == 2)])) == 2
+
+
+def test_the_seed_blur_is_measured_in_pixels_of_the_training_scale():
+    """Two touching disks 16 px across, from a network trained on 40 px objects: a blur of 8
+    training px is 3.2 px here and keeps their valley; 8 image px would fill it in."""
+    yy, xx = np.mgrid[:60, :80]
+    lab = np.zeros((60, 80), np.int32)
+    lab[np.hypot(yy - 30, xx - 30) < 8] = 1
+    lab[np.hypot(yy - 30, xx - 45) < 8] = 2
+    post = PostprocessConfig(min_object_size=10, min_relative_size=0.0, seed_h=0.05, seed_sigma=8)
+    fg, dist = lab > 0, normalised_distance(lab)
+    assert seed_scale(fg, 40.0) == pytest.approx(0.4, abs=0.03)
+    assert seed_scale(fg, 0.0) == 1.0  # a network trained without rescaling: image px
+    assert network_instances(fg, dist, post, diameter=40.0).max() == 2
+    assert network_instances(fg, dist, post, diameter=0.0).max() == 1
 
 
 def test_objects_much_smaller_than_the_image_median_are_dropped():
