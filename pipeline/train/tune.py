@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 CORES, DEPTHS = (0.5, 0.6, 0.7, 0.8), (0.02, 0.03, 0.05, 0.1)
 SEEDS = tuple((t, 0.0) for t in CORES) + tuple((0.5, h) for h in DEPTHS)
 RELATIVE_SIZES = (0.0, 0.1, 0.2, 0.3)  # min_relative_size
-THRESHOLDS = (0.5, 0.4, 0.6)  # foreground probability
+THRESHOLDS = (0.5, 0.4, 0.6, 0.7)  # foreground probability
 
 
 def tune_seed_threshold(

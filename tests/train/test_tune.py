@@ -1,0 +1,29 @@
+"""After training: the card gets the post-processing that scores best on the validation fields."""
+
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+
+from pipeline.segment.card import OUTPUTS, ModelCard
+from pipeline.train.tune import THRESHOLDS, tune_seed_threshold
+
+
+class _WideOutlines(torch.nn.Module):
+    """A stand-in network whose foreground probability is 0.7 on the objects' true outline (the
+    image is the blurred label mask, 0.5 there), so a 0.5 cut draws every object too large."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fg = 4.0 * (x[:, :1] - (0.5 - np.log(0.7 / 0.3) / 4.0))  # 0.5 about a pixel outside
+        return torch.cat([fg, torch.zeros_like(fg)], dim=1)  # a flat distance: one seed each
+
+
+def test_the_foreground_threshold_is_chosen_where_the_outlines_match_the_labels():
+    yy, xx = np.mgrid[:96, :96]
+    labels = np.zeros((96, 96), np.int32)
+    for i, (y, x) in enumerate([(24, 24), (24, 70), (70, 30), (68, 72)], 1):
+        labels[np.hypot(yy - y, xx - x) < 11] = i
+    image = ndi.gaussian_filter((labels > 0).astype(np.float32), 2.0)[None]
+    card = ModelCard("resnet18", 1, list(OUTPUTS), ["fluo"], "nuclei", "fluo", 1.0, 99.8)
+    tuned = tune_seed_threshold(_WideOutlines(), ([image], [labels]), torch.device("cpu"), card)
+    assert 0.7 in THRESHOLDS and tuned.postprocess.threshold == 0.7
+    assert card.postprocess.threshold == 0.5  # the card passed in is left as it was
