@@ -54,7 +54,8 @@ def network_instances(
 ) -> np.ndarray:
     """(H, W) bool foreground and (H, W) predicted normalised distance -> (H, W) int32 labels;
     `diameter`: the object diameter the network was trained at (the card's; 0: none)."""
-    return drop_small_objects(split_at_seeds(fg, dist, post, diameter), post)
+    scale = seed_scale(fg, diameter) if post.seed_h > 0 else 1.0
+    return drop_small_objects(split_at_seeds(fg, dist, post, scale), post)
 
 
 def seed_scale(fg: np.ndarray, diameter: float) -> float:
@@ -70,16 +71,15 @@ def seed_scale(fg: np.ndarray, diameter: float) -> float:
 
 
 def split_at_seeds(
-    fg: np.ndarray, dist: np.ndarray, post: PostprocessConfig, diameter: float = 0.0
+    fg: np.ndarray, dist: np.ndarray, post: PostprocessConfig, scale: float = 1.0
 ) -> np.ndarray:
     """(H, W) bool foreground split at seeds of the (H, W) predicted distance (``post.seed_*``;
-    the blur scaled by `seed_scale` with the training `diameter`) -> (H, W) int32 labels;
-    foreground parts without a seed become objects of their own."""
+    the blur times `scale`, the image's `seed_scale`) -> (H, W) int32 labels; foreground parts
+    without a seed become objects of their own."""
     from skimage.segmentation import watershed
 
     if post.seed_h > 0:
-        sigma = post.seed_sigma * seed_scale(fg, diameter)
-        dist = ndi.gaussian_filter(dist.astype(np.float32), sigma)
+        dist = ndi.gaussian_filter(dist.astype(np.float32), post.seed_sigma * scale)
         seeds, _ = ndi.label(h_maxima_inside(dist, fg, post.seed_h))
     else:
         seeds, _ = ndi.label(fg & (dist > post.seed_threshold))

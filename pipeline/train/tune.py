@@ -15,7 +15,12 @@ import torch
 from pipeline.evaluate.metrics import score_image
 from pipeline.segment.card import ModelCard
 from pipeline.segment.inference import card_maps
-from pipeline.segment.postprocess import drop_small_objects, foreground, split_at_seeds
+from pipeline.segment.postprocess import (
+    drop_small_objects,
+    foreground,
+    seed_scale,
+    split_at_seeds,
+)
 from pipeline.segment.scale import median_diameter
 
 log = logging.getLogger(__name__)
@@ -44,9 +49,16 @@ def tune_seed_threshold(
         for x, y in zip(images, gts, strict=True)
     ]
     best, best_score = post, -1.0
+    fgs, scales = {}, {}  # per threshold: each field's foreground and its seed_scale, once
+    for t in THRESHOLDS:
+        fgs[t] = [foreground(m[0], dataclasses.replace(post, threshold=t)) for m in maps]
+        scales[t] = [seed_scale(fg, card.diameter) for fg in fgs[t]]
     for fg_threshold, (seed, h) in itertools.product(THRESHOLDS, SEEDS):
         cut = dataclasses.replace(post, threshold=fg_threshold, seed_threshold=seed, seed_h=h)
-        split = [split_at_seeds(foreground(m[0], cut), m[1], cut, card.diameter) for m in maps]
+        split = [
+            split_at_seeds(fg, m[1], cut, scale)
+            for fg, m, scale in zip(fgs[fg_threshold], maps, scales[fg_threshold], strict=True)
+        ]
         for rel in RELATIVE_SIZES:
             trial = dataclasses.replace(cut, min_relative_size=rel)
             scores = [
