@@ -45,11 +45,11 @@ RUN_TIMEOUT_S = 12 * 3600  # a whole training run
 
 
 def check_encoder(cfg: PipelineConfig) -> None:
-    """Fail before any work on an encoder name training would only reject later (imports torch;
-    no weights are downloaded)."""
+    """Fail before any work on an encoder or architecture name training would only reject later
+    (imports torch; no weights are downloaded)."""
     from pipeline.segment.network import build_model
 
-    build_model(cfg.train.encoder, in_channels=1, classes=1)
+    build_model(cfg.train.encoder, in_channels=1, classes=1, architecture=cfg.train.architecture)
 
 
 def _ingest(cfg: PipelineConfig, run: RunDir) -> dict:

@@ -153,6 +153,7 @@ class AugmentConfig:
 @dataclass
 class TrainConfig:
     encoder: str = "resnet18"  # any smp encoder (checked before any work)
+    architecture: str = "unet_fullres"  # pipeline.segment.network.ARCHITECTURES
     encoder_weights: str | None = None  # "imagenet" when online; None trains from scratch
     decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16, 16])
     epochs: int = positive(6)

@@ -30,7 +30,7 @@ class ModelCard(Record):
     high_percentile: float
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16, 16])
-    architecture: str = "unet"
+    architecture: str = "unet"  # pipeline.segment.network.ARCHITECTURES; cards of 2026-11: unet
     # Object diameter (px, inscribed) the network was trained at: inference rescales each
     # image whose objects are of another size to it (`pipeline.segment.scale`); 0: never.
     diameter: float = 0.0
@@ -75,4 +75,5 @@ class ModelCard(Record):
             "in_channels": self.in_channels,
             "classes": len(self.outputs),
             "decoder_channels": list(self.decoder_channels),
+            "architecture": self.architecture,
         }

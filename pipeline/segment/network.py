@@ -1,4 +1,5 @@
-"""The network: a segmentation-models-pytorch U-Net, and the device it runs on."""
+"""The network: a segmentation-models-pytorch U-Net (with a full-resolution skip by default),
+and the device it runs on."""
 
 from __future__ import annotations
 
@@ -21,19 +22,62 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+class FullResUnet(torch.nn.Module):
+    """An smp U-Net whose last decoder block also takes the input image as a skip connection.
+
+    smp's U-Net drops the full-resolution skip: its outlines come from features at half
+    resolution upsampled by repeating pixels, and the network has to learn where inside each
+    2x2 block an edge lies. A trained one places outlines about a quarter pixel off in a fixed
+    direction (flipping the image moves the error; flip test-time averaging cancelled it,
+    lifting the median IoU of matched HeLa nuclei from 0.93 to 0.95). Here the last block's
+    convolutions see the image itself, so edges are placed on the pixels. (B, C, H, W) in,
+    (B, classes, H, W) logits out, H and W multiples of 32; state-dict keys as smp's U-Net.
+    """
+
+    def __init__(self, unet: torch.nn.Module, in_channels: int) -> None:
+        super().__init__()
+        from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoderBlock
+
+        self.encoder, self.decoder = unet.encoder, unet.decoder
+        self.segmentation_head = unet.segmentation_head
+        last = self.decoder.blocks[-1]
+        self.decoder.blocks[-1] = UnetDecoderBlock(
+            last.conv1[0].in_channels, in_channels, last.conv2[0].out_channels
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.encoder(x)[::-1]  # deepest first, ending with the input itself
+        out = self.decoder.center(features[0])
+        for block, skip in zip(self.decoder.blocks, features[1:], strict=True):
+            out = block(out, skip.shape[2], skip.shape[3], skip_connection=skip)
+        return self.segmentation_head(out)
+
+
+# name -> what it is; `build_model` makes each
+ARCHITECTURES = {
+    "unet": "smp's U-Net (outlines from half-resolution features; models trained before 12/2026)",
+    "unet_fullres": "smp's U-Net with the input image as a full-resolution skip (FullResUnet)",
+}
+
+
 def build_model(
     encoder: str,
     in_channels: int,
     classes: int,
     encoder_weights: str | None = None,
     decoder_channels: list[int] | tuple[int, ...] = (128, 64, 32, 16, 16),
+    architecture: str = "unet_fullres",
 ) -> torch.nn.Module:
-    """An smp U-Net taking (B, in_channels, H, W) float32 (H, W multiples of 32) and returning
-    (B, classes, H, W) logits; an unknown encoder raises ConfigError listing valid names.
-    The decoder is lighter than smp's default (256, 128, 64, 32, 16): a third less work per
-    pixel, which sets the pace on a CPU at full field size."""
+    """A U-Net (`ARCHITECTURES`) taking (B, in_channels, H, W) float32 (H, W multiples of 32)
+    and returning (B, classes, H, W) logits; an unknown encoder or architecture raises
+    ConfigError listing valid names. The decoder is lighter than smp's default (256, 128, 64,
+    32, 16): a third less work per pixel, which sets the pace on a CPU at full field size."""
     import segmentation_models_pytorch as smp
 
+    if architecture not in ARCHITECTURES:
+        raise ConfigError(
+            f"train.architecture={architecture!r} is not one of {', '.join(ARCHITECTURES)}"
+        )
     names = smp.encoders.get_encoder_names()
     if encoder not in names:
         common = [n for n in SUGGESTED_ENCODERS if n in names]
@@ -42,7 +86,7 @@ def build_model(
             f"({len(names)} in smp.encoders.get_encoder_names())"
         )
     try:
-        return smp.Unet(
+        unet = smp.Unet(
             encoder_name=encoder,
             encoder_weights=encoder_weights,
             in_channels=in_channels,
@@ -51,6 +95,7 @@ def build_model(
         )
     except KeyError as exc:
         raise ConfigError(f"train.encoder={encoder!r}: {exc}") from None
+    return FullResUnet(unet, in_channels) if architecture == "unet_fullres" else unet
 
 
 def for_inference(model: torch.nn.Module) -> torch.nn.Module:

@@ -91,6 +91,7 @@ def model_card(cfg: PipelineConfig, channels: list[str], diameter: float = 0.0) 
         high_percentile=cfg.preprocess.high_percentile,
         postprocess=cfg.postprocess,
         decoder_channels=list(cfg.train.decoder_channels),
+        architecture=cfg.train.architecture,
         diameter=diameter,
     )
 

@@ -15,6 +15,7 @@ def test_card_round_trips_through_a_dict():
         "in_channels": 2,
         "classes": 1,
         "decoder_channels": [128, 64, 32, 16, 16],
+        "architecture": "unet",  # a card without one was written before the full-res skip
     }
 
 
