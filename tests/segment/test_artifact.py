@@ -1,5 +1,6 @@
 """Model folders: weights round-trip exactly, and a file with code in it never runs."""
 
+import dataclasses
 import os
 import pickle
 
@@ -9,7 +10,7 @@ import torch
 from pipeline.errors import DataError
 from pipeline.segment.artifact import CARD, WEIGHTS, load_model, model_id, save_model
 from pipeline.segment.card import ModelCard
-from pipeline.segment.network import build_model
+from pipeline.segment.network import ARCHITECTURES, build_model
 
 CARD_ = ModelCard("resnet18", 2, ["foreground"], ["c1", "c5"], "cells", "c1", 1.0, 99.8)
 
@@ -24,13 +25,15 @@ class _Exploit:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_weights_round_trip_exactly(tmp_path):
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_weights_round_trip_exactly(tmp_path, architecture):
     torch.manual_seed(1)
-    model = build_model(**CARD_.arch)
-    digest = save_model(model, CARD_, tmp_path / "m")
+    written = dataclasses.replace(CARD_, architecture=architecture)
+    model = build_model(**written.arch)
+    digest = save_model(model, written, tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [CARD, WEIGHTS]
     loaded, card = load_model(tmp_path / "m", torch.device("cpu"))
-    assert card == CARD_ and digest == model_id(tmp_path / "m")
+    assert card == written and type(loaded) is type(model) and digest == model_id(tmp_path / "m")
     original, again = model.state_dict(), loaded.state_dict()
     assert original.keys() == again.keys()
     assert all(torch.equal(original[k], again[k]) for k in original)
@@ -52,9 +55,15 @@ def test_a_crafted_pickle_is_refused_without_running_code(tmp_path):
     assert not marker.exists()
 
 
-def test_weights_of_another_architecture_are_refused(tmp_path):
+@pytest.mark.parametrize(
+    "other",
+    [
+        ModelCard("resnet34", 2, ["foreground"], ["c1", "c5"], "cells", "c1", 1.0, 99.8),
+        dataclasses.replace(CARD_, architecture="unet_fullres"),  # the same, with the skip
+    ],
+)
+def test_weights_of_another_architecture_are_refused(tmp_path, other):
     save_model(build_model(**CARD_.arch), CARD_, tmp_path / "m")
-    other = ModelCard("resnet34", 2, ["foreground"], ["c1", "c5"], "cells", "c1", 1.0, 99.8)
     (tmp_path / "m" / CARD).write_text(__import__("json").dumps(other.to_dict()))
     with pytest.raises(DataError, match="do not match the card's architecture"):
         load_model(tmp_path / "m", torch.device("cpu"))
