@@ -38,7 +38,11 @@ images before scoring:
 - ``none``: score the whole image;
 - ``crop``: drop ``margin`` pixels from each edge of both images;
 - ``ignore_border_predictions``: remove predicted objects touching the image edge; the ground
-  truth is left unchanged (BBBC020 ground truth has no border objects).
+  truth is left unchanged (BBBC020 ground truth has no border objects);
+- ``ignore_border_objects``: remove the objects touching the image edge from both, so none is
+  scored (ground truth that skips most edge objects but keeps a few, like the CTC silver truth:
+  under the policy above each kept one is a certain miss, as its prediction touches the edge
+  and is removed).
 """
 
 from __future__ import annotations
@@ -118,6 +122,8 @@ def apply_border_policy(
         return crop_border(pred, margin), crop_border(gt, margin)
     if policy == "ignore_border_predictions":
         return clear_border(pred), gt
+    if policy == "ignore_border_objects":
+        return clear_border(pred), clear_border(gt)
     raise ValueError(
         f"unknown border policy {policy!r}; choose one of {', '.join(BORDER_POLICIES)}"
     )
@@ -131,6 +137,8 @@ def describe_border_policy(policy: str, margin: int) -> str:
         return f"crop: {margin} px removed from each edge of prediction and ground truth"
     if policy == "ignore_border_predictions":
         return "ignore_border_predictions: predicted objects touching the image edge removed"
+    if policy == "ignore_border_objects":
+        return "ignore_border_objects: objects touching the image edge removed from both"
     raise ValueError(
         f"unknown border policy {policy!r}; choose one of {', '.join(BORDER_POLICIES)}"
     )

@@ -100,9 +100,9 @@ def seg_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def edge_policy(unlabelled_edge: bool) -> str:
-    """How validation scores labels that skip objects touching the image edge: predicted
-    objects touching it are not counted (they may be real, unannotated nuclei); else "none"."""
-    return "ignore_border_predictions" if unlabelled_edge else "none"
+    """How validation scores labels that skip objects touching the image edge: objects touching
+    it are not counted (predicted ones may be real, unannotated nuclei); else "none"."""
+    return "ignore_border_objects" if unlabelled_edge else "none"
 
 
 def validation_scores(

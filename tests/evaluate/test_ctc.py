@@ -41,7 +41,7 @@ def test_watershed_clearly_beats_otsu_on_ctc(name, shared_data, tmp_path):
     assert summary["watershed"]["aji"] > summary["otsu"]["aji"]
     data = json.loads(Path(result.summary_json).read_text())
     assert data["split_strategy"] == "contiguous"
-    assert data["border_policy"] == "ignore_border_predictions"  # silver truth skips the edge
+    assert data["border_policy"] == "ignore_border_objects"  # silver truth skips the edge
     prepared = RunDir(Path(result.metrics_csv).parents[1]).preprocess
     frames = {
         split: [int(s.field_id.split("-t")[1]) for s in load_split(prepared, split)]

@@ -168,6 +168,12 @@ def test_border_policies():
     s = score_image(pred, gt, 0, "ignore_border_predictions")
     assert (s["fp"], s["f1"]) == (0, 1.0)
     assert s["notebook_iou"] == pytest.approx(25 / 41)  # the notebook's IoU ignores the policy
+    # a true object on the edge, predicted there: a certain miss unless both are left out
+    edge_gt = squares((20, 20), [(5, 10, 5, 10), (0, 4, 0, 4)])
+    assert score_image(pred, edge_gt, 0, "ignore_border_predictions")["fn"] == 1
+    s = score_image(pred, edge_gt, 0, "ignore_border_objects")
+    assert (s["tp"], s["fp"], s["fn"], s["fg_iou"]) == (1, 0, 0, 1.0)
+    assert "from both" in describe_border_policy("ignore_border_objects", 0)
     cropped = score_image(pred, gt, 4, "crop")
     assert (cropped["fp"], cropped["f1"]) == (0, 1.0)
     assert score_image(pred, gt, 4)["fp"] == 0  # margin > 0 without a policy means crop
