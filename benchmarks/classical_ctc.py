@@ -2,8 +2,8 @@
 
 For each dataset: ingest (layout ctc, target nuclei; frames split in contiguous blocks, the last
 block is test), validate, preprocess, run every classical method on the test frames, evaluate
-(the config's border policy: predictions touching the image edge are not scored, as the silver
-truth skips nuclei there) and print one table per dataset::
+(the config's border policy: objects touching the image edge are not scored, as the silver
+truth skips most nuclei there) and print one table per dataset::
 
     python benchmarks/classical_ctc.py [--shared ../shared/data] [--work /tmp/cellseg-ctc]
 
