@@ -3,6 +3,7 @@ and the device it runs on."""
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import torch
@@ -49,8 +50,24 @@ class FullResUnet(torch.nn.Module):
         features = self.encoder(x)[1:][::-1]  # deepest first; [0] is the input (or a stub)
         out = self.decoder.center(features[0])
         for block, skip in zip(self.decoder.blocks, [*features[1:], x], strict=True):
-            out = block(out, skip.shape[2], skip.shape[3], skip_connection=skip)
+            out = decoder_step(block, out, skip)
         return self.segmentation_head(out)
+
+
+def decoder_step(block: torch.nn.Module, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """smp's `UnetDecoderBlock` (no attention) on (B, C, h, w) `x` and its (B, S, H, W) `skip`,
+    without building their (B, C + S, H, W) concatenation: the first convolution of a
+    concatenation is the sum of convolutions of its parts (same weights, same result to float
+    rounding). Copying the full-resolution concatenation took a tenth of the CPU time of a
+    1040x1388 field (benchmarks/predict_speed.py)."""
+    x = torch.nn.functional.interpolate(x, size=skip.shape[2:], mode=block.interpolation_mode)
+    conv, *rest = block.conv1  # convolution, then BatchNorm (or Identity once folded) and ReLU
+    n = x.shape[1]
+    y = torch.nn.functional.conv2d(x, conv.weight[:, :n], conv.bias, padding=conv.padding)
+    y = y + torch.nn.functional.conv2d(skip, conv.weight[:, n:], None, padding=conv.padding)
+    for layer in rest:
+        y = layer(y)
+    return block.conv2(y)
 
 
 # name -> what it is; `build_model` makes each
@@ -99,15 +116,23 @@ def build_model(
 
 
 def for_inference(model: torch.nn.Module) -> torch.nn.Module:
-    """`model` in eval mode with each BatchNorm folded into the convolution before it (torch.fx
-    `fuse`): the same outputs up to float rounding, in about three quarters of the CPU time
-    (benchmarks/predict_speed.py). A new module for inference only: its state dict has other
-    keys, so save the original. A network fx cannot trace is returned unfolded."""
+    """A copy of `model` in eval mode with each BatchNorm folded into the convolution before it
+    (inside `nn.Sequential` by hand, elsewhere with torch.fx `fuse`): the same outputs up to
+    float rounding, in about three quarters of the CPU time (benchmarks/predict_speed.py). For
+    inference only: its state dict has other keys, so save the original. Where fx cannot trace
+    the network, only the folds by hand are made."""
     from torch.fx.experimental.optimization import fuse
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    model.eval()
+    model = copy.deepcopy(model.eval())
+    for seq in model.modules():  # convolutions that `decoder_step` calls as functions
+        if isinstance(seq, torch.nn.Sequential):
+            layers = list(seq)
+            for i, (conv, norm) in enumerate(zip(layers[:-1], layers[1:], strict=True)):
+                if isinstance(conv, torch.nn.Conv2d) and isinstance(norm, torch.nn.BatchNorm2d):
+                    seq[i], seq[i + 1] = fuse_conv_bn_eval(conv, norm), torch.nn.Identity()
     try:
-        return fuse(model)
+        return fuse(model, inplace=True)
     except Exception as exc:  # noqa: BLE001 - any tracing failure: run it as it is
         log.info(
             "BatchNorm not folded (%s: %s); running the network as it is", type(exc).__name__, exc

@@ -2,7 +2,13 @@ import pytest
 import torch
 
 from pipeline.errors import ConfigError
-from pipeline.segment.network import ARCHITECTURES, build_model, for_inference, resolve_device
+from pipeline.segment.network import (
+    ARCHITECTURES,
+    build_model,
+    decoder_step,
+    for_inference,
+    resolve_device,
+)
 
 
 def test_unknown_encoder_lists_valid_ones():
@@ -49,6 +55,21 @@ def test_the_full_resolution_skip_lets_the_network_place_edges_on_pixels():
     assert fullres > 0.9 and fullres > plain + 0.08, (fullres, plain)
 
 
+def test_decoder_step_is_smps_decoder_block_without_the_concatenation():
+    from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoderBlock
+
+    torch.manual_seed(0)
+    block = UnetDecoderBlock(8, 3, 4)
+    with torch.no_grad():
+        block(torch.rand(2, 8, 5, 7), 10, 14, skip_connection=torch.rand(2, 3, 10, 14))  # BN stats
+    for mode in ("train", "eval"):
+        block.train(mode == "train")
+        x, skip = torch.rand(2, 8, 5, 7), torch.rand(2, 3, 10, 14)
+        with torch.no_grad():
+            expected = block(x, 10, 14, skip_connection=skip)
+            torch.testing.assert_close(decoder_step(block, x, skip), expected)
+
+
 def test_device_auto_is_cpu_here_and_cuda_is_refused_without_a_gpu():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
@@ -79,8 +100,19 @@ def test_for_inference_folds_batchnorm_and_gives_the_same_maps_at_any_size(archi
 
 def test_for_inference_runs_a_network_it_cannot_trace_as_it_is():
     class Branchy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+
         def forward(self, x):
-            return x if x.sum() > 0 else -x  # data-dependent control flow: fx cannot trace it
+            return self.conv(x if x.sum() > 0 else -x)  # data-dependent: fx cannot trace it
 
     model = Branchy()
-    assert for_inference(model) is model
+    with torch.no_grad():
+        model.conv[1].running_var.fill_(4.0)
+    fast = for_inference(model)
+    assert not isinstance(fast, torch.fx.GraphModule)
+    assert isinstance(model.conv[1], torch.nn.BatchNorm2d)  # folded in a copy only
+    x = torch.rand(1, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x))
