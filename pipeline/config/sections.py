@@ -17,8 +17,6 @@ WATERSHED_THRESHOLDS = ("otsu", "li", "triangle", "yen", "mean")  # scikit-image
 BORDER_POLICIES = ("none", "crop", "ignore_border_predictions", "ignore_border_objects")
 # Network output -> instances: its own seeds (distance map), classical markers, or components.
 INSTANCE_METHODS = ("network", "watershed", "components")
-# What the distance output learns (pipeline.train.targets.DISTANCE_TARGETS).
-DISTANCE_TARGETS = ("edge", "centre")
 
 
 def _rule(default: Any = None, *, factory: Any = None, **metadata: Any) -> Any:
@@ -170,9 +168,6 @@ class TrainConfig:
     # luck no longer picks the model.
     ema: float = fraction(0.99)
     contact_weight: float = _rule(5.0, min=0.0)  # extra loss weight where objects touch
-    # The distance map learnt: "edge" (distance to the edge over the object's largest) or
-    # "centre" (one peak per object, also in elongated ones: pipeline/train/targets.py).
-    distance_target: str = _rule("edge", choices=DISTANCE_TARGETS)
     device: str = _rule("auto", choices=("auto", "cpu", "cuda"))
     precision: str = _rule("auto", choices=("auto", "fp32", "bf16"))  # auto: bf16 on a GPU
     compile: bool = False  # torch.compile the network (GPU; slower start, faster steps)

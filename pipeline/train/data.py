@@ -31,8 +31,7 @@ class CropStream(IterableDataset):
 
     `unlabelled_edge`: the labels skip objects touching the image edge, so unlabelled pixels
     within EDGE_BAND object diameters of a field's edge are ignored by the loss.
-    `contact_weight` and `distance`: the extra loss weight between touching objects and the
-    distance map learnt (`target_maps`)."""
+    `contact_weight`: the extra loss weight between touching objects (`target_maps`)."""
 
     def __init__(
         self,
@@ -45,7 +44,6 @@ class CropStream(IterableDataset):
         diameter: float = 0.0,
         unlabelled_edge: bool = False,
         contact_weight: float = 0.0,
-        distance: str = "edge",
     ) -> None:
         if not images or len(images) != len(labels) or len(images) != len(groups):
             raise ValueError(
@@ -53,7 +51,7 @@ class CropStream(IterableDataset):
                 f"{len(labels)}, {len(groups)} (and at least one)"
             )
         self.images, self.crop, self.aug, self.seed = images, crop, aug, seed
-        self.contact_weight, self.distance = contact_weight, distance
+        self.contact_weight = contact_weight
         by_group: dict[str, list[int]] = {}
         for i, g in enumerate(groups):
             by_group.setdefault(g, []).append(i)
@@ -85,7 +83,7 @@ class CropStream(IterableDataset):
             )
             yield (
                 torch.from_numpy(image),
-                torch.from_numpy(target_maps(labels, self.contact_weight, self.distance)),
+                torch.from_numpy(target_maps(labels, self.contact_weight)),
             )
 
 

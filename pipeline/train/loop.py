@@ -163,7 +163,6 @@ def train_seg(
         diameter=card.diameter,
         unlabelled_edge=unlabelled_edge,
         contact_weight=t.contact_weight,
-        distance=t.distance_target,
     )
     val_sizes = [median_diameter(y) for y in val[1]]  # measured once, used every epoch
     workers = default_workers(t.workers)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from pipeline.errors import ConfigError
 from pipeline.segment.scale import object_distances
 
 UNKNOWN = -1  # label value: not annotated, neither object nor background
@@ -34,26 +33,6 @@ def normalised_distance(labels: np.ndarray) -> np.ndarray:
     for box, inside, dist in object_distances(np.maximum(labels, 0)):
         out[box][inside] = dist[inside] / dist.max()
     return out
-
-
-def centred_distance(labels: np.ndarray) -> np.ndarray:
-    """(H, W) integer labels -> (H, W) float32 in (0, 1]: inside each object, d / (d + c), with d
-    its distance to the object's edge and c its distance to the object's centre (its deepest
-    pixel, the one nearest the centroid on a tie). 1 at the centre, near 0 at the border, as the
-    normalised distance, and the same on a disc (1 - r / R); but an elongated or irregular
-    object has one peak instead of a ridge of near-maxima, so seeds need no deep h-maxima."""
-    out = np.zeros(labels.shape, np.float32)
-    for box, inside, dist in object_distances(np.maximum(labels, 0)):
-        ys, xs = np.nonzero(inside)
-        d = dist[ys, xs]
-        off_centroid = np.where(d == d.max(), (ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2, np.inf)
-        k = int(np.argmin(off_centroid))
-        out[box][inside] = d / (d + np.hypot(ys - ys[k], xs - xs[k]))
-    return out
-
-
-# train.distance_target -> the distance map learnt (its names: config.sections.DISTANCE_TARGETS)
-DISTANCE_TARGETS = {"edge": normalised_distance, "centre": centred_distance}
 
 
 def mark_unlabelled_edge(labels: np.ndarray, band: float) -> np.ndarray:
@@ -81,18 +60,11 @@ def contact_band(labels: np.ndarray) -> np.ndarray:
     return (lowest != none) & (highest != lowest)
 
 
-def target_maps(
-    labels: np.ndarray, contact_weight: float = 0.0, distance: str = "edge"
-) -> np.ndarray:
-    """(H, W) labels (UNKNOWN allowed) -> (3, H, W) float32 targets: foreground {0, 1}, the
-    `distance` map (DISTANCE_TARGETS), and the loss weight: 0 where the label is UNKNOWN, 1 +
+def target_maps(labels: np.ndarray, contact_weight: float = 0.0) -> np.ndarray:
+    """(H, W) labels (UNKNOWN allowed) -> (3, H, W) float32 targets: foreground {0, 1},
+    normalised distance, and the loss weight: 0 where the label is UNKNOWN, 1 +
     `contact_weight` in the `contact_band`, else 1."""
-    if distance not in DISTANCE_TARGETS:
-        raise ConfigError(
-            f"train.distance_target={distance!r} is not one of {', '.join(DISTANCE_TARGETS)}"
-        )
     weight = (labels != UNKNOWN).astype(np.float32)
     if contact_weight:
         weight[contact_band(labels) & (weight > 0)] += contact_weight
-    distances = DISTANCE_TARGETS[distance](labels)
-    return np.stack([(labels > 0).astype(np.float32), distances, weight])
+    return np.stack([(labels > 0).astype(np.float32), normalised_distance(labels), weight])

@@ -6,12 +6,10 @@ import torch
 from scipy import ndimage as ndi
 
 from pipeline.config import TrainConfig
-from pipeline.config.sections import DISTANCE_TARGETS, AugmentConfig
-from pipeline.errors import ConfigError
+from pipeline.config.sections import AugmentConfig
 from pipeline.segment.card import OUTPUTS, ModelCard
 from pipeline.segment.network import build_model
 from pipeline.segment.scale import foreground_diameter, median_diameter
-from pipeline.train import targets
 from pipeline.train.data import EDGE_BAND, CropStream, batches
 from pipeline.train.loop import TrainingDiverged, seg_loss, train_seg
 from pipeline.train.targets import (
@@ -41,35 +39,12 @@ def _discs(n: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     return images, labels
 
 
-@pytest.mark.parametrize("name", DISTANCE_TARGETS)
-def test_every_distance_target_has_a_core_per_object(name):
-    assert tuple(targets.DISTANCE_TARGETS) == DISTANCE_TARGETS  # the config offers them all
+def test_normalised_distance_has_a_core_per_object():
     _, (lab, *_) = _discs(1, 0)
-    dist = target_maps(lab, distance=name)[1]
+    dist = normalised_distance(lab)
     assert dist.dtype == np.float32 and dist[lab == 0].max() == 0
     for i in (1, 2):
         assert dist[lab == i].max() == pytest.approx(1.0) and dist[lab == i].min() > 0
-        assert 0 < dist[lab == i].min() < 0.2  # fading towards the border
-
-
-def test_the_centre_target_has_one_peak_where_the_edge_target_has_a_ridge():
-    lab = np.zeros((24, 64), np.int32)
-    lab[4:20, 4:60] = 1  # a 16 x 56 bar: every pixel of its middle line is equally deep
-    yy, xx = np.mgrid[:24, :64]
-    lab[np.hypot(yy - 12, xx - 90) < 10] = 2  # (outside: a disc would be at x = 90)
-    edge, centre = normalised_distance(lab), targets.centred_distance(lab)
-    assert (edge == 1).sum() > 20
-    assert (centre == 1).sum() == 1 and centre[11:13, 31:33].max() == 1  # at the middle
-    axis = centre[11, 4:32]  # along the middle line, rising to the peak
-    assert (np.diff(axis) > 0).all()
-    disc = np.zeros((40, 40), np.int32)
-    disc[np.hypot(*np.mgrid[-20:20, -20:20]) < 15] = 1
-    np.testing.assert_allclose(targets.centred_distance(disc), normalised_distance(disc), atol=0.1)
-
-
-def test_an_unknown_distance_target_lists_the_valid_ones():
-    with pytest.raises(ConfigError, match="edge, centre"):
-        target_maps(np.zeros((8, 8), np.int32), distance="flows")
 
 
 def test_the_loss_weighs_more_where_objects_touch():
