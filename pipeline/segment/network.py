@@ -58,8 +58,8 @@ def decoder_step(block: torch.nn.Module, x: torch.Tensor, skip: torch.Tensor) ->
     """smp's `UnetDecoderBlock` (no attention) on (B, C, h, w) `x` and its (B, S, H, W) `skip`,
     without building their (B, C + S, H, W) concatenation: the first convolution of a
     concatenation is the sum of convolutions of its parts (same weights, same result to float
-    rounding). Copying the full-resolution concatenation took a tenth of the CPU time of a
-    1040x1388 field (benchmarks/predict_speed.py)."""
+    rounding), and the network spends 6-10% less CPU time on a 1056x1408 field without the
+    copy (benchmarks/decoder_speed.py)."""
     x = torch.nn.functional.interpolate(x, size=skip.shape[2:], mode=block.interpolation_mode)
     conv, *rest = block.conv1  # convolution, then BatchNorm (or Identity once folded) and ReLU
     n = x.shape[1]
