@@ -133,8 +133,10 @@ def for_inference(model: torch.nn.Module) -> torch.nn.Module:
                     seq[i], seq[i + 1] = fuse_conv_bn_eval(conv, norm), torch.nn.Identity()
     try:
         return fuse(model, inplace=True)
-    except Exception as exc:  # noqa: BLE001 - any tracing failure: run it as it is
+    except Exception as exc:  # noqa: BLE001 - any tracing failure: run it as folded so far
         log.info(
-            "BatchNorm not folded (%s: %s); running the network as it is", type(exc).__name__, exc
+            "fx cannot trace the network (%s: %s): BatchNorm folded inside nn.Sequential only",
+            type(exc).__name__,
+            exc,
         )
         return model
