@@ -29,12 +29,9 @@ from pipeline.segment.network import FullResUnet, build_model, for_inference
 class Concatenated(FullResUnet):
     """FullResUnet running smp's own decoder blocks (concatenation, then convolution)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.encoder(x)[1:][::-1]
-        out = self.decoder.center(features[0])
-        for block, skip in zip(self.decoder.blocks, [*features[1:], x], strict=True):
-            out = block(out, skip.shape[2], skip.shape[3], skip_connection=skip)
-        return self.segmentation_head(out)
+    @staticmethod
+    def step(block: torch.nn.Module, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return block(x, skip.shape[2], skip.shape[3], skip_connection=skip)
 
 
 def main() -> None:

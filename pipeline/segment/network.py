@@ -50,16 +50,21 @@ class FullResUnet(torch.nn.Module):
         features = self.encoder(x)[1:][::-1]  # deepest first; [0] is the input (or a stub)
         out = self.decoder.center(features[0])
         for block, skip in zip(self.decoder.blocks, [*features[1:], x], strict=True):
-            out = decoder_step(block, out, skip)
+            out = self.step(block, out, skip)
         return self.segmentation_head(out)
+
+    @staticmethod
+    def step(block: torch.nn.Module, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """One decoder block on `x` and its `skip` (`decoder_step`)."""
+        return decoder_step(block, x, skip)
 
 
 def decoder_step(block: torch.nn.Module, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
     """smp's `UnetDecoderBlock` (no attention) on (B, C, h, w) `x` and its (B, S, H, W) `skip`,
     without building their (B, C + S, H, W) concatenation: the first convolution of a
     concatenation is the sum of convolutions of its parts (same weights, same result to float
-    rounding), and the network spends 6-10% less CPU time on a 1056x1408 field without the
-    copy (benchmarks/decoder_speed.py)."""
+    rounding); without the copy the network took less CPU time on a 1056x1408 field in four
+    runs of five (benchmarks/decoder_speed.py, README)."""
     x = torch.nn.functional.interpolate(x, size=skip.shape[2:], mode=block.interpolation_mode)
     conv, *rest = block.conv1  # convolution, then BatchNorm (or Identity once folded) and ReLU
     n = x.shape[1]
