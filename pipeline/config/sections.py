@@ -189,9 +189,10 @@ class PostprocessConfig:
     ``instances``: ``network`` (default) uses the network alone: its foreground, split at seeds
     taken from its own distance map (cores where the predicted distance exceeds
     ``seed_threshold``, or, when ``seed_h`` > 0, its maxima at least ``seed_h`` deep after a
-    Gaussian blur of ``seed_sigma`` px at the training scale), objects smaller than
-    ``min_relative_size`` times the image's median object dropped (debris and fragments,
-    whatever the magnification); ``watershed`` splits its foreground with the classical
+    Gaussian blur of ``seed_sigma`` px at the training scale; ``seed_shape`` > 0 mixes in the
+    foreground's own shape, its distance transform in object radii, with that weight), objects
+    smaller than ``min_relative_size`` times the image's median object dropped (debris and
+    fragments, whatever the magnification); ``watershed`` splits its foreground with the classical
     method's markers (nuclei for cells, distance peaks for nuclei; settings in `watershed`);
     ``components`` takes connected components. Evaluation reports ``unet`` (the network's own
     instances) and ``unet_watershed`` (with the classical split), so the model is never
@@ -204,6 +205,7 @@ class PostprocessConfig:
     seed_threshold: float = fraction(0.5)  # normalised distance of an object's core
     seed_h: float = fraction(0.05)  # >0: seeds are distance maxima this deep (h-maxima)
     seed_sigma: float = _rule(4.0, min=0.0)  # training-scale px; blur before the h-maxima
+    seed_shape: float = _rule(0.0, min=0.0)  # weight of the foreground's distance transform
     min_relative_size: float = fraction(0.2)  # drop objects below this x the median object
     tune_seed_threshold: bool = True  # after training, pick the seed and size settings on val
     min_object_size: int = positive(30)  # px; smaller objects (specks) are dropped

@@ -8,9 +8,13 @@ normalised distance to each object's edge (`pipeline.train.targets`). Methods:
   blurred distance at least ``seed_h`` deep: h-maxima; the blur, ``seed_sigma``, is in px of
   the training scale, so it is as wide relative to the objects on every image: `seed_scale`);
   a watershed on the negated distance grows them over the foreground, so touching objects part
-  along the distance valley between them. Foreground parts without a seed become objects of
-  their own. Objects smaller than ``min_object_size`` px or ``min_relative_size`` times the
-  image's median object are dropped: debris and fragments, at any magnification.
+  along the distance valley between them. With ``seed_shape`` > 0 the foreground's own shape
+  joins in: its distance transform, in radii of the image's objects, weighted by
+  ``seed_shape`` and averaged with the predicted distance (a neck in the foreground is a
+  valley too; on the CTC HeLa frames the network's distance alone merged touching pairs).
+  Foreground parts without a seed become objects of their own. Objects smaller than
+  ``min_object_size`` px or ``min_relative_size`` times the image's median object are dropped:
+  debris and fragments, at any magnification.
 - ``watershed``: the classical method's marker split (nuclei of the image for cells,
   distance-transform peaks for nuclei; `pipeline.segment.watershed.split_foreground`) applied to
   the network's foreground: model + classical post-processing.
@@ -54,32 +58,47 @@ def network_instances(
 ) -> np.ndarray:
     """(H, W) bool foreground and (H, W) predicted normalised distance -> (H, W) int32 labels;
     `diameter`: the object diameter the network was trained at (the card's; 0: none)."""
-    scale = seed_scale(fg, diameter) if post.seed_h > 0 else 1.0
-    return drop_small_objects(split_at_seeds(fg, dist, post, scale), post)
+    size = objects_size(fg, post)
+    return drop_small_objects(split_at_seeds(fg, dist, post, size, diameter), post)
 
 
-def seed_scale(fg: np.ndarray, diameter: float) -> float:
-    """Image px per training px: the (H, W) bool foreground's object diameter
-    (`scale.foreground_diameter`) over the `diameter` the network was trained at; 1.0 when
-    either is unknown. A blur of fixed px would flatten the valleys between small touching
-    nuclei and leave bumps in large textured ones (HeLa and GOWT1 asked for seeds of different
-    depths until the blur followed the objects' size)."""
+def objects_size(fg: np.ndarray, post: PostprocessConfig) -> float:
+    """The (H, W) bool foreground's object diameter in px (`scale.foreground_diameter`) when
+    `post`'s seeds depend on it (h-maxima or the shape term), else 0.0 (not measured)."""
+    if post.seed_h <= 0 and post.seed_shape <= 0:
+        return 0.0
     from pipeline.segment.scale import foreground_diameter  # imports torch
 
-    measured = foreground_diameter(fg) if diameter > 0 else 0.0
-    return measured / diameter if measured > 0 else 1.0
+    return foreground_diameter(fg)
+
+
+def seed_scale(size: float, diameter: float) -> float:
+    """Image px per training px: the objects' measured `size` over the `diameter` the network
+    was trained at; 1.0 when either is unknown (0). A blur of fixed px would flatten the
+    valleys between small touching nuclei and leave bumps in large textured ones (HeLa and
+    GOWT1 asked for seeds of different depths until the blur followed the objects' size)."""
+    return size / diameter if size > 0 and diameter > 0 else 1.0
 
 
 def split_at_seeds(
-    fg: np.ndarray, dist: np.ndarray, post: PostprocessConfig, scale: float = 1.0
+    fg: np.ndarray,
+    dist: np.ndarray,
+    post: PostprocessConfig,
+    size: float = 0.0,
+    diameter: float = 0.0,
 ) -> np.ndarray:
-    """(H, W) bool foreground split at seeds of the (H, W) predicted distance (``post.seed_*``;
-    the blur times `scale`, the image's `seed_scale`) -> (H, W) int32 labels; foreground parts
-    without a seed become objects of their own."""
+    """(H, W) bool foreground split at seeds of the (H, W) predicted distance (``post.seed_*``)
+    -> (H, W) int32 labels; foreground parts without a seed become objects of their own.
+    `size`: the image's object diameter in px (`objects_size`; 0: unknown, no shape term);
+    `diameter`: the training one (the blur is ``seed_sigma`` x `seed_scale` px)."""
     from skimage.segmentation import watershed
 
+    dist = dist.astype(np.float32)
+    if post.seed_shape > 0 and size > 0:
+        shape = ndi.distance_transform_edt(fg).astype(np.float32) / np.float32(size / 2)
+        dist = (dist + np.float32(post.seed_shape) * shape) / np.float32(1 + post.seed_shape)
     if post.seed_h > 0:
-        dist = ndi.gaussian_filter(dist.astype(np.float32), post.seed_sigma * scale)
+        dist = ndi.gaussian_filter(dist, post.seed_sigma * seed_scale(size, diameter))
         seeds, _ = ndi.label(h_maxima_inside(dist, fg, post.seed_h))
     else:
         seeds, _ = ndi.label(fg & (dist > post.seed_threshold))

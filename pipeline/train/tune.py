@@ -18,16 +18,18 @@ from pipeline.segment.inference import card_maps
 from pipeline.segment.postprocess import (
     drop_small_objects,
     foreground,
-    seed_scale,
     split_at_seeds,
 )
-from pipeline.segment.scale import median_diameter
+from pipeline.segment.scale import foreground_diameter, median_diameter
 
 log = logging.getLogger(__name__)
 
-# (seed_threshold, seed_h): cores above a threshold, or h-maxima of the blurred distance
-CORES, DEPTHS = (0.5, 0.6, 0.7, 0.8), (0.02, 0.03, 0.05, 0.1)
-SEEDS = tuple((t, 0.0) for t in CORES) + tuple((0.5, h) for h in DEPTHS)
+# (seed_threshold, seed_h, seed_shape): cores above a threshold, or h-maxima of the blurred
+# distance, alone or with the foreground's shape mixed in
+CORES, DEPTHS, SHAPES = (0.5, 0.6, 0.7, 0.8), (0.02, 0.03, 0.05, 0.1), (0.0, 1.0, 4.0)
+SEEDS = tuple((t, 0.0, 0.0) for t in CORES) + tuple(
+    (0.5, h, shape) for shape in SHAPES for h in DEPTHS
+)
 RELATIVE_SIZES = (0.0, 0.1, 0.2, 0.3)  # min_relative_size
 THRESHOLDS = (0.5, 0.4, 0.6, 0.7)  # foreground probability
 
@@ -49,15 +51,17 @@ def tune_seed_threshold(
         for x, y in zip(images, gts, strict=True)
     ]
     best, best_score = post, -1.0
-    fgs, scales = {}, {}  # per threshold: each field's foreground and its seed_scale, once
+    fgs, sizes = {}, {}  # per threshold: each field's foreground and its objects' size, once
     for t in THRESHOLDS:
         fgs[t] = [foreground(m[0], dataclasses.replace(post, threshold=t)) for m in maps]
-        scales[t] = [seed_scale(fg, card.diameter) for fg in fgs[t]]
-    for fg_threshold, (seed, h) in itertools.product(THRESHOLDS, SEEDS):
-        cut = dataclasses.replace(post, threshold=fg_threshold, seed_threshold=seed, seed_h=h)
+        sizes[t] = [foreground_diameter(fg) for fg in fgs[t]]
+    for fg_threshold, (seed, h, shape) in itertools.product(THRESHOLDS, SEEDS):
+        cut = dataclasses.replace(
+            post, threshold=fg_threshold, seed_threshold=seed, seed_h=h, seed_shape=shape
+        )
         split = [
-            split_at_seeds(fg, m[1], cut, scale)
-            for fg, m, scale in zip(fgs[fg_threshold], maps, scales[fg_threshold], strict=True)
+            split_at_seeds(fg, m[1], cut, size, card.diameter)
+            for fg, m, size in zip(fgs[fg_threshold], maps, sizes[fg_threshold], strict=True)
         ]
         for rel in RELATIVE_SIZES:
             trial = dataclasses.replace(cut, min_relative_size=rel)
@@ -71,10 +75,12 @@ def tune_seed_threshold(
                 best, best_score = trial, score
     log.info(
         "post-processing chosen on the validation fields: foreground threshold %.2f, seed "
-        "threshold %.2f, seed h %.2f, min relative size %.1f (mean of F1 and mAP %.4f)",
+        "threshold %.2f, seed h %.2f, seed shape %.1f, min relative size %.1f (mean of F1 and "
+        "mAP %.4f)",
         best.threshold,
         best.seed_threshold,
         best.seed_h,
+        best.seed_shape,
         best.min_relative_size,
         best_score,
     )

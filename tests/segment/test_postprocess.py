@@ -11,7 +11,7 @@ from pipeline.config import PostprocessConfig
 from pipeline.config.sections import INSTANCE_METHODS
 from pipeline.errors import ConfigError
 from pipeline.segment.card import OUTPUTS, ModelCard
-from pipeline.segment.postprocess import network_instances, seed_scale, to_instances
+from pipeline.segment.postprocess import network_instances, objects_size, seed_scale, to_instances
 from pipeline.train.targets import normalised_distance
 
 
@@ -49,10 +49,29 @@ def test_the_seed_blur_is_measured_in_pixels_of_the_training_scale():
     lab[np.hypot(yy - 30, xx - 45) < 8] = 2
     post = PostprocessConfig(min_object_size=10, min_relative_size=0.0, seed_h=0.05, seed_sigma=8)
     fg, dist = lab > 0, normalised_distance(lab)
-    assert seed_scale(fg, 40.0) == pytest.approx(0.4, abs=0.03)
-    assert seed_scale(fg, 0.0) == 1.0  # a network trained without rescaling: image px
+    size = objects_size(fg, post)
+    assert seed_scale(size, 40.0) == pytest.approx(0.4, abs=0.03)
+    assert seed_scale(size, 0.0) == 1.0  # a network trained without rescaling: image px
     assert network_instances(fg, dist, post, diameter=40.0).max() == 2
     assert network_instances(fg, dist, post, diameter=0.0).max() == 1
+
+
+def test_the_foreground_shape_parts_a_pair_whose_predicted_distance_has_no_valley():
+    """Two touching disks joined by a neck, and a distance map that missed the valley between
+    them (one smooth bump over the pair, as a network's might): the distance alone gives one
+    seed; mixed with the foreground's distance transform (seed_shape) the neck is a valley."""
+    yy, xx = np.mgrid[:60, :90]
+    fg = (np.hypot(yy - 30, xx - 30) < 14) | (np.hypot(yy - 30, xx - 55) < 14)
+    bump = np.exp(-(((yy - 30) / 12.0) ** 2 + ((xx - 42.5) / 20.0) ** 2))
+    dist = np.where(fg, bump, 0).astype(np.float32)
+    post = PostprocessConfig(min_object_size=10, min_relative_size=0.0, seed_h=0.05, seed_sigma=1)
+    assert objects_size(fg, post) == pytest.approx(28, abs=1)  # the larger disk's diameter
+    assert network_instances(fg, dist, post, diameter=28.0).max() == 1
+    shaped = network_instances(fg, dist, dataclasses.replace(post, seed_shape=4.0), 28.0)
+    assert shaped.max() == 2
+    assert len(np.unique(shaped[np.hypot(yy - 30, xx - 25) < 8])) == 1  # each core whole
+    assert shaped[30, 25] != shaped[30, 60]
+    assert objects_size(fg, dataclasses.replace(post, seed_h=0.0)) == 0.0  # not needed
 
 
 def test_objects_much_smaller_than_the_image_median_are_dropped():

@@ -8,6 +8,14 @@ from pipeline.segment.card import OUTPUTS, ModelCard
 from pipeline.train.tune import THRESHOLDS, tune_seed_threshold
 
 
+class _NoValleys(torch.nn.Module):
+    """A stand-in network with the true foreground (the image is the label mask) and a flat
+    distance map: nothing in its own maps parts touching objects."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([8.0 * (x[:, :1] - 0.5), torch.zeros_like(x[:, :1])], dim=1)
+
+
 class _WideOutlines(torch.nn.Module):
     """A stand-in network whose foreground probability is 0.7 on the objects' true outline (the
     image is the blurred label mask, 0.5 there), so a 0.5 cut draws every object too large."""
@@ -27,3 +35,15 @@ def test_the_foreground_threshold_is_chosen_where_the_outlines_match_the_labels(
     tuned = tune_seed_threshold(_WideOutlines(), ([image], [labels]), torch.device("cpu"), card)
     assert 0.7 in THRESHOLDS and tuned.postprocess.threshold == 0.7
     assert card.postprocess.threshold == 0.5  # the card passed in is left as it was
+
+
+def test_the_foreground_shape_is_mixed_in_when_the_distance_map_cannot_part_touching_objects():
+    yy, xx = np.mgrid[:96, :128]
+    labels = np.zeros((96, 128), np.int32)
+    for i, (y, x) in enumerate([(28, 22), (28, 42), (70, 70), (70, 90)], 1):  # two touching pairs
+        labels[(np.hypot(yy - y, xx - x) < 12) & (labels == 0)] = i
+    assert ndi.label(labels > 0)[1] == 2
+    image = (labels > 0).astype(np.float32)[None]
+    card = ModelCard("resnet18", 1, list(OUTPUTS), ["fluo"], "nuclei", "fluo", 1.0, 99.8)
+    tuned = tune_seed_threshold(_NoValleys(), ([image], [labels]), torch.device("cpu"), card)
+    assert tuned.postprocess.seed_shape > 0 and tuned.postprocess.seed_h > 0
