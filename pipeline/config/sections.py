@@ -174,8 +174,9 @@ class TrainConfig:
     workers: int = _rule(-1, min=-1)  # data loader processes; -1: CPU cores - 1 (0: inline)
     seed: int = 0
     # Object size (pipeline/segment/scale.py): every training field is zoomed so its objects
-    # are `object_diameter` px across (inscribed; 0: the median over the training groups), and
-    # inference rescales new images to it. rescale: false trains and predicts at native scale.
+    # are `object_diameter` px across (inscribed; 0: the largest of the training groups'
+    # medians, so no dataset is shrunk), and inference rescales new images to it.
+    # rescale: false trains and predicts at native scale.
     rescale: bool = True
     object_diameter: float = _rule(0.0, min=0.0)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

@@ -61,9 +61,10 @@ class TrainResult(Record):
 
 
 def training_diameter(cfg: PipelineConfig, labels: list, groups: list[str]) -> float:
-    """The object diameter (px) the network learns: ``train.object_diameter``, or the median
-    over groups of each group's median object diameter (datasets weigh the same); 0.0 with
-    ``train.rescale`` off."""
+    """The object diameter (px) the network learns: ``train.object_diameter``, or the largest
+    of the groups' median object diameters, so that no dataset is shrunk and outlines keep
+    every pixel they have (smaller objects are enlarged instead); 0.0 with ``train.rescale``
+    off."""
     if not cfg.train.rescale:
         return 0.0
     if cfg.train.object_diameter:
@@ -74,7 +75,7 @@ def training_diameter(cfg: PipelineConfig, labels: list, groups: list[str]) -> f
             by_group.setdefault(group, []).append(d)
     if not by_group:
         return 0.0
-    return round(float(np.median([np.median(v) for v in by_group.values()])), 1)
+    return round(float(max(np.median(v) for v in by_group.values())), 1)
 
 
 def model_card(cfg: PipelineConfig, channels: list[str], diameter: float = 0.0) -> ModelCard:

@@ -176,7 +176,7 @@ def test_fields_are_zoomed_so_their_objects_have_the_training_diameter():
     assert largest(native) < 26 and largest(zoomed) > 1.6 * largest(native)
 
 
-def test_the_training_diameter_weighs_every_group_the_same(tmp_path):
+def test_the_training_diameter_is_the_largest_groups_so_no_dataset_is_shrunk(tmp_path):
     from pipeline.train.stage import training_diameter
     from tests.conftest import make_cfg
 
@@ -184,8 +184,11 @@ def test_the_training_diameter_weighs_every_group_the_same(tmp_path):
     yy, xx = np.mgrid[:96, :96]
     big = (np.hypot(yy - 48, xx - 48) < 30).astype(np.int32)  # 60 px, one field
     cfg = make_cfg(tmp_path)
-    d = training_diameter(cfg, [*small, big], ["a", "a", "a", "b"])
-    assert d == pytest.approx((median_diameter(small[0]) + 60) / 2, abs=3)
+    # three small fields outvote one big one field-wise, yet the big group sets the size
+    assert training_diameter(cfg, [*small, big], ["a", "a", "a", "b"]) == pytest.approx(60, abs=2)
+    assert training_diameter(cfg, small, ["a"] * 3) == pytest.approx(
+        median_diameter(small[0]), abs=3
+    )
     cfg.train.object_diameter = 25.0
     assert training_diameter(cfg, small, ["a"] * 3) == 25.0
     cfg.train.rescale = False
