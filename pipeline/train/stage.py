@@ -36,7 +36,7 @@ from pipeline.rundir import RunDir
 from pipeline.segment.artifact import load_model, model_id, save_model
 from pipeline.segment.card import OUTPUTS, ModelCard
 from pipeline.segment.network import build_model, resolve_device
-from pipeline.segment.scale import median_diameter
+from pipeline.segment.scale import LIMITS, median_diameter
 from pipeline.tracking import track
 from pipeline.train.loop import EpochResult, TrainState, edge_policy, train_seg
 from pipeline.train.tune import tune_seed_threshold
@@ -63,8 +63,9 @@ class TrainResult(Record):
 def training_diameter(cfg: PipelineConfig, labels: list, groups: list[str]) -> float:
     """The object diameter (px) the network learns: ``train.object_diameter``, or the largest
     of the groups' median object diameters, so that no dataset is shrunk and outlines keep
-    every pixel they have (smaller objects are enlarged instead); 0.0 with ``train.rescale``
-    off."""
+    every pixel they have (smaller objects are enlarged instead), but at most
+    ``scale.LIMITS[1]`` times the smallest, the most inference enlarges an image; 0.0 with
+    ``train.rescale`` off."""
     if not cfg.train.rescale:
         return 0.0
     if cfg.train.object_diameter:
@@ -75,7 +76,8 @@ def training_diameter(cfg: PipelineConfig, labels: list, groups: list[str]) -> f
             by_group.setdefault(group, []).append(d)
     if not by_group:
         return 0.0
-    return round(float(max(np.median(v) for v in by_group.values())), 1)
+    medians = [float(np.median(v)) for v in by_group.values()]
+    return round(min(max(medians), LIMITS[1] * min(medians)), 1)
 
 
 def model_card(cfg: PipelineConfig, channels: list[str], diameter: float = 0.0) -> ModelCard:

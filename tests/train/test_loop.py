@@ -189,6 +189,11 @@ def test_the_training_diameter_is_the_largest_groups_so_no_dataset_is_shrunk(tmp
     assert training_diameter(cfg, small, ["a"] * 3) == pytest.approx(
         median_diameter(small[0]), abs=3
     )
+    # never more than inference's largest enlargement (x4) above the smallest group
+    tiny = [(np.hypot(yy - 48, xx - 48) < 5).astype(np.int32)]  # 10 px
+    assert training_diameter(cfg, [*tiny, big], ["a", "b"]) == pytest.approx(
+        4 * median_diameter(tiny[0])
+    )
     cfg.train.object_diameter = 25.0
     assert training_diameter(cfg, small, ["a"] * 3) == 25.0
     cfg.train.rescale = False
