@@ -5,7 +5,7 @@ import torch
 from scipy import ndimage as ndi
 
 from pipeline.segment.card import OUTPUTS, ModelCard
-from pipeline.train.tune import THRESHOLDS, tune_seed_threshold
+from pipeline.train.tune import SEEDS, THRESHOLDS, tune_seed_threshold
 
 
 class _NoValleys(torch.nn.Module):
@@ -25,11 +25,17 @@ class _WideOutlines(torch.nn.Module):
         return torch.cat([fg, torch.zeros_like(fg)], dim=1)  # a flat distance: one seed each
 
 
-def test_the_foreground_threshold_is_chosen_where_the_outlines_match_the_labels():
+def _apart_discs() -> np.ndarray:
+    """(96, 96) int32 labels: four discs 22 px across, none touching another."""
     yy, xx = np.mgrid[:96, :96]
     labels = np.zeros((96, 96), np.int32)
     for i, (y, x) in enumerate([(24, 24), (24, 70), (70, 30), (68, 72)], 1):
         labels[np.hypot(yy - y, xx - x) < 11] = i
+    return labels
+
+
+def test_the_foreground_threshold_is_chosen_where_the_outlines_match_the_labels():
+    labels = _apart_discs()
     image = ndi.gaussian_filter((labels > 0).astype(np.float32), 2.0)[None]
     card = ModelCard("resnet18", 1, list(OUTPUTS), ["fluo"], "nuclei", "fluo", 1.0, 99.8)
     tuned = tune_seed_threshold(_WideOutlines(), ([image], [labels]), torch.device("cpu"), card)
@@ -47,3 +53,13 @@ def test_the_foreground_shape_is_mixed_in_when_the_distance_map_cannot_part_touc
     card = ModelCard("resnet18", 1, list(OUTPUTS), ["fluo"], "nuclei", "fluo", 1.0, 99.8)
     tuned = tune_seed_threshold(_NoValleys(), ([image], [labels]), torch.device("cpu"), card)
     assert tuned.postprocess.seed_shape > 0 and tuned.postprocess.seed_h > 0
+
+
+def test_when_the_validation_fields_cannot_tell_the_shape_term_is_kept():
+    """Apart objects score alike with and without the shape term; the tie keeps it (the order
+    of SEEDS), since another microscope's touching nuclei may need it."""
+    labels = _apart_discs()
+    image = (labels > 0).astype(np.float32)[None]
+    card = ModelCard("resnet18", 1, list(OUTPUTS), ["fluo"], "nuclei", "fluo", 1.0, 99.8)
+    tuned = tune_seed_threshold(_NoValleys(), ([image], [labels]), torch.device("cpu"), card)
+    assert SEEDS[0][2] > 0 and tuned.postprocess.seed_shape == SEEDS[0][2]
