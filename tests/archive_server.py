@@ -98,17 +98,21 @@ class ArchiveServer:
                 self.end_headers()
                 if drop:  # promise the whole body, send half, hang up
                     body = body[: len(body) // 2]
+                # counted before writing: a client that has read the body sees the count even
+                # when this thread is slow to go on (a loaded machine)
+                record["sent"] = len(body)
                 if self.path in server.trickle:  # one byte at a time, forever slow
                     for i in range(len(body)):
                         try:
                             self.wfile.write(body[i : i + 1])
                             self.wfile.flush()
                         except OSError:  # the client gave up
+                            record["sent"] = i
                             return
                         time.sleep(server.trickle[self.path])
-                self.wfile.write(body)
-                self.wfile.flush()
-                record["sent"] = len(body)
+                else:
+                    self.wfile.write(body)
+                    self.wfile.flush()
                 if drop:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
