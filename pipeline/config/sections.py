@@ -148,6 +148,9 @@ class AugmentConfig:
     noise: float = fraction(0.3)  # probability of Gaussian noise
     blur: float = fraction(0.3)  # probability of Gaussian blur
     texture: float = fraction(0.3)  # probability of uneven brightness inside objects
+    # probability that each object is dimmed (to 5-100% of its contrast): fields where some
+    # nuclei are ten times fainter than others (HeLa's) beside ones that never are (GOWT1's)
+    dim: float = fraction(0.3)
 
 
 @dataclass
