@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Issue 9's GPU figures in one prepared run, for a lent GPU machine (the `device` tool of this
+# workplace: an H200 image with Python 3.12, PyTorch, timm, scikit-image, OpenCV and pandas, but
+# without segmentation-models-pytorch, albumentations or MONAI, and without ../shared).
+#
+#   here, once:  bash scripts/gpu_check.sh --fetch
+#                (the missing wheels, at requirements.lock's versions, into .whl/, and both CTC
+#                sets into .gpudata/data/ctc/ as in ../shared; both git-ignored, about 50 MB)
+#   there:       bash scripts/gpu_check.sh      (device run: carry [".whl", ".gpudata"])
+#
+# Prints the device and versions; the network alone (benchmarks/network_speed.py: eager fp32 one
+# image at a time, eager bf16 channels-last batches of 32, folded + torch.compile); end-to-end
+# `predict` in images/s at 1024x1024 with a resnet34 U-Net (benchmarks/predict_speed.py); and a
+# short training on the HeLa frames on the GPU, whose epoch lines give the share of time spent
+# waiting for data. Everything goes to stdout and, when $OUT is set, to $OUT/gpu_check.log.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+WHEELS=(segmentation-models-pytorch monai albumentations albucore pydantic pydantic-core
+    annotated-types typing-inspection stringzilla simsimd)
+SHARED="${CELLSEG_SHARED:-../shared}/data/ctc"
+
+if [ "${1:-}" = "--fetch" ]; then
+    rm -rf .whl .gpudata && mkdir -p .whl .gpudata
+    for name in "${WHEELS[@]}"; do
+        version="$(grep -i "^${name}==" requirements.lock | cut -d= -f3)"
+        [ -n "$version" ] || { echo "$name is not in requirements.lock" >&2; exit 1; }
+        python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+            --implementation cp --platform manylinux_2_28_x86_64 \
+            --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+            -d .whl "${name}==${version}"
+    done
+    [ -d "$SHARED" ] || { echo "$SHARED not found: set CELLSEG_SHARED" >&2; exit 1; }
+    mkdir -p .gpudata/data && cp -r "$SHARED" .gpudata/data/
+    # the device has no Great Expectations: validate the training frames here
+    source scripts/env.sh && work="$(mktemp -d)"
+    run=(--config configs/ctc_hela.yaml --source .gpudata/data/ctc/Fluo-N2DL-HeLa --run-id gpu
+        --tracking none --set "paths.runs_dir=$work/runs" --set "paths.data_dir=$work/data")
+    cellseg ingest "${run[@]}" >/dev/null
+    cellseg validate "${run[@]}" | grep '"passed": true'
+    rm -rf "$work"
+    du -sh .whl .gpudata
+    exit 0
+fi
+
+[ -d .whl ] && [ -d .gpudata ] || { echo "run 'bash scripts/gpu_check.sh --fetch' here first" >&2; exit 1; }
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl
+export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
+LOG="${OUT:-/tmp}/gpu_check.log"
+work="$(mktemp -d)"
+{
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+    python3 -c "import torch, segmentation_models_pytorch as smp, monai
+print('python', __import__('sys').version.split()[0], 'torch', torch.__version__, 'cuda',
+      torch.version.cuda, 'smp', smp.__version__, 'monai', monai.__version__)"
+    echo "== network alone"
+    python3 benchmarks/network_speed.py --encoder resnet34 --size 1024 --batch 32
+    echo "== end to end predict"
+    CELLSEG_SHARED=.gpudata python3 benchmarks/predict_speed.py --size 1024 1024 \
+        --encoder resnet34 --fields 200   # a real GOWT1 frame (its objects at the card's size)
+    echo "== training on the GPU (data-wait share per epoch)"
+    # Great Expectations is not on the device: --fetch ran `cellseg validate` on these frames
+    python3 - "$work" "${GPU_CHECK_DEVICE:-cuda}" "${GPU_CHECK_EPOCHS:-4}" "${GPU_CHECK_STEPS:-200}" <<'PY'
+import logging
+import sys
+
+from pipeline.stages import run_stage
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+work, device, epochs, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+params = {
+    "config_file": "configs/ctc_hela.yaml",
+    "source": ".gpudata/data/ctc/Fluo-N2DL-HeLa",
+    "tracking": "none",
+    "overrides": {
+        "paths.runs_dir": f"{work}/runs", "paths.data_dir": f"{work}/data",
+        "train.device": device, "train.epochs": epochs, "train.steps_per_epoch": steps,
+        "train.batch_size": 16, "train.workers": 8, "postprocess.tune_seed_threshold": False,
+    },
+}
+ingest = run_stage("ingest", params, "gpu")
+prep = run_stage("preprocess", params, "gpu", {"ingest": ingest, "validate": {"passed": True}})
+out = run_stage("train", params, "gpu", {"preprocess": prep})
+print({k: out[k] for k in ("device", "seconds", "data_wait", "best_epoch") if k in out})
+PY
+} 2>&1 | tee "$LOG"
