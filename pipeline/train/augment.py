@@ -6,7 +6,8 @@ their size; then flips and 90-degree turns, mild affine and elastic deformation,
 brightness/contrast, uneven brightness inside objects (a plasma-fractal shadow), noise and
 blur. Before all that, with ``train.augment.dim`` > 0 (off by default; configs/ctc_nuclei.yaml
 sets it), some objects are dimmed on their own (`dim_objects`): in one field nuclei may differ
-tenfold in brightness, and a network that never saw a faint nucleus beside bright ones misses it. Labels use nearest-neighbour interpolation so ids survive.
+tenfold in brightness, and a network that never saw a faint nucleus beside bright ones misses
+it. Labels use nearest-neighbour interpolation so ids survive.
 """
 
 from __future__ import annotations
