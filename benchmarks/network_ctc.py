@@ -1,7 +1,7 @@
 """The network against the classical watershed on each Cell Tracking Challenge set.
 
     python benchmarks/network_ctc.py --run RUN_FOLDER [--shared ../shared/data] [--tta]
-    python benchmarks/network_ctc.py --lodo Fluo-N2DL-HeLa [--work DIR] [--tta]
+    python benchmarks/network_ctc.py --lodo Fluo-N2DL-HeLa [--work DIR] [--tta] [--set K=V ...]
 
 ``--run``: RUN_FOLDER is a finished `cellseg run` on both sets at once (configs/ctc_nuclei.yaml).
 Prints, per dataset, the mean metrics over that set's test block of the network's own instances
@@ -13,7 +13,8 @@ nuclei) and the foreground IoU without them.
 
 ``--lodo SET``: leave one dataset out. Trains on SET alone (configs/ctc_nuclei.yaml's settings)
 and scores the network on the OTHER set's test block, next to the watershed tuned for that
-other set: how the model does on a microscope it was not trained on.
+other set: how the model does on a microscope it was not trained on. ``--set section.key=value``
+overrides that config for the training (as `cellseg run --set` does), e.g. ``train.seed=1``.
 
 ``--tta``: also score the same model with flip test-time augmentation (rows ``+ flip TTA``).
 """
@@ -33,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.config import EvaluateConfig, load_config
 from pipeline.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,12 +81,15 @@ def flip_tta_scores(
     return per_dataset(out, dataset)
 
 
-def off_truth(run: RunDir, method: str = "unet", overlap: float = 0.2) -> pd.DataFrame:
-    """Per test field of the run: the predicted objects (after the CTC border policy) with less
-    than `overlap` of their pixels on a true object, their pixels' share of the predicted
-    foreground, the foreground IoU without them, and the median normalised intensity of their
-    pixels and of the true objects' (the silver truth leaves out some dim nuclei: a network
-    that finds them loses foreground IoU and precision for it)."""
+def off_truth(
+    run: RunDir, scoring: EvaluateConfig, method: str = "unet", overlap: float = 0.2
+) -> pd.DataFrame:
+    """Per test field of the run: the predicted objects (after the border policy of `scoring`,
+    the config's `EvaluateConfig`) with less than `overlap` of their pixels on a true object,
+    their pixels' share of the predicted foreground, the foreground IoU without them, and the
+    median normalised intensity of their pixels and of the true objects' (the silver truth
+    leaves out some dim nuclei: a network that finds them loses foreground IoU and precision
+    for it)."""
     from pipeline.evaluate.metrics import apply_border_policy, foreground_iou
     from pipeline.evaluate.reference import read_prediction
     from pipeline.preprocess.samples import load_split
@@ -93,7 +98,7 @@ def off_truth(run: RunDir, method: str = "unet", overlap: float = 0.2) -> pd.Dat
     for sample in load_split(str(run.preprocess), "test"):
         truth = sample.labels["nuclei"]
         pred = read_prediction(run.predictions_root / method, sample.field_id, truth.shape)
-        pred, truth = apply_border_policy(pred, truth, "ignore_border_objects", 0)
+        pred, truth = apply_border_policy(pred, truth, scoring.border_policy, scoring.border_margin)
         area = np.bincount(pred.ravel())
         on_truth = np.bincount(pred.ravel(), weights=(truth > 0).ravel(), minlength=area.size)
         off = np.flatnonzero((on_truth < overlap * area) & (area > 0))
@@ -113,8 +118,11 @@ def off_truth(run: RunDir, method: str = "unet", overlap: float = 0.2) -> pd.Dat
     return pd.DataFrame(rows).set_index("field")
 
 
-def leave_one_out(train_set: str, shared: Path, work: Path, tta: bool = False) -> list[dict]:
-    """Train on `train_set` alone, score on the other set's test block (see the docstring)."""
+def leave_one_out(
+    train_set: str, shared: Path, work: Path, tta: bool = False, overrides: dict | None = None
+) -> list[dict]:
+    """Train on `train_set` alone, score on the other set's test block (see the docstring);
+    `overrides`: ``{"section.key": "value"}`` on top of configs/ctc_nuclei.yaml."""
     from pipeline.evaluate.reference import load_reference
     from pipeline.evaluate.stage import evaluate_folder, predict_network
     from pipeline.stages import run_stage
@@ -125,7 +133,11 @@ def leave_one_out(train_set: str, shared: Path, work: Path, tta: bool = False) -
         "config_file": str(REPO / "configs" / "ctc_nuclei.yaml"),
         "source": str(shared / "ctc" / train_set),
         "tracking": "none",
-        "overrides": {"paths.data_dir": str(work / "data"), "paths.runs_dir": str(work / "runs")},
+        "overrides": {
+            **(overrides or {}),
+            "paths.data_dir": str(work / "data"),
+            "paths.runs_dir": str(work / "runs"),
+        },
     }
     outputs: dict[str, dict] = {}
     for stage in ("ingest", "validate", "preprocess", "train"):
@@ -168,21 +180,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shared", type=Path, default=SHARED)
     parser.add_argument("--work", type=Path, help="output folder (default: a new temp folder)")
     parser.add_argument("--tta", action="store_true", help="also score with flip TTA")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     work = args.work or Path(tempfile.mkdtemp(prefix="cellseg-ctc-"))
     classical = _classical()
     if args.lodo:
-        rows = leave_one_out(args.lodo, args.shared, work, args.tta)
+        from pipeline.config.loading import parse_set_flags
+
+        overrides = parse_set_flags(args.set)
+        rows = leave_one_out(args.lodo, args.shared, work, args.tta, overrides)
         print(pd.DataFrame(rows).set_index(["dataset", "method"])[COLUMNS].round(3).to_string())
         return 0
     if args.run is None:
         parser.error("pass --run RUN_FOLDER or --lodo SET")
+    cfg = load_config(REPO / "configs" / "ctc_nuclei.yaml")  # the run's data and scoring
     network = per_dataset(RunDir(args.run))
     if args.tta:
-        from pipeline.config import load_config
-
-        cfg = load_config(REPO / "configs" / "ctc_nuclei.yaml")  # the run's data and scoring
         tta = RunDir.create(work / "runs", "joint-flip-tta")
         model = RunDir(args.run).train
         network = pd.concat([network, flip_tta_scores(model, str(args.run), cfg, tta)])
@@ -196,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     table = pd.DataFrame(rows).set_index(["dataset", "method"])[COLUMNS]
     print(table.round(3).to_string())
     print("\nThe network's objects with no counterpart in the silver truth (test fields):")
-    print(off_truth(RunDir(args.run)).round(3).to_string())
+    print(off_truth(RunDir(args.run), cfg.evaluate).round(3).to_string())
     return 0
 
 
