@@ -148,10 +148,12 @@ class AugmentConfig:
     noise: float = fraction(0.3)  # probability of Gaussian noise
     blur: float = fraction(0.3)  # probability of Gaussian blur
     texture: float = fraction(0.3)  # probability of uneven brightness inside objects
-    # probability that each object is dimmed (to 5-100% of its contrast), for networks meant for
-    # other microscopes: some nuclei ten times fainter than others (HeLa's) beside evenly bright
-    # ones (GOWT1's). Off by default: a short training on one microscope pays for it (the demo)
+    # probability that each object is dimmed (to `dimmest`-100% of its contrast), for networks
+    # meant for other microscopes: some nuclei ten times fainter than others (HeLa's) beside
+    # evenly bright ones (GOWT1's). Off by default: a short training on one microscope pays for
+    # it (the demo)
     dim: float = fraction(0.0)
+    dimmest: float = _rule(0.05, min=0.01, max=1.0)  # the faintest a dimmed object gets
 
 
 @dataclass

@@ -18,8 +18,6 @@ import numpy as np
 
 from pipeline.config.sections import AugmentConfig
 
-DIMMEST = 0.05  # a dimmed object keeps 5-100% (log-uniform) of its contrast to the background
-
 
 def _window(
     image: np.ndarray, labels: np.ndarray, size: int, rng: np.random.Generator
@@ -37,11 +35,15 @@ def _window(
 
 
 def dim_objects(
-    image: np.ndarray, labels: np.ndarray, p: float, rng: np.random.Generator
+    image: np.ndarray,
+    labels: np.ndarray,
+    p: float,
+    rng: np.random.Generator,
+    dimmest: float = 0.05,
 ) -> np.ndarray:
     """(C, H, W) float32 `image` with each object of the (H, W) `labels` (0 = background,
     negative = unknown), with probability `p`, dimmed: its signal above the background level
-    (the median of the background pixels) scaled by a factor log-uniform in [DIMMEST, 1]. The
+    (the median of the background pixels) scaled by a factor log-uniform in [`dimmest`, 1]. The
     gain is blurred by 1 px so the object's own edge, not the label's, stays in the image."""
     from scipy import ndimage as ndi
 
@@ -51,7 +53,7 @@ def dim_objects(
     if not chosen.size or not background.any():
         return image
     lut = np.ones(int(labels.max()) + 1, np.float32)
-    lut[chosen] = np.exp(rng.uniform(np.log(DIMMEST), 0.0, chosen.size))
+    lut[chosen] = np.exp(rng.uniform(np.log(dimmest), 0.0, chosen.size))
     gain = ndi.gaussian_filter(lut[np.maximum(labels, 0)], 1.0)
     level = np.median(image[:, background], axis=1)[:, None, None]
     return (level + (image - level) * gain).astype(np.float32)
@@ -128,7 +130,7 @@ def random_crop(
     size = max(8, round(crop / zoom))
     window, lab = _window(image, labels, size, rng)
     if aug.enabled and aug.dim:
-        window = dim_objects(window, lab, aug.dim, rng)
+        window = dim_objects(window, lab, aug.dim, rng, aug.dimmest)
     transform = transform or build_transform(aug, crop)
     out = transform(
         image=np.ascontiguousarray(window.transpose(1, 2, 0)), mask=lab.astype(np.float32)

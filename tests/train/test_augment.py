@@ -4,7 +4,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from pipeline.config.sections import AugmentConfig
-from pipeline.train.augment import DIMMEST, dim_objects, random_crop
+from pipeline.train.augment import dim_objects, random_crop
 
 
 def test_texture_darkens_parts_of_objects_and_leaves_the_labels_alone():
@@ -34,14 +34,15 @@ def test_a_zoomed_crop_keeps_the_labels_on_the_objects():
 
 
 def test_dimmed_objects_keep_their_outline_and_the_background_its_level():
-    """Each object chosen is dimmed by its own factor; the background and the labels stay."""
+    """Each object chosen is dimmed by its own factor, never under `dimmest` of its contrast;
+    the background and the labels stay."""
     yy, xx = np.mgrid[:64, :128]
     labels = (np.hypot(yy - 32, xx - 32) < 12).astype(np.int32)
     labels[np.hypot(yy - 32, xx - 96) < 12] = 2
     image = np.where(labels > 0, 0.9, 0.1).astype(np.float32)[None]
-    dimmed = dim_objects(image, labels, 1.0, np.random.default_rng(0))
+    dimmed = dim_objects(image, labels, 1.0, np.random.default_rng(0), dimmest=0.5)
     assert dimmed.shape == image.shape and dimmed.dtype == np.float32
     assert np.allclose(dimmed[0][:, 60:68], 0.1)  # background between them untouched
     inside = [float(dimmed[0][32, c]) for c in (32, 96)]  # the objects' centres
-    assert all(0.1 + 0.8 * DIMMEST <= v < 0.9 for v in inside) and inside[0] != inside[1]
+    assert all(0.1 + 0.8 * 0.5 <= v < 0.9 for v in inside) and inside[0] != inside[1]
     assert np.array_equal(dim_objects(image, labels, 0.0, np.random.default_rng(0)), image)
