@@ -47,6 +47,8 @@ def dim_objects(
     gain is blurred by 1 px so the object's own edge, not the label's, stays in the image."""
     from scipy import ndimage as ndi
 
+    if not 0 < dimmest <= 1:
+        raise ValueError(f"dimmest must be in (0, 1] (train.augment.dimmest), got {dimmest}")
     ids = np.unique(labels[labels > 0])
     chosen = ids[rng.random(ids.size) < p]
     background = labels == 0

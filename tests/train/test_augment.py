@@ -1,6 +1,7 @@
 """Augmentation: what it changes in the image and what it must leave alone in the labels."""
 
 import numpy as np
+import pytest
 from scipy import ndimage as ndi
 
 from pipeline.config.sections import AugmentConfig
@@ -46,3 +47,5 @@ def test_dimmed_objects_keep_their_outline_and_the_background_its_level():
     inside = [float(dimmed[0][32, c]) for c in (32, 96)]  # the objects' centres
     assert all(0.1 + 0.8 * 0.5 <= v < 0.9 for v in inside) and inside[0] != inside[1]
     assert np.array_equal(dim_objects(image, labels, 0.0, np.random.default_rng(0)), image)
+    with pytest.raises(ValueError, match="dimmest must be in .0, 1.*got 0.0"):
+        dim_objects(image, labels, 1.0, np.random.default_rng(0), dimmest=0.0)
