@@ -35,6 +35,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import EvaluateConfig, load_config
+from pipeline.config.loading import parse_set_flags
+from pipeline.errors import ConfigError
 from pipeline.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -182,18 +184,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tta", action="store_true", help="also score with flip TTA")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = parser.parse_args(argv)
+    try:
+        overrides = parse_set_flags(args.set)
+    except ConfigError as err:
+        parser.error(str(err))
     logging.basicConfig(level=logging.WARNING)
     work = args.work or Path(tempfile.mkdtemp(prefix="cellseg-ctc-"))
     classical = _classical()
     if args.lodo:
-        from pipeline.config.loading import parse_set_flags
-
-        overrides = parse_set_flags(args.set)
         rows = leave_one_out(args.lodo, args.shared, work, args.tta, overrides)
         print(pd.DataFrame(rows).set_index(["dataset", "method"])[COLUMNS].round(3).to_string())
         return 0
     if args.run is None:
         parser.error("pass --run RUN_FOLDER or --lodo SET")
+    if args.set:
+        parser.error("--set applies to --lodo's training; a --run folder is already trained")
     cfg = load_config(REPO / "configs" / "ctc_nuclei.yaml")  # the run's data and scoring
     network = per_dataset(RunDir(args.run))
     if args.tta:
