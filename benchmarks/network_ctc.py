@@ -7,13 +7,15 @@
 Prints, per dataset, the mean metrics over that set's test block of the network's own instances
 (``unet``), its foreground split by the classical markers (``unet_watershed``), and the
 classical watershed tuned for that set alone (configs/ctc_gowt1.yaml, configs/ctc_hela.yaml;
-scored on the same test frames by benchmarks/classical_ctc.py). Then, per test field, the
-network's objects that lie off the silver truth (`off_truth`: the truth leaves out some dim
-nuclei) and the foreground IoU without them.
+scored on the same test frames by benchmarks/classical_ctc.py). Then, per test field, what
+the network's own instances got wrong (`error_table`): objects that lie off the silver truth
+(it leaves out some dim nuclei) and the foreground IoU without them, nuclei split, objects
+merging nuclei.
 
 ``--lodo SET``: leave one dataset out. Trains on SET alone (configs/ctc_nuclei.yaml's settings)
 and scores the network on the OTHER set's test block, next to the watershed tuned for that
-other set: how the model does on a microscope it was not trained on. ``--set section.key=value``
+other set: how the model does on a microscope it was not trained on; then the same
+per-field errors there. ``--set section.key=value``
 overrides that config for the training (as `cellseg run --set` does), e.g. ``train.seed=1``.
 
 ``--tta``: also score the same model with flip test-time augmentation (rows ``+ flip TTA``).
@@ -41,6 +43,7 @@ from pipeline.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CELLSEG_SHARED", REPO.parent / "shared")) / "data"
+ERRORS = "The network's own instances per test field: objects off the truth, splits, merges:"
 COLUMNS = ["fg_iou", "fg_dice", "precision", "recall", "f1", "map", "aji"]
 
 
@@ -83,48 +86,65 @@ def flip_tta_scores(
     return per_dataset(out, dataset)
 
 
-def off_truth(
-    run: RunDir, scoring: EvaluateConfig, method: str = "unet", overlap: float = 0.2
+def field_errors(
+    pred: np.ndarray, truth: np.ndarray, image: np.ndarray, overlap: float = 0.2
+) -> dict:
+    """What went wrong in one field ((H, W) labels, 0 = background; `image` (H, W) normalised):
+    predicted objects off the truth (less than `overlap` of their pixels on a true object),
+    their share of the predicted foreground, the foreground IoU with and without them, their
+    median intensity and the true objects'; true objects split (two or more predicted objects
+    with at least `overlap` of their pixels on it) and predicted objects merging two or more
+    true ones (at least `overlap` of its pixels on each)."""
+    from pipeline.evaluate.metrics import foreground_iou
+
+    area = np.bincount(pred.ravel())
+    pairs, count = np.unique(
+        pred.astype(np.int64) * (int(truth.max()) + 1) + truth, return_counts=True
+    )
+    p, t = np.divmod(pairs, int(truth.max()) + 1)
+    major = (p > 0) & (t > 0) & (count >= overlap * area[p])  # (pred, truth) pieces that count
+    on_truth = np.bincount(p[t > 0], weights=count[t > 0], minlength=area.size)
+    off = np.flatnonzero((on_truth < overlap * area) & (area > 0))
+    off = off[off > 0]  # 0: the background
+    mask = np.isin(pred, off)
+    return {
+        "objects off the truth": off.size,
+        "their share of the fg": mask.sum() / max((pred > 0).sum(), 1),
+        "fg IoU": foreground_iou(pred, truth),
+        "fg IoU without them": foreground_iou(np.where(mask, 0, pred), truth),
+        "their intensity": np.median(image[mask]) if off.size else np.nan,
+        "true nuclei's": np.median(image[truth > 0]),
+        "nuclei split": int((np.bincount(t[major]) >= 2).sum()),
+        "objects merging": int((np.bincount(p[major]) >= 2).sum()),
+    }
+
+
+def error_table(
+    prepared: Path, predictions: Path, scoring: EvaluateConfig, method: str = "unet"
 ) -> pd.DataFrame:
-    """Per test field of the run: the predicted objects (after the border policy of `scoring`,
-    the config's `EvaluateConfig`) with less than `overlap` of their pixels on a true object,
-    their pixels' share of the predicted foreground, the foreground IoU without them, and the
-    median normalised intensity of their pixels and of the true objects' (the silver truth
-    leaves out some dim nuclei: a network that finds them loses foreground IoU and precision
-    for it)."""
-    from pipeline.evaluate.metrics import apply_border_policy, foreground_iou
+    """`field_errors` per test field of the `prepared` folder, for the `method`'s predictions
+    under `predictions`, after the border policy of `scoring` (the config's `EvaluateConfig`).
+    The silver truth leaves out some dim nuclei: a network that finds them loses foreground IoU
+    and precision for it."""
+    from pipeline.evaluate.metrics import apply_border_policy
     from pipeline.evaluate.reference import read_prediction
     from pipeline.preprocess.samples import load_split
 
-    rows = []
-    for sample in load_split(str(run.preprocess), "test"):
+    rows = {}
+    for sample in load_split(str(prepared), "test"):
         truth = sample.labels["nuclei"]
-        pred = read_prediction(run.predictions_root / method, sample.field_id, truth.shape)
+        pred = read_prediction(predictions / method, sample.field_id, truth.shape)
         pred, truth = apply_border_policy(pred, truth, scoring.border_policy, scoring.border_margin)
-        area = np.bincount(pred.ravel())
-        on_truth = np.bincount(pred.ravel(), weights=(truth > 0).ravel(), minlength=area.size)
-        off = np.flatnonzero((on_truth < overlap * area) & (area > 0))
-        off = off[off > 0]  # 0: the background
-        mask = np.isin(pred, off)
-        rows.append(
-            {
-                "field": sample.field_id,
-                "objects off the truth": off.size,
-                "their share of the fg": mask.sum() / max((pred > 0).sum(), 1),
-                "fg IoU": foreground_iou(pred, truth),
-                "fg IoU without them": foreground_iou(np.where(mask, 0, pred), truth),
-                "their intensity": np.median(sample.image[0][mask]) if off.size else np.nan,
-                "true nuclei's": np.median(sample.image[0][truth > 0]),
-            }
-        )
-    return pd.DataFrame(rows).set_index("field")
+        rows[sample.field_id] = field_errors(pred, truth, sample.image[0])
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def leave_one_out(
     train_set: str, shared: Path, work: Path, tta: bool = False, overrides: dict | None = None
-) -> list[dict]:
-    """Train on `train_set` alone, score on the other set's test block (see the docstring);
-    `overrides`: ``{"section.key": "value"}`` on top of configs/ctc_nuclei.yaml."""
+) -> tuple[list[dict], pd.DataFrame]:
+    """Train on `train_set` alone, score on the other set's test block (see the docstring):
+    the metric rows and the network's `error_table` there; `overrides`: ``{"section.key":
+    "value"}`` on top of configs/ctc_nuclei.yaml."""
     from pipeline.evaluate.reference import load_reference
     from pipeline.evaluate.stage import evaluate_folder, predict_network
     from pipeline.stages import run_stage
@@ -160,6 +180,7 @@ def leave_one_out(
         {"dataset": other, "method": f"{m} (trained on {train_set})", **result.summary[m]}
         for m in folders
     ]
+    errors = error_table(run.preprocess, scored.predictions_root, cfg.evaluate)
     if tta:
         table = flip_tta_scores(
             outputs["train"]["model_dir"],
@@ -172,7 +193,7 @@ def leave_one_out(
             {"dataset": other, "method": f"{m} (trained on {train_set})", **table.loc[(d, m)]}
             for d, m in table.index
         ]
-    return rows
+    return rows, errors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,8 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="cellseg-ctc-"))
     classical = _classical()
     if args.lodo:
-        rows = leave_one_out(args.lodo, args.shared, work, args.tta, overrides)
+        rows, errors = leave_one_out(args.lodo, args.shared, work, args.tta, overrides)
         print(pd.DataFrame(rows).set_index(["dataset", "method"])[COLUMNS].round(3).to_string())
+        print(f"\n{ERRORS}")
+        print(errors.round(3).to_string())
         return 0
     if args.run is None:
         parser.error("pass --run RUN_FOLDER or --lodo SET")
@@ -214,8 +237,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"dataset": name, "method": method, **network.loc[(name, method)]})
     table = pd.DataFrame(rows).set_index(["dataset", "method"])[COLUMNS]
     print(table.round(3).to_string())
-    print("\nThe network's objects with no counterpart in the silver truth (test fields):")
-    print(off_truth(RunDir(args.run), cfg.evaluate).round(3).to_string())
+    run = RunDir(args.run)
+    print(f"\n{ERRORS}")
+    print(error_table(run.preprocess, run.predictions_root, cfg.evaluate).round(3).to_string())
     return 0
 
 

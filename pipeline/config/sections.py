@@ -154,6 +154,9 @@ class AugmentConfig:
     # it (the demo)
     dim: float = fraction(0.0)
     dimmest: float = _rule(0.05, min=0.01, max=1.0)  # the faintest a dimmed object gets
+    # a dimmed object whose mean ends up under this many noise widths above the background
+    # (after noise and blur) is unknown to the loss, not an object; 0: always an object
+    visible: float = _rule(0.0, min=0.0)
 
 
 @dataclass

@@ -7,7 +7,11 @@ brightness/contrast, uneven brightness inside objects (a plasma-fractal shadow),
 blur. Before all that, with ``train.augment.dim`` > 0 (off by default; configs/ctc_nuclei.yaml
 sets it), some objects are dimmed on their own (`dim_objects`): in one field nuclei may differ
 tenfold in brightness, and a network that never saw a faint nucleus beside bright ones misses
-it. Labels use nearest-neighbour interpolation so ids survive.
+it. A dimmed object can end up fainter than the noise added after it; with
+``train.augment.visible`` > 0 such an object becomes unknown (`hide_invisible`): the loss
+neither asks the network to find it nor to call it background, where labelling it an object
+taught the network to find nuclei in plain noise. Labels use nearest-neighbour interpolation so
+ids survive.
 """
 
 from __future__ import annotations
@@ -17,6 +21,11 @@ import math
 import numpy as np
 
 from pipeline.config.sections import AugmentConfig
+from pipeline.train.targets import UNKNOWN
+
+# the smallest noise width `hide_invisible` assumes: about one grey level of an 8-bit image whose
+# objects span a hundred levels, once stretched to [0, 1] (GOWT1's background is a flat 0)
+NOISE_FLOOR = 0.01
 
 
 def _window(
@@ -40,11 +49,12 @@ def dim_objects(
     p: float,
     rng: np.random.Generator,
     dimmest: float = 0.05,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """(C, H, W) float32 `image` with each object of the (H, W) `labels` (0 = background,
     negative = unknown), with probability `p`, dimmed: its signal above the background level
     (the median of the background pixels) scaled by a factor log-uniform in [`dimmest`, 1]. The
-    gain is blurred by 1 px so the object's own edge, not the label's, stays in the image."""
+    gain is blurred by 1 px so the object's own edge, not the label's, stays in the image.
+    Returns the image and the ids of the objects dimmed."""
     from scipy import ndimage as ndi
 
     if not 0 < dimmest <= 1:
@@ -53,12 +63,37 @@ def dim_objects(
     chosen = ids[rng.random(ids.size) < p]
     background = labels == 0
     if not chosen.size or not background.any():
-        return image
+        return image, chosen[:0]
     lut = np.ones(int(labels.max()) + 1, np.float32)
     lut[chosen] = np.exp(rng.uniform(np.log(dimmest), 0.0, chosen.size))
     gain = ndi.gaussian_filter(lut[np.maximum(labels, 0)], 1.0)
     level = np.median(image[:, background], axis=1)[:, None, None]
-    return (level + (image - level) * gain).astype(np.float32)
+    return (level + (image - level) * gain).astype(np.float32), chosen
+
+
+def hide_invisible(
+    image: np.ndarray, labels: np.ndarray, ids: np.ndarray, widths: float
+) -> np.ndarray:
+    """(H, W) int32 `labels` with each object of `ids` whose mean in the (C, H, W) `image` lies
+    less than `widths` noise widths above the background's median marked UNKNOWN (-1). The
+    noise width is the background's robust standard deviation (1.4826 x its median absolute
+    deviation, at least NOISE_FLOOR), so a faint object counts as visible on a clean
+    background, not in heavy noise. The channel where it stands out most decides."""
+    background = labels == 0
+    if not ids.size or widths <= 0 or not background.any():
+        return labels
+    bg = image[:, background]
+    level = np.median(bg, axis=1)
+    width = np.maximum(1.4826 * np.median(np.abs(bg - level[:, None]), axis=1), NOISE_FLOOR)
+    out = labels.copy()
+    for i in ids:
+        inside = labels == i
+        if not inside.any():
+            continue
+        contrast = image[:, inside].mean(axis=1) - level
+        if not np.any(contrast >= widths * width):
+            out[inside] = UNKNOWN
+    return out
 
 
 def build_transform(aug: AugmentConfig, crop: int, seed: int | None = None):
@@ -131,12 +166,14 @@ def random_crop(
         zoom *= math.exp(rng.uniform(math.log(aug.scale_min), math.log(aug.scale_max)))
     size = max(8, round(crop / zoom))
     window, lab = _window(image, labels, size, rng)
+    dimmed = np.zeros(0, lab.dtype)
     if aug.enabled and aug.dim:
-        window = dim_objects(window, lab, aug.dim, rng, aug.dimmest)
+        window, dimmed = dim_objects(window, lab, aug.dim, rng, aug.dimmest)
     transform = transform or build_transform(aug, crop)
     out = transform(
         image=np.ascontiguousarray(window.transpose(1, 2, 0)), mask=lab.astype(np.float32)
     )
     img = np.clip(out["image"], 0.0, 1.0).astype(np.float32)
-    img = img[..., None] if img.ndim == 2 else img
-    return np.ascontiguousarray(img.transpose(2, 0, 1)), np.rint(out["mask"]).astype(np.int32)
+    img = np.ascontiguousarray((img[..., None] if img.ndim == 2 else img).transpose(2, 0, 1))
+    labels_out = np.rint(out["mask"]).astype(np.int32)
+    return img, hide_invisible(img, labels_out, dimmed, aug.visible)

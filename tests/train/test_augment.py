@@ -5,7 +5,8 @@ import pytest
 from scipy import ndimage as ndi
 
 from pipeline.config.sections import AugmentConfig
-from pipeline.train.augment import dim_objects, random_crop
+from pipeline.train.augment import dim_objects, hide_invisible, random_crop
+from pipeline.train.targets import UNKNOWN
 
 
 def test_texture_darkens_parts_of_objects_and_leaves_the_labels_alone():
@@ -41,11 +42,29 @@ def test_dimmed_objects_keep_their_outline_and_the_background_its_level():
     labels = (np.hypot(yy - 32, xx - 32) < 12).astype(np.int32)
     labels[np.hypot(yy - 32, xx - 96) < 12] = 2
     image = np.where(labels > 0, 0.9, 0.1).astype(np.float32)[None]
-    dimmed = dim_objects(image, labels, 1.0, np.random.default_rng(0), dimmest=0.5)
+    dimmed, ids = dim_objects(image, labels, 1.0, np.random.default_rng(0), dimmest=0.5)
+    assert ids.tolist() == [1, 2]
     assert dimmed.shape == image.shape and dimmed.dtype == np.float32
     assert np.allclose(dimmed[0][:, 60:68], 0.1)  # background between them untouched
     inside = [float(dimmed[0][32, c]) for c in (32, 96)]  # the objects' centres
     assert all(0.1 + 0.8 * 0.5 <= v < 0.9 for v in inside) and inside[0] != inside[1]
-    assert np.array_equal(dim_objects(image, labels, 0.0, np.random.default_rng(0)), image)
+    same, none = dim_objects(image, labels, 0.0, np.random.default_rng(0))
+    assert np.array_equal(same, image) and none.size == 0
     with pytest.raises(ValueError, match="dimmest must be in .0, 1.*got 0.0"):
         dim_objects(image, labels, 1.0, np.random.default_rng(0), dimmest=0.0)
+
+
+def test_a_dimmed_object_lost_in_the_noise_is_unknown_not_an_object():
+    """Of three dimmed objects on a background with noise of std 0.05, the one 0.5 above it
+    stays an object, the ones 0.03 above it and at its level become UNKNOWN; an object not
+    dimmed stays whatever its contrast, and `widths` 0 changes nothing."""
+    rng = np.random.default_rng(0)
+    labels = np.zeros((64, 256), np.int32)
+    for i in range(4):
+        labels[20:44, 20 + 60 * i : 44 + 60 * i] = i + 1
+    lift = np.array([0.0, 0.5, 0.03, 0.0, 0.0], np.float32)  # by label: 0 is background
+    image = (0.2 + lift[labels] + rng.normal(0, 0.05, labels.shape)).astype(np.float32)[None]
+    hidden = hide_invisible(image, labels, np.array([1, 2, 3]), 2.0)
+    assert [int(hidden[30, 30 + 60 * i]) for i in range(4)] == [1, UNKNOWN, UNKNOWN, 4]
+    assert np.array_equal(hidden == 0, labels == 0)
+    assert np.array_equal(hide_invisible(image, labels, np.array([1, 2, 3]), 0.0), labels)
