@@ -9,9 +9,8 @@ sets it), some objects are dimmed on their own (`dim_objects`): in one field nuc
 tenfold in brightness, and a network that never saw a faint nucleus beside bright ones misses
 it. A dimmed object can end up fainter than the noise added after it; with
 ``train.augment.visible`` > 0 such an object becomes unknown (`hide_invisible`): the loss
-neither asks the network to find it nor to call it background, where labelling it an object
-taught the network to find nuclei in plain noise. Labels use nearest-neighbour interpolation so
-ids survive.
+neither asks the network to find a nucleus it cannot see nor to call it background. Labels
+use nearest-neighbour interpolation so ids survive.
 """
 
 from __future__ import annotations
@@ -23,8 +22,8 @@ import numpy as np
 from pipeline.config.sections import AugmentConfig
 from pipeline.train.targets import UNKNOWN
 
-# the smallest noise width `hide_invisible` assumes: about one grey level of an 8-bit image whose
-# objects span a hundred levels, once stretched to [0, 1] (GOWT1's background is a flat 0)
+# the smallest noise width `hide_invisible` assumes, on the [0, 1] normalised image: half a grey
+# level of GOWT1 (47 levels between its 1st and 99.8th percentiles; its background is a flat 0)
 NOISE_FLOOR = 0.01
 
 
