@@ -95,17 +95,11 @@ def field_errors(
     median intensity and the true objects'; true objects split (two or more predicted objects
     with at least `overlap` of their pixels on it) and predicted objects merging two or more
     true ones (at least `overlap` of its pixels on each)."""
-    from pipeline.evaluate.metrics import foreground_iou
+    from pipeline.evaluate.metrics import foreground_iou, overlap_table
 
-    area = np.bincount(pred.ravel())
-    pairs, count = np.unique(
-        pred.astype(np.int64) * (int(truth.max()) + 1) + truth, return_counts=True
-    )
-    p, t = np.divmod(pairs, int(truth.max()) + 1)
-    major = (p > 0) & (t > 0) & (count >= overlap * area[p])  # (pred, truth) pieces that count
-    on_truth = np.bincount(p[t > 0], weights=count[t > 0], minlength=area.size)
-    off = np.flatnonzero((on_truth < overlap * area) & (area > 0))
-    off = off[off > 0]  # 0: the background
+    inter, _, area = overlap_table(pred, truth)  # (true, predicted) objects, ascending ids
+    major = (inter > 0) & (inter >= overlap * area)  # pieces that count
+    off = np.unique(pred[pred > 0])[inter.sum(axis=0) < overlap * area]
     mask = np.isin(pred, off)
     return {
         "objects off the truth": off.size,
@@ -114,8 +108,8 @@ def field_errors(
         "fg IoU without them": foreground_iou(np.where(mask, 0, pred), truth),
         "their intensity": np.median(image[mask]) if off.size else np.nan,
         "true nuclei's": np.median(image[truth > 0]),
-        "nuclei split": int((np.bincount(t[major]) >= 2).sum()),
-        "objects merging": int((np.bincount(p[major]) >= 2).sum()),
+        "nuclei split": int((major.sum(axis=1) >= 2).sum()),
+        "objects merging": int((major.sum(axis=0) >= 2).sum()),
     }
 
 
