@@ -185,9 +185,13 @@ class TrainConfig:
     # Object size (pipeline/segment/scale.py): every training field is zoomed so its objects
     # are `object_diameter` px across (inscribed; 0: the largest of the training groups'
     # medians, so no dataset is shrunk), and inference rescales new images to it.
-    # rescale: false trains and predicts at native scale.
+    # rescale: false trains and predicts at native scale. `min_object_diameter` (px) floors the
+    # automatic choice: objects smaller than it are enlarged to it in training, so a model
+    # trained on small nuclei shrinks larger ones by less (40: 80 px nuclei at x0.5, and 10 px
+    # ones still within inference's x4 enlargement).
     rescale: bool = True
     object_diameter: float = _rule(0.0, min=0.0)
+    min_object_diameter: float = _rule(0.0, min=0.0)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
