@@ -65,7 +65,8 @@ def training_diameter(cfg: PipelineConfig, labels: list, groups: list[str]) -> f
     of the groups' median object diameters, so that no dataset is shrunk and outlines keep
     every pixel they have (smaller objects are enlarged instead), but at most
     ``scale.LIMITS[1]`` times the smallest, the most inference enlarges an image, and at least
-    ``train.min_object_diameter``; 0.0 with ``train.rescale`` off or no objects."""
+    ``train.min_object_diameter`` (within that limit too); 0.0 with ``train.rescale`` off or
+    no objects."""
     if not cfg.train.rescale:
         return 0.0
     if cfg.train.object_diameter:
@@ -77,8 +78,8 @@ def training_diameter(cfg: PipelineConfig, labels: list, groups: list[str]) -> f
     if not by_group:
         return 0.0
     medians = [float(np.median(v)) for v in by_group.values()]
-    largest = round(min(max(medians), LIMITS[1] * min(medians)), 1)
-    return max(largest, float(cfg.train.min_object_diameter))
+    most = LIMITS[1] * min(medians)  # inference cannot enlarge the smallest objects further
+    return round(max(min(max(medians), most), min(cfg.train.min_object_diameter, most)), 1)
 
 
 def model_card(cfg: PipelineConfig, channels: list[str], diameter: float = 0.0) -> ModelCard:

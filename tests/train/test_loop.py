@@ -198,6 +198,8 @@ def test_the_training_diameter_is_the_largest_groups_so_no_dataset_is_shrunk(tmp
     cfg.train.min_object_diameter = 40.0
     assert training_diameter(cfg, small, ["a"] * 3) == 40.0
     assert training_diameter(cfg, [*small, big], ["a", "a", "a", "b"]) == pytest.approx(60, abs=2)
+    cfg.train.min_object_diameter = 60.0  # but no more than x4 the smallest (10 px) objects
+    assert training_diameter(cfg, tiny, ["a"]) == pytest.approx(4 * median_diameter(tiny[0]))
     cfg.train.object_diameter = 25.0  # an exact size overrides both
     assert training_diameter(cfg, small, ["a"] * 3) == 25.0
     cfg.train.rescale = False
