@@ -79,7 +79,7 @@ def training_diameter(cfg: PipelineConfig, labels: list, groups: list[str]) -> f
         return 0.0
     medians = [float(np.median(v)) for v in by_group.values()]
     most = LIMITS[1] * min(medians)  # inference cannot enlarge the smallest objects further
-    return round(max(min(max(medians), most), min(cfg.train.min_object_diameter, most)), 1)
+    return round(min(max(*medians, cfg.train.min_object_diameter), most), 1)
 
 
 def model_card(cfg: PipelineConfig, channels: list[str], diameter: float = 0.0) -> ModelCard:
