@@ -1,11 +1,19 @@
-"""After training: the card gets the post-processing that scores best on the validation fields."""
+"""After training: the card gets the post-processing the validation fields choose."""
 
 import numpy as np
+import pytest
 import torch
 from scipy import ndimage as ndi
 
+from pipeline.config.sections import PostprocessConfig
 from pipeline.segment.card import OUTPUTS, ModelCard
-from pipeline.train.tune import SEEDS, THRESHOLDS, tune_seed_threshold
+from pipeline.train.tune import (
+    SEEDS,
+    THRESHOLDS,
+    Trial,
+    one_standard_error_choice,
+    tune_seed_threshold,
+)
 
 
 class _NoValleys(torch.nn.Module):
@@ -63,3 +71,24 @@ def test_when_the_validation_fields_cannot_tell_the_shape_term_is_kept():
     card = ModelCard("resnet18", 1, list(OUTPUTS), ["fluo"], "nuclei", "fluo", 1.0, 99.8)
     tuned = tune_seed_threshold(_NoValleys(), ([image], [labels]), torch.device("cpu"), card)
     assert SEEDS[0][2] > 0 and tuned.postprocess.seed_shape == SEEDS[0][2]
+
+
+def _trial(h: float, field_scores: list[float], objects: int) -> Trial:
+    return Trial(PostprocessConfig(seed_h=h), field_scores, objects)
+
+
+def test_the_setting_drawing_fewest_objects_within_one_standard_error_of_the_best_is_chosen():
+    """Fields scoring 0.90 and 0.92 give the best a standard error of 0.01: a setting 0.004
+    below with fewer objects wins, one 0.02 below with fewer still does not."""
+    best = _trial(0.02, [0.90, 0.92], 120)
+    close = _trial(0.03, [0.896, 0.916], 110)
+    far = _trial(0.1, [0.88, 0.90], 100)
+    assert one_standard_error_choice([best, close, far]) is close
+    assert one_standard_error_choice([best, far]) is best
+
+
+def test_one_field_has_no_spread_so_the_best_wins_and_ties_go_to_the_earlier_trial():
+    first, second, worse = _trial(0.02, [0.9], 50), _trial(0.03, [0.9], 50), _trial(0.05, [0.8], 1)
+    assert one_standard_error_choice([first, second, worse]) is first
+    with pytest.raises(ValueError, match="no post-processing trials"):
+        one_standard_error_choice([])
