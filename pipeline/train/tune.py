@@ -83,6 +83,7 @@ def tune_seed_threshold(
             ]
             objects = sum(len(np.unique(x)) - 1 for x in labels)
             trials.append(Trial(trial, [(s["f1"] + s["map"]) / 2 for s in scores], objects))
+            log.debug("%s: score %.4f, %d objects", trial, trials[-1].score, objects)
     best = one_standard_error_choice(trials)
     log.info(
         "post-processing chosen on the validation fields: foreground threshold %.2f, seed "
