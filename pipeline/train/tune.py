@@ -56,6 +56,11 @@ def tune_seed_threshold(
     (RELATIVE_SIZES) chosen on `val` ((C, H, W) images and their label images, scored under
     `border_policy`) by the one-standard-error rule (module docstring)."""
     images, gts = val
+    if not images or len(images) != len(gts):
+        raise ValueError(
+            f"tuning needs validation images with one label image each; got {len(images)} "
+            f"images and {len(gts)} label images (give the dataset a validation split)"
+        )
     post = card.postprocess
     maps = [
         card_maps(model, x, device, card, objects=median_diameter(y))
@@ -82,7 +87,7 @@ def tune_seed_threshold(
                 for x, gt in zip(labels, gts, strict=True)
             ]
             objects = sum(len(np.unique(x)) - 1 for x in labels)
-            trials.append(Trial(trial, [(s["f1"] + s["map"]) / 2 for s in scores], objects))
+            trials.append(Trial(trial, tuple((s["f1"] + s["map"]) / 2 for s in scores), objects))
             log.debug("%s: score %.4f, %d objects", trial, trials[-1].score, objects)
     best = one_standard_error_choice(trials)
     log.info(
@@ -107,7 +112,7 @@ class Trial:
     of objects it draws on the validation fields."""
 
     post: PostprocessConfig
-    field_scores: list[float]
+    field_scores: tuple[float, ...]
     objects: int
 
     @property

@@ -74,7 +74,7 @@ def test_when_the_validation_fields_cannot_tell_the_shape_term_is_kept():
 
 
 def _trial(h: float, field_scores: list[float], objects: int) -> Trial:
-    return Trial(PostprocessConfig(seed_h=h), field_scores, objects)
+    return Trial(PostprocessConfig(seed_h=h), tuple(field_scores), objects)
 
 
 def test_the_setting_drawing_fewest_objects_within_one_standard_error_of_the_best_is_chosen():
@@ -92,3 +92,9 @@ def test_one_field_has_no_spread_so_the_best_wins_and_ties_go_to_the_earlier_tri
     assert one_standard_error_choice([first, second, worse]) is first
     with pytest.raises(ValueError, match="no post-processing trials"):
         one_standard_error_choice([])
+
+
+def test_tuning_without_validation_fields_names_the_fix():
+    card = ModelCard("resnet18", 1, list(OUTPUTS), ["fluo"], "nuclei", "fluo", 1.0, 99.8)
+    with pytest.raises(ValueError, match="validation split"):
+        tune_seed_threshold(_NoValleys(), ([], []), torch.device("cpu"), card)
