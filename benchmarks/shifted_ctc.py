@@ -1,0 +1,184 @@
+"""The network against the classical watershed when the microscope changes.
+
+    python benchmarks/shifted_ctc.py --model MODEL_FOLDER [--shared ../shared/data] [--work DIR]
+
+MODEL_FOLDER is a trained model (a run's ``train/`` folder or a registered version), e.g. of
+`cellseg run --config configs/ctc_nuclei.yaml`. The test block of each Cell Tracking Challenge
+set in ../shared is recorded again, in silico, as another microscope would record it
+(`SHIFTS`: half and double the magnification, a low photon count, defocus, uneven
+illumination, an 8-bit export through a gamma lookup), and scored for the network's own
+instances (the card's settings, the size measured on each image as `cellseg predict` does)
+and for the classical watershed with the parameters tuned for the set as recorded
+(configs/ctc_gowt1.yaml, configs/ctc_hela.yaml): neither method is re-tuned, as neither would
+be on a user's new microscope. Label images follow the geometric shifts (nearest neighbour);
+the border policy is the set's config's. Prints one table: mean over the test frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage as ndi
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CELLSEG_SHARED", REPO.parent / "shared")) / "data"
+COLUMNS = ["fg_iou", "f1", "map", "aji"]
+Shift = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
+
+
+def _zoom(factor: float) -> Shift:
+    """Another magnification by a whole `factor` (k or 1/k): the (C, H, W) image resampled
+    (block means when shrinking, bilinear when enlarging), the (H, W) labels to match: each
+    pixel repeated k x k times, or each k x k block an object where at least half of it is
+    (the block's largest label: where two nuclei touch, one of them)."""
+    k = round(max(factor, 1 / factor))
+    if abs(k - max(factor, 1 / factor)) > 1e-9:
+        raise ValueError(f"zoom factor must be a whole number or its inverse, got {factor}")
+
+    def shift(raw, labels, rng):
+        from pipeline.segment.scale import resize
+
+        if factor >= 1:
+            big = np.repeat(np.repeat(labels, k, axis=0), k, axis=1)
+            return resize(raw, big.shape), big
+        h, w = (n // k for n in labels.shape)
+        blocks = labels[: h * k, : w * k].reshape(h, k, w, k).transpose(0, 2, 1, 3)
+        flat = blocks.reshape(h, w, k * k)
+        small = np.where((flat > 0).mean(axis=-1) >= 0.5, flat.max(axis=-1), 0)
+        return resize(raw[:, : h * k, : w * k], (h, w)), small.astype(labels.dtype)
+
+    return shift
+
+
+def _signal(raw: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """(C, H, W) float64 image, its background (1st percentile) and its bright end (99.8th)."""
+    x = raw.astype(np.float64)
+    low, high = np.percentile(x, [1, 99.8])
+    return x, float(low), float(max(high, low + 1e-6))
+
+
+def low_light(raw, labels, rng, photons: float = 20.0, background: float = 2.0):
+    """Few photons: the signal scaled so the bright end collects `photons`, Poisson noise."""
+    x, low, high = _signal(raw)
+    expected = background + np.clip(x - low, 0, None) / (high - low) * photons
+    return rng.poisson(expected).astype(np.float32), labels
+
+
+def defocus(raw, labels, rng, fraction: float = 0.1):
+    """Out of focus: a Gaussian blur a tenth of the nuclei's median diameter wide."""
+    from pipeline.segment.scale import median_diameter
+
+    sigma = fraction * median_diameter(labels)
+    return ndi.gaussian_filter(raw.astype(np.float32), (0, sigma, sigma)), labels
+
+
+def uneven(raw, labels, rng, darkest: float = 0.3):
+    """Uneven illumination: the signal above the camera's offset falls from full at one side
+    of the field to `darkest` at the other."""
+    x, low, _ = _signal(raw)
+    ramp = np.linspace(1.0, darkest, x.shape[-1])
+    return (low + (x - low) * ramp).astype(np.float32), labels
+
+
+def gamma_8bit(raw, labels, rng, gamma: float = 0.5):
+    """An 8-bit export through a display lookup (gamma 0.5 brightens dim objects)."""
+    x, low, high = _signal(raw)
+    y = np.clip((x - low) / (high - low), 0, 1) ** gamma
+    return np.round(y * 255).astype(np.uint8), labels
+
+
+SHIFTS: dict[str, Shift] = {
+    "as recorded": lambda raw, labels, rng: (raw, labels),
+    "half magnification": _zoom(0.5),
+    "double magnification": _zoom(2.0),
+    "low light (20 photons)": low_light,
+    "defocus": defocus,
+    "uneven illumination": uneven,
+    "8-bit, gamma 0.5": gamma_8bit,
+}
+
+
+def _classical():
+    spec = importlib.util.spec_from_file_location(
+        "classical_ctc", REPO / "benchmarks" / "classical_ctc.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def score_dataset(name: str, model_dir: str, shared: Path, work: Path, seed: int = 0) -> list:
+    """Metric rows (dataset, shift, method, mean metrics) for one CTC set's test block."""
+    from pipeline.evaluate.metrics import score_image
+    from pipeline.ingest.dataset import ingest
+    from pipeline.ingest.layouts import method_channel
+    from pipeline.preprocess.prepare import preprocess
+    from pipeline.preprocess.samples import load_split, normalise
+    from pipeline.segment.artifact import load_model
+    from pipeline.segment.classical import MethodInput, segment
+    from pipeline.segment.inference import card_maps
+    from pipeline.segment.network import for_inference
+    from pipeline.segment.postprocess import to_instances
+
+    cfg = _classical().ctc_config(name, shared, work)
+    prepared = preprocess(ingest(cfg).uri, cfg, work / "prepared" / name)
+    channel = method_channel(cfg.data.layout, cfg.data.target, None, prepared.channels)
+    model, card = load_model(model_dir)
+    model = for_inference(model)
+    device = next(model.parameters()).device
+    rows = []
+    for shift_name, shift in SHIFTS.items():
+        rng = np.random.default_rng(seed)
+        scores: dict[str, list[dict]] = {"unet": [], "watershed (tuned as recorded)": []}
+        for sample in load_split(prepared.uri, "test"):
+            raw, truth = shift(sample.raw, sample.labels[cfg.data.target], rng)
+            image = normalise(raw, card.low_percentile, card.high_percentile)
+            labels = to_instances(card_maps(model, image, device, card), image, card)
+            x = MethodInput(
+                raw, prepared.channels, channel, cfg.data.target, cfg.baseline.watershed
+            )
+            for method, pred in (
+                ("unet", labels),
+                ("watershed (tuned as recorded)", segment("watershed", x)),
+            ):
+                scores[method].append(
+                    score_image(pred, truth, border_policy=cfg.evaluate.border_policy)
+                )
+        for method, per_field in scores.items():
+            mean = pd.DataFrame(per_field)[COLUMNS].mean()
+            rows.append({"dataset": name, "recorded": shift_name, "method": method, **mean})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True, help="a trained model folder")
+    parser.add_argument("--shared", type=Path, default=SHARED, help="folder holding ctc/")
+    parser.add_argument("--work", type=Path, help="output folder (default: a new temp folder)")
+    parser.add_argument("--datasets", nargs="*", default=list(_classical().DATASETS))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    if not (args.shared / "ctc").is_dir():
+        parser.error(f"{args.shared / 'ctc'} not found; pass --shared or set CELLSEG_SHARED")
+    work = args.work or Path(tempfile.mkdtemp(prefix="cellseg-shifted-"))
+    rows = []
+    for name in args.datasets:
+        start = time.perf_counter()
+        rows += score_dataset(name, args.model, args.shared, work)
+        print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
+    table = pd.DataFrame(rows).set_index(["dataset", "recorded", "method"])[COLUMNS]
+    print(table.round(3).to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

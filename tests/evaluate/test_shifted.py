@@ -1,0 +1,49 @@
+"""benchmarks/shifted_ctc.py records a field again as another microscope would: every shift
+keeps the label image on the objects of the image it returns (within 0.3 px) and leaves the
+input untouched."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+from skimage.draw import disk
+from skimage.filters import threshold_otsu
+
+from pipeline.evaluate.metrics import foreground_iou
+from tests.conftest import REPO
+
+
+def _benchmark():
+    spec = importlib.util.spec_from_file_location("shifted", REPO / "benchmarks" / "shifted_ctc.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SHIFTS = _benchmark().SHIFTS
+
+
+def _field() -> tuple[np.ndarray, np.ndarray]:
+    """(1, 120, 160) uint16 nuclei 20 px across over a camera offset, and their labels."""
+    labels = np.zeros((120, 160), np.int32)
+    for i, (r, c) in enumerate([(30, 30), (30, 90), (80, 60), (85, 130)], start=1):
+        labels[disk((r, c), 10, shape=labels.shape)] = i
+    raw = (1000 + 800 * (labels > 0)).astype(np.uint16)[None]
+    return raw, labels
+
+
+@pytest.mark.parametrize("name", list(SHIFTS))
+def test_each_shift_keeps_the_labels_on_the_objects(name):
+    raw, labels = _field()
+    before = raw.copy(), labels.copy()
+    image, truth = SHIFTS[name](raw, labels, np.random.default_rng(0))
+    assert image.ndim == 3 and image.shape[1:] == truth.shape
+    assert set(np.unique(truth)) == set(np.unique(labels))  # no nucleus lost, none made up
+    channel = image[0].astype(np.float64)
+    found = channel > threshold_otsu(channel)
+    assert foreground_iou(found, truth) > 0.85
+    offset = np.argwhere(found).mean(axis=0) - np.argwhere(truth > 0).mean(axis=0)
+    assert np.abs(offset).max() < 0.3, f"labels {offset} px off the objects"
+    assert np.array_equal(raw, before[0]) and np.array_equal(labels, before[1])
