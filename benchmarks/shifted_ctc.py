@@ -109,7 +109,8 @@ SHIFTS: dict[str, Shift] = {
 
 def _classical():
     """benchmarks/classical_ctc.py (its configs per set), importable however this file is."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
+    if str(REPO / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(REPO / "benchmarks"))
     import classical_ctc
 
     return classical_ctc
@@ -163,11 +164,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="a trained model folder")
     parser.add_argument("--shared", type=Path, default=SHARED, help="folder holding ctc/")
     parser.add_argument("--work", type=Path, help="output folder (default: a new temp folder)")
-    parser.add_argument("--datasets", nargs="*", default=list(_classical().DATASETS))
+    sets = list(_classical().DATASETS)
+    parser.add_argument("--datasets", nargs="*", default=sets, choices=sets)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if not (args.shared / "ctc").is_dir():
         parser.error(f"{args.shared / 'ctc'} not found; pass --shared or set CELLSEG_SHARED")
+    from pipeline.errors import DataError
+    from pipeline.segment.artifact import read_card
+
+    try:
+        read_card(args.model)  # a wrong --model stops before any data is prepared
+    except DataError as err:
+        parser.error(str(err))
     work = args.work or Path(tempfile.mkdtemp(prefix="cellseg-shifted-"))
     rows = []
     for name in args.datasets:
