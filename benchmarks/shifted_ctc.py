@@ -135,11 +135,11 @@ def score_dataset(name: str, model_dir: str, shared: Path, work: Path, seed: int
     model, card = load_model(model_dir)
     model = for_inference(model)
     device = next(model.parameters()).device
-    rows = []
+    samples, rows = load_split(prepared.uri, "test"), []
     for shift_name, shift in SHIFTS.items():
         rng = np.random.default_rng(seed)
         scores: dict[str, list[dict]] = {"unet": [], "watershed (tuned as recorded)": []}
-        for sample in load_split(prepared.uri, "test"):
+        for sample in samples:
             raw, truth = shift(sample.raw, sample.labels[cfg.data.target], rng)
             image = normalise(raw, card.low_percentile, card.high_percentile)
             labels = to_instances(card_maps(model, image, device, card), image, card)

@@ -86,7 +86,7 @@ def tune_seed_threshold(
                 score_image(x, gt, border_policy=border_policy)
                 for x, gt in zip(labels, gts, strict=True)
             ]
-            objects = sum(len(np.unique(x)) - 1 for x in labels)
+            objects = sum(len(np.unique(x[x > 0])) for x in labels)
             trials.append(Trial(trial, tuple((s["f1"] + s["map"]) / 2 for s in scores), objects))
             log.debug("%s: score %.4f, %d objects", trial, trials[-1].score, objects)
     best = one_standard_error_choice(trials)
