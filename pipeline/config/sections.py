@@ -205,13 +205,14 @@ class PostprocessConfig:
     ``seed_threshold``, or, when ``seed_h`` > 0, its maxima at least ``seed_h`` deep after a
     Gaussian blur of ``seed_sigma`` px at the training scale; ``seed_shape`` > 0 mixes in the
     foreground's own shape, its distance transform in object radii, with that weight), objects
-    smaller than ``min_relative_size`` times the image's median object dropped (debris and
-    fragments, whatever the magnification); ``watershed`` splits its foreground with the classical
-    method's markers (nuclei for cells, distance peaks for nuclei; settings in `watershed`);
-    ``components`` takes connected components. Evaluation reports ``unet`` (the network's own
-    instances) and ``unet_watershed`` (with the classical split), so the model is never
-    credited with post-processing. ``flip_tta`` averages the network's outputs over the image
-    and its three flips (test-time augmentation: smoother maps, four times the network time).
+    smaller than ``min_relative_size`` times the image's typical object (area-weighted median)
+    dropped (debris and fragments, whatever the magnification); ``watershed`` splits its
+    foreground with the classical method's markers (nuclei for cells, distance peaks for nuclei;
+    settings in `watershed`); ``components`` takes connected components. Evaluation reports
+    ``unet`` (the network's own instances) and ``unet_watershed`` (with the classical split), so
+    the model is never credited with post-processing. ``flip_tta`` averages the network's
+    outputs over the image and its three flips (test-time augmentation: smoother maps, four
+    times the network time).
     """
 
     instances: str = _rule("network", choices=INSTANCE_METHODS)
@@ -220,7 +221,7 @@ class PostprocessConfig:
     seed_h: float = fraction(0.05)  # >0: seeds are distance maxima this deep (h-maxima)
     seed_sigma: float = _rule(4.0, min=0.0)  # training-scale px; blur before the h-maxima
     seed_shape: float = _rule(0.0, min=0.0)  # weight of the foreground's distance transform
-    min_relative_size: float = fraction(0.2)  # drop objects below this x the median object
+    min_relative_size: float = fraction(0.2)  # drop objects below this x the typical object
     tune_seed_threshold: bool = True  # after training, pick the seed and size settings on val
     min_object_size: int = positive(30)  # px; smaller objects (specks) are dropped
     tile_size: int = positive(1536)  # inference tiles (multiple of 32) for larger fields

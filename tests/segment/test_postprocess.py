@@ -11,7 +11,13 @@ from pipeline.config import PostprocessConfig
 from pipeline.config.sections import INSTANCE_METHODS
 from pipeline.errors import ConfigError
 from pipeline.segment.card import OUTPUTS, ModelCard
-from pipeline.segment.postprocess import network_instances, objects_size, seed_scale, to_instances
+from pipeline.segment.postprocess import (
+    drop_small_objects,
+    network_instances,
+    objects_size,
+    seed_scale,
+    to_instances,
+)
 from pipeline.train.targets import normalised_distance
 
 
@@ -74,7 +80,7 @@ def test_the_foreground_shape_parts_a_pair_whose_predicted_distance_has_no_valle
     assert objects_size(fg, dataclasses.replace(post, seed_h=0.0)) == 0.0  # not needed
 
 
-def test_objects_much_smaller_than_the_image_median_are_dropped():
+def test_objects_much_smaller_than_the_image_typical_object_are_dropped():
     lab = _scene()
     base = PostprocessConfig(min_object_size=10, seed_h=0.0, min_relative_size=0.0)
     kept = network_instances(lab > 0, normalised_distance(lab), base)
@@ -83,6 +89,25 @@ def test_objects_much_smaller_than_the_image_median_are_dropped():
     assert kept.max() == 4 and dropped.max() == 3
     assert not dropped[70:75, 10:15].any()  # the speck (25 px, 5% of the median) is gone
     assert ndi.label(dropped > 0)[1] == 2  # the pair and the single disk remain
+
+
+def test_specks_outnumbering_the_nuclei_do_not_shrink_the_size_filter():
+    """Four nuclei (r 30, ~2800 px) among twenty specks (5 x 5): the plain median object is a
+    speck, so a filter relative to it kept every speck (a gamma-lifted GOWT1 background); the
+    typical object (area-weighted median) is a nucleus, and only the nuclei remain."""
+    yy, xx = np.mgrid[:200, :300]
+    lab = np.zeros((200, 300), np.int32)
+    for i, (y, x) in enumerate([(50, 50), (50, 150), (140, 60), (140, 160)], start=1):
+        lab[np.hypot(yy - y, xx - x) < 30] = i
+    for j in range(20):
+        y, x = 10 + 9 * (j % 20), 250 + 20 * (j % 2)
+        lab[y : y + 5, x : x + 5] = 5 + j
+    post = PostprocessConfig(min_object_size=10, min_relative_size=0.3)
+    kept = drop_small_objects(lab, post)
+    assert kept.max() == 4 and np.array_equal(kept > 0, lab.clip(0, 5) % 5 > 0)
+    assert np.array_equal(
+        drop_small_objects(lab, dataclasses.replace(post, min_relative_size=0)), lab
+    )
 
 
 def test_every_instance_method_gives_labels_and_an_unknown_one_lists_them():
