@@ -114,6 +114,8 @@ def typical_area(areas: np.ndarray) -> float:
     """The area of the object a random foreground pixel lies in (the area-weighted median of
     the (N,) object `areas`, N >= 1): specks, however many, barely move it, where the plain
     median of a field with more specks than nuclei is a speck."""
+    if areas.ndim != 1 or not areas.size or (areas <= 0).any():
+        raise ValueError(f"typical_area needs the areas of one or more objects, got {areas!r}")
     ordered = np.sort(areas)
     cumulative = np.cumsum(ordered)
     return float(ordered[np.searchsorted(cumulative, cumulative[-1] / 2)])

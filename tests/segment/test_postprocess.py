@@ -17,6 +17,7 @@ from pipeline.segment.postprocess import (
     objects_size,
     seed_scale,
     to_instances,
+    typical_area,
 )
 from pipeline.train.targets import normalised_distance
 
@@ -100,7 +101,7 @@ def test_specks_outnumbering_the_nuclei_do_not_shrink_the_size_filter():
     for i, (y, x) in enumerate([(50, 50), (50, 150), (140, 60), (140, 160)], start=1):
         lab[np.hypot(yy - y, xx - x) < 30] = i
     for j in range(20):
-        y, x = 10 + 9 * (j % 20), 250 + 20 * (j % 2)
+        y, x = 10 + 9 * j, 250 + 20 * (j % 2)
         lab[y : y + 5, x : x + 5] = 5 + j
     post = PostprocessConfig(min_object_size=10, min_relative_size=0.3)
     kept = drop_small_objects(lab, post)
@@ -108,6 +109,9 @@ def test_specks_outnumbering_the_nuclei_do_not_shrink_the_size_filter():
     assert np.array_equal(
         drop_small_objects(lab, dataclasses.replace(post, min_relative_size=0)), lab
     )
+    assert typical_area(np.array([2800, 25, 25, 25])) == 2800  # the plain median: 25
+    with pytest.raises(ValueError, match="one or more objects, got array.."):
+        typical_area(np.array([], np.int64))
 
 
 def test_every_instance_method_gives_labels_and_an_unknown_one_lists_them():
