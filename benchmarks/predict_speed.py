@@ -90,7 +90,7 @@ def main() -> None:
         raw = read_tif(folder / f"f{i}.tif")
         parts["read"] += time.perf_counter() - t
         t = time.perf_counter()
-        image = normalise(raw, card.low_percentile, card.high_percentile)
+        image = normalise(raw, card.low_percentile, card.high_percentile, card.normalisation)
         parts["normalise"] += time.perf_counter() - t
         t = time.perf_counter()
         maps = card_maps(model, image, device, card)

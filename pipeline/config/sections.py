@@ -13,6 +13,7 @@ from typing import Any
 
 from pipeline.conventions import LABEL_SETS, Record
 
+NORMALISATIONS = ("percentile", "rank")  # pipeline.preprocess.samples.NORMALISERS
 WATERSHED_THRESHOLDS = ("otsu", "li", "triangle", "yen", "mean")  # scikit-image threshold_*
 BORDER_POLICIES = ("none", "crop", "ignore_border_predictions", "ignore_border_objects")
 # Network output -> instances: its own seeds (distance map), classical markers, or components.
@@ -99,10 +100,13 @@ class ValidateConfig:
 
 @dataclass
 class PreprocessConfig:
-    """Per-channel percentile normalisation to [0, 1] (training and inference alike)."""
+    """Per-channel normalisation to [0, 1] (training and inference alike; the model card keeps
+    it): ``percentile`` (the low..high percentiles to 0..1) or ``rank`` (each pixel's rank in
+    its channel, unchanged by a display lookup; the percentiles are then unused)."""
 
     low_percentile: float = _rule(1.0, min=0.0, max=100.0)
     high_percentile: float = _rule(99.8, min=0.0, max=100.0)
+    normalisation: str = _rule("percentile", choices=NORMALISATIONS)
 
 
 @dataclass

@@ -56,7 +56,8 @@ def _dataset_samples(root: Path, cfg: PipelineConfig, split: str) -> tuple[list[
     idx, target, p = channel_indices(meta, cfg.data.channels), cfg.data.target, cfg.preprocess
     rows = manifest[(manifest["split"] == split) & (manifest[f"{target}_path"] != "")]
     samples = [
-        read_field(root, row, idx, p.low_percentile, p.high_percentile) for row in rows.itertuples()
+        read_field(root, row, idx, p.low_percentile, p.high_percentile, p.normalisation)
+        for row in rows.itertuples()
     ]
     return samples, {
         "dataset_id": meta["dataset_id"],

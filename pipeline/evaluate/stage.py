@@ -12,7 +12,7 @@ from pipeline.conventions import safe_name
 from pipeline.evaluate.reference import load_reference, prediction_folders
 from pipeline.evaluate.scoring import EvalResult, write_evaluation
 from pipeline.io import atomic_path, write_labels
-from pipeline.preprocess.samples import Sample
+from pipeline.preprocess.samples import Sample, normalise
 from pipeline.rundir import RunDir
 from pipeline.tracking import track
 
@@ -27,8 +27,9 @@ def predict_network(
     out_root: Path,
     rows: dict[str, str] = NETWORK_ROWS,
 ) -> dict[str, str]:
-    """Run the trained network on `samples` (normalised test images) and write one predictions
-    folder ``out_root/<row>`` per row of `rows` (default NETWORK_ROWS); returns {row: folder}."""
+    """Run the trained network on `samples` (test images, normalised again from their raw
+    intensities as the model's card says) and write one predictions folder ``out_root/<row>``
+    per row of `rows` (default NETWORK_ROWS); returns {row: folder}."""
     from pipeline.segment.artifact import load_model
     from pipeline.segment.inference import card_maps
     from pipeline.segment.network import for_inference
@@ -41,9 +42,10 @@ def predict_network(
     with ExitStack() as stack:  # every folder appears complete, or not at all
         out = {name: stack.enter_context(atomic_path(f)) for name, f in folders.items()}
         for s in samples:
-            maps = card_maps(model, s.image, device, card)
+            image = normalise(s.raw, card.low_percentile, card.high_percentile, card.normalisation)
+            maps = card_maps(model, image, device, card)
             for name, how in rows.items():
-                labels = to_instances(maps, s.image, card, how)
+                labels = to_instances(maps, image, card, how)
                 write_labels(out[name] / f"{safe_name(s.field_id)}.tif", labels)
     return {name: str(folder) for name, folder in folders.items()}
 

@@ -57,7 +57,11 @@ def preprocess(dataset_uri: str, cfg: PipelineConfig, out_dir: str | Path) -> Pr
             log.warning("field %s has no image; skipped", row.field_id)
     with atomic_path(out) as tmp:
         counts = write_samples(
-            tmp, (read_field(root, r, idx, p.low_percentile, p.high_percentile) for r in rows)
+            tmp,
+            (
+                read_field(root, r, idx, p.low_percentile, p.high_percentile, p.normalisation)
+                for r in rows
+            ),
         )
     log.info("preprocessed %s into %s: %s", meta["dataset_id"], out, counts)
     return PreparedRef(str(out), meta["dataset_id"], list(channels), cfg.data.target, counts)

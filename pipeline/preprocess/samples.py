@@ -4,7 +4,7 @@ version or from a prepared folder (written by `pipeline.preprocess.prepare`).
 A prepared folder::
 
     index.json              [{field_id, split, group, file}], the split of every field
-    <split>/<safe_id>.npz   image  (C, H, W) float32 in [0, 1] after percentile normalisation
+    <split>/<safe_id>.npz   image  (C, H, W) float32 in [0, 1] after normalisation (`normalise`)
                             raw    (C, H, W) original intensities (classical methods use these)
                             cells / nuclei  (H, W) int32 instance labels, 0 = background
 """
@@ -35,14 +35,40 @@ class Sample:
     group: str = ""  # stratum of the field (a sequence, a condition): training draws evenly
 
 
-def normalise(image: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Per-channel percentile normalisation of a (C, H, W) image to float32 in [0, 1]."""
+def _percentile(ch: np.ndarray, low: float, high: float) -> np.ndarray:
+    """The channel's `low` percentile to 0, its `high` percentile to 1, clipped."""
+    ch = ch.astype(np.float32)
+    lo, hi = np.percentile(ch, [low, high])
+    return np.clip((ch - lo) / max(hi - lo, 1e-6), 0, 1)
+
+
+def _rank(ch: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Each pixel's mid-rank among the channel's pixels, in (0, 1): any increasing lookup of
+    the intensities (gain, offset, a display gamma) gives the same image, ties apart. The
+    percentiles are not used."""
+    if ch.dtype.kind in "ui" and int(ch.max()) - int(ch.min()) < 1 << 20:  # counting: O(pixels)
+        index = (ch.astype(np.int64) - int(ch.min())).ravel()
+        counts = np.bincount(index)
+    else:
+        _, index, counts = np.unique(ch.astype(np.float32), return_inverse=True, return_counts=True)
+    mid = (np.cumsum(counts) - counts / 2) / ch.size
+    return mid[index.reshape(ch.shape)]
+
+
+NORMALISERS = {"percentile": _percentile, "rank": _rank}  # config.preprocess.normalisation
+
+
+def normalise(image: np.ndarray, low: float, high: float, method: str = "percentile") -> np.ndarray:
+    """Per-channel normalisation of a (C, H, W) image to float32 in [0, 1] (`NORMALISERS`):
+    ``percentile`` maps the `low`..`high` percentiles to 0..1; ``rank`` maps each pixel to its
+    rank, so that a display lookup applied before export does not change what the network sees."""
     if image.ndim != 3:
         raise ValueError(f"normalise expects (C, H, W), got shape {image.shape}")
+    if method not in NORMALISERS:
+        raise ValueError(f"unknown normalisation {method!r}; valid: {', '.join(NORMALISERS)}")
     out = np.empty(image.shape, np.float32)
-    for c, ch in enumerate(image.astype(np.float32)):
-        lo, hi = np.percentile(ch, [low, high])
-        out[c] = np.clip((ch - lo) / max(hi - lo, 1e-6), 0, 1)
+    for c, ch in enumerate(image):
+        out[c] = NORMALISERS[method](ch, low, high)
     return out
 
 
@@ -58,7 +84,9 @@ def channel_indices(meta: dict, channels: list[str]) -> list[int]:
     return [meta["channels"].index(c) for c in channels]
 
 
-def read_field(root: Path, row, idx: list[int], low: float, high: float) -> Sample:
+def read_field(
+    root: Path, row, idx: list[int], low: float, high: float, method: str = "percentile"
+) -> Sample:
     """One manifest row of a dataset version as a Sample (see the module docstring for arrays).
 
     A field without an image (ground truth only) gets (0, H, W) `image` and `raw` arrays.
@@ -71,7 +99,7 @@ def read_field(root: Path, row, idx: list[int], low: float, high: float) -> Samp
     if row.image_path and row.n_channels:
         raw = read_tif(root / row.image_path)
         raw = (raw[None] if raw.ndim == 2 else raw)[idx]
-        image = normalise(raw, low, high)
+        image = normalise(raw, low, high, method)
     else:
         raw = image = np.zeros((0, int(row.height), int(row.width)), np.float32)
     return Sample(row.field_id, row.split, image, raw, labels, str(getattr(row, "group", "")))

@@ -59,6 +59,15 @@ def _row(name: str, row: dict[str, float]) -> str:
     return f"| {name} | {cells} |"
 
 
+def _normalisation_text(card: dict[str, Any]) -> str:
+    """How the card's network expects its input normalised (cards before 2026-12: percentile)."""
+    if card.get("normalisation", "percentile") == "rank":
+        return "per-channel rank normalisation (each pixel's rank in its channel)"
+    return (
+        f"per-channel percentile normalisation ({card['low_percentile']}-{card['high_percentile']})"
+    )
+
+
 def model_card_markdown(meta: dict[str, Any]) -> str:
     """The human-readable card of a version from its metadata (``{version}`` is filled in at
     registration, once the number is known)."""
@@ -75,8 +84,8 @@ own instances are {card["outputs"]} maps turned into objects by
 
 - Model id (sha256 of the weights): `{meta["model_id"]}`
 - Architecture: U-Net, encoder `{card["encoder"]}`, {card["in_channels"]} input channel(s)
-- Input: per-channel percentile normalisation ({card["low_percentile"]}-{card["high_percentile"]})
-  of raw intensities; any image size (tiled beyond the model's tile size)
+- Input: {_normalisation_text(card)} of raw intensities; any image size (tiled beyond the
+  model's tile size)
 - Expected pixel size: {f"{pixel} µm" if pixel else "as the training images (not recorded)"};
   training objects: {data.get("object_size_text", "see the dataset manifest")}
 

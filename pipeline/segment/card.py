@@ -12,6 +12,7 @@ from typing import Any
 
 from pipeline.config import PostprocessConfig
 from pipeline.config.loading import from_dict
+from pipeline.config.sections import NORMALISATIONS
 from pipeline.conventions import Record
 from pipeline.errors import DataError
 
@@ -34,6 +35,8 @@ class ModelCard(Record):
     # Object diameter (px, inscribed) the network was trained at: inference rescales each
     # image whose objects are of another size to it (`pipeline.segment.scale`); 0: never.
     diameter: float = 0.0
+    # Input normalisation (pipeline.preprocess.samples.NORMALISERS); older cards: percentile.
+    normalisation: str = "percentile"
 
     @classmethod
     def from_dict(cls, d: Any, source: str = "model card") -> ModelCard:
@@ -49,6 +52,8 @@ class ModelCard(Record):
             problem = f"unknown keys {', '.join(unknown)}"
         elif not set(d["outputs"]) <= set(OUTPUTS) or d["outputs"][:1] != ["foreground"]:
             problem = f"outputs {d['outputs']} must be foreground, then any of {OUTPUTS[1:]}"
+        elif d.get("normalisation", "percentile") not in NORMALISATIONS:
+            problem = f"normalisation {d['normalisation']!r} not one of {', '.join(NORMALISATIONS)}"
         else:
             post = d.get("postprocess") or {}
             try:

@@ -94,6 +94,7 @@ def model_card(cfg: PipelineConfig, channels: list[str], diameter: float = 0.0) 
         channel=method_channel(cfg.data.layout, target, cfg.baseline.channel, channels),
         low_percentile=cfg.preprocess.low_percentile,
         high_percentile=cfg.preprocess.high_percentile,
+        normalisation=cfg.preprocess.normalisation,
         postprocess=cfg.postprocess,
         decoder_channels=list(cfg.train.decoder_channels),
         architecture=cfg.train.architecture,

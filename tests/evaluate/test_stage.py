@@ -14,7 +14,7 @@ from pipeline.config import ConfigError
 from pipeline.conventions import safe_name
 from pipeline.errors import DataError
 from pipeline.evaluate.metrics import SUMMARY_METRICS, foreground_iou
-from pipeline.evaluate.stage import evaluate_folder
+from pipeline.evaluate.stage import evaluate_folder, predict_network
 from pipeline.io import read_tif, write_tif
 from pipeline.preprocess.samples import load_split
 from pipeline.segment.classical import REFERENCE_METHODS
@@ -196,3 +196,22 @@ def test_labels_only_dataset_scores_predictions(shared_data, tmp_path):
         )
     result = evaluate_folder(str(preds), uri, cfg, str(tmp_path / "scores"))
     assert result.summary["perfect"]["f1"] == 1.0 and result.summary["perfect"]["aji"] == 1.0
+
+
+def test_the_network_is_scored_on_images_normalised_as_its_card_says(tmp_path):
+    from pipeline.preprocess.samples import Sample, normalise
+    from pipeline.segment.artifact import save_model
+    from pipeline.segment.card import ModelCard
+    from pipeline.segment.network import build_model
+
+    card = ModelCard("resnet18", 1, ["foreground", "distance"], ["fluo"], "nuclei", "fluo", 1, 99)
+    card.normalisation = "rank"
+    save_model(build_model(**card.arch), card, tmp_path / "model")
+    raw = np.random.default_rng(0).integers(0, 4000, (1, 64, 80)).astype(np.uint16)
+    labels = {"nuclei": np.zeros((64, 80), np.int32)}
+    written = {}
+    for how in ("rank", "percentile"):  # a run configured otherwise than the model was trained
+        sample = Sample("f1", "test", normalise(raw, 1, 99, how), raw, labels)
+        out = predict_network(tmp_path / "model", [sample], tmp_path / how, {"unet": "network"})
+        written[how] = read_tif(Path(out["unet"]) / "f1.tif")
+    np.testing.assert_array_equal(written["rank"], written["percentile"])

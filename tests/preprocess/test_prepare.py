@@ -6,7 +6,7 @@ import pytest
 from pipeline.errors import DataError
 from pipeline.ingest.dataset import ingest
 from pipeline.preprocess.prepare import preprocess
-from pipeline.preprocess.samples import load_split, normalise
+from pipeline.preprocess.samples import NORMALISERS, load_split, normalise
 from pipeline.rundir import RunDir
 
 
@@ -16,6 +16,42 @@ def test_normalise_percentiles():
     assert out.dtype == np.float32 and out.min() == 0 and out.max() == 1
     with pytest.raises(ValueError, match=r"\(C, H, W\)"):
         normalise(img[0], 1, 99)
+
+
+@pytest.mark.parametrize("method", sorted(NORMALISERS))
+def test_every_normalisation_keeps_order_per_channel_in_the_unit_range(method):
+    rng = np.random.default_rng(0)
+    img = np.stack([rng.integers(0, 4000, (12, 10)), rng.integers(0, 40, (12, 10))])
+    out = normalise(img.astype(np.uint16), 1, 99, method)
+    assert out.shape == img.shape and out.dtype == np.float32
+    assert 0 <= out.min() and out.max() <= 1 and out[0].max() > out[0].min()
+    np.testing.assert_array_equal(out[1], normalise(img[1:], 1, 99, method)[0])  # own channel
+    for ch, norm in zip(img, out, strict=True):  # a brighter pixel is never mapped lower
+        order = np.argsort(ch.ravel(), kind="stable")
+        assert (np.diff(norm.ravel()[order]) >= 0).all()
+    with pytest.raises(ValueError, match="unknown normalisation 'zscore'; valid: percentile, rank"):
+        normalise(img, 1, 99, "zscore")
+
+
+def test_rank_normalisation_is_blind_to_a_display_lookup():
+    rng = np.random.default_rng(1)
+    raw = rng.integers(0, 4000, (1, 40, 50)).astype(np.uint16) + 100  # a camera offset of 100
+    x = (raw - 100.0) / 3999
+    exported = np.round(65535 * x**0.5).astype(np.uint16)  # gamma 0.5, no two levels merged
+    rank = normalise(raw, 1, 99.8, "rank")
+    np.testing.assert_array_equal(rank, normalise(exported, 1, 99.8, "rank"))
+    np.testing.assert_array_equal(rank, normalise(raw.astype(np.float32), 1, 99.8, "rank"))
+    pct = normalise(raw, 1, 99.8), normalise(exported, 1, 99.8)
+    assert np.abs(pct[0] - pct[1]).max() > 0.15  # what percentile normalisation does instead
+    ties = normalise(np.array([[[5, 5, 9, 9]]]), 0, 100, "rank")  # equal pixels: their mid-rank
+    np.testing.assert_array_equal(ties, [[[0.25, 0.25, 0.75, 0.75]]])
+
+
+def test_preprocess_normalises_as_configured(tiny_cfg, tmp_path):
+    tiny_cfg.preprocess.normalisation = "rank"
+    prepared = preprocess(ingest(tiny_cfg).uri, tiny_cfg, RunDir(tmp_path / "run").preprocess)
+    s = load_split(prepared.uri, "test")[0]
+    np.testing.assert_array_equal(s.image, normalise(s.raw, 1, 99, "rank"))
 
 
 def test_preprocess_splits_by_field(tiny_cfg, tmp_path):

@@ -109,6 +109,28 @@ def test_worker_processes_write_what_one_process_writes(model, tmp_path):
     pd.testing.assert_frame_equal(*tables)
 
 
+def test_a_rank_model_segments_a_display_lookup_of_an_image_alike(tmp_path):
+    card = ModelCard("resnet18", 1, ["foreground", "distance"], ["fluo"], "nuclei", "fluo", 1, 99)
+    card.normalisation = "rank"
+    save_model(build_model(**card.arch), card, tmp_path / "model")
+    yy, xx = np.mgrid[:64, :80]
+    rng = np.random.default_rng(2)
+    raw = (
+        100 + 3000 * np.exp(-((yy - 30) ** 2 + (xx - 40) ** 2) / 200) + rng.normal(0, 30, yy.shape)
+    )
+    raw = np.clip(raw, 0, None).astype(np.uint16)
+    x = (raw - raw.min()) / np.ptp(raw)
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in/recorded.tif", raw)  # and a gamma 0.5 export of it
+    tifffile.imwrite(tmp_path / "in/exported.tif", np.round(65535 * x**0.5).astype(np.uint16))
+    segment_folder(str(tmp_path / "model"), tmp_path / "in", tmp_path / "out", object_diameter=20)
+    recorded, exported = (
+        tifffile.imread(tmp_path / f"out/{n}_labels.tif") for n in ("recorded", "exported")
+    )
+    assert recorded.max() >= 1  # objects found (the untrained network's), the same ones
+    np.testing.assert_array_equal(recorded, exported)
+
+
 def test_bad_folders_are_clear(model, tmp_path):
     with pytest.raises(DataError, match="folder does not exist"):
         segment_folder(model, tmp_path / "nope", tmp_path / "out")

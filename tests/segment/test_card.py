@@ -17,6 +17,9 @@ def test_card_round_trips_through_a_dict():
         "decoder_channels": [128, 64, 32, 16, 16],
         "architecture": "unet",  # a card without one was written before the full-res skip
     }
+    older = card.to_dict()
+    del older["normalisation"]  # cards written before 2026-12 normalised by percentiles
+    assert ModelCard.from_dict(older).normalisation == "percentile"
 
 
 @pytest.mark.parametrize(
@@ -26,6 +29,7 @@ def test_card_round_trips_through_a_dict():
         ({"colour": "blue"}, "unknown keys colour"),
         ({"postprocess": {"instances": "magic"}}, "postprocess.instances='magic' is not valid"),
         ({"postprocess": {"threshold": 2}}, "postprocess.threshold=2"),
+        ({"normalisation": "zscore"}, "normalisation 'zscore' not one of percentile, rank"),
     ],
 )
 def test_a_wrong_card_is_refused_naming_the_source(change, message):
