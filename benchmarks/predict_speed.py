@@ -93,7 +93,7 @@ def main() -> None:
         image = normalise(raw, card.low_percentile, card.high_percentile, card.normalisation)
         parts["normalise"] += time.perf_counter() - t
         t = time.perf_counter()
-        maps = card_maps(model, image, device, card)
+        maps = card_maps(model, image, device, card, raw=raw)
         parts["network"] += time.perf_counter() - t
         t = time.perf_counter()
         labels = to_instances(maps, image, card)

@@ -142,7 +142,7 @@ def score_dataset(name: str, model_dir: str, shared: Path, work: Path, seed: int
         for sample in samples:
             raw, truth = shift(sample.raw, sample.labels[cfg.data.target], rng)
             image = normalise(raw, card.low_percentile, card.high_percentile, card.normalisation)
-            labels = to_instances(card_maps(model, image, device, card), image, card)
+            labels = to_instances(card_maps(model, image, device, card, raw=raw), image, card)
             x = MethodInput(
                 raw, prepared.channels, channel, cfg.data.target, cfg.baseline.watershed
             )

@@ -143,7 +143,7 @@ STAGES: tuple[Stage, ...] = (
         "preprocess",
         _preprocess,
         ("ingest", "validate"),
-        "Percentile-normalise every field and store the train / val / test splits.",
+        "Normalise every field (preprocess.normalisation) and store the train / val / test splits.",
     ),
     Stage(
         "baseline",

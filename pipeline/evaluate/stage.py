@@ -43,7 +43,7 @@ def predict_network(
         out = {name: stack.enter_context(atomic_path(f)) for name, f in folders.items()}
         for s in samples:
             image = normalise(s.raw, card.low_percentile, card.high_percentile, card.normalisation)
-            maps = card_maps(model, image, device, card)
+            maps = card_maps(model, image, device, card, raw=s.raw)
             for name, how in rows.items():
                 labels = to_instances(maps, image, card, how)
                 write_labels(out[name] / f"{safe_name(s.field_id)}.tif", labels)

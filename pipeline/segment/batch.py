@@ -121,7 +121,7 @@ def segment_folder(
                 continue
             raw = as_chw(read_tif(path), path, card)
             image = normalise(raw, card.low_percentile, card.high_percentile, card.normalisation)
-            maps = card_maps(model, image, device, card, objects=object_diameter)
+            maps = card_maps(model, image, device, card, objects=object_diameter, raw=raw)
             size = pixel_size_um or pixel_size_from_tif(path)
             job = (out, path, raw, image, maps, card, size, {"sha256": digest, "model_id": mid})
             pending.append(_submit(pool, finish_image, *job, once))

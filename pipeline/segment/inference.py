@@ -21,6 +21,7 @@ import torch
 
 from pipeline.config import PostprocessConfig
 from pipeline.errors import DataError
+from pipeline.preprocess.samples import normalise
 from pipeline.segment.card import ModelCard
 from pipeline.segment.postprocess import foreground, to_instances
 from pipeline.segment.scale import foreground_diameter, image_diameter, rescale_factor, resize
@@ -57,20 +58,22 @@ def predict_maps(
     diameter: float = 0.0,
     objects: float = 0.0,
     channel: int = 0,
+    measure_on: np.ndarray | None = None,
 ) -> np.ndarray:
     """(C, H, W) float32 normalised image -> (K, H, W) float32 output probabilities.
 
     `diameter` is the object diameter the network was trained at (the card's; 0: no
     rescaling). `objects` is the diameter of this image's objects when known (validation
-    fields: from their labels); otherwise they are measured on the image's `channel` (the
-    target's: `scale.image_diameter`), or, when that finds nothing, on a first pass's
-    foreground. When their size differs from `diameter` by more than `scale.TOLERANCE`, the
-    image is resized so they match, run, and the maps resized back to (H, W).
+    fields: from their labels); otherwise they are measured on the `channel` (the target's:
+    `scale.image_diameter`) of `measure_on`, a (C, H, W) image of the same field (default:
+    `image`; see `card_maps`), or, when that finds nothing, on a first pass's foreground.
+    When their size differs from `diameter` by more than `scale.TOLERANCE`, the image is
+    resized so they match, run, and the maps resized back to (H, W).
     """
     post = post or PostprocessConfig()
     maps = None
     if image.ndim == 3 and diameter > 0 and not objects:
-        objects = image_diameter(image[channel])
+        objects = image_diameter((image if measure_on is None else measure_on)[channel])
         if not objects:
             maps = network_maps(model, image, device, post, precision, batch)
             objects = foreground_diameter(foreground(maps[0], post))
@@ -158,9 +161,19 @@ def card_maps(
     card: ModelCard,
     precision: str = "auto",
     objects: float = 0.0,
+    raw: np.ndarray | None = None,
 ) -> np.ndarray:
     """`predict_maps` as the model card says: its post-processing, training object diameter and
-    target channel; `objects` as in `predict_maps`."""
+    target channel; `objects` as in `predict_maps`. Unknown object sizes are measured on a
+    percentile normalisation: the image itself, or for another normalisation, of `raw`, the
+    (C, H, W) intensities (a rank-normalised image spreads the background over half the range,
+    and its Otsu threshold finds one field-wide object)."""
+    measure_on = None
+    if card.normalisation != "percentile" and card.diameter > 0 and not objects:
+        if raw is None:
+            log.warning("object size measured on a %s-normalised image", card.normalisation)
+        else:
+            measure_on = normalise(raw, card.low_percentile, card.high_percentile)
     return predict_maps(
         model,
         image,
@@ -170,6 +183,7 @@ def card_maps(
         diameter=card.diameter,
         objects=objects,
         channel=card.channel_index,
+        measure_on=measure_on,
     )
 
 
@@ -180,11 +194,12 @@ def predict_labels(
     card: ModelCard,
     instances: str | None = None,
     objects: float = 0.0,
+    raw: np.ndarray | None = None,
 ) -> np.ndarray:
     """(C, H, W) normalised image -> (H, W) int32 instance labels, split as `instances` says
     (default: the card's ``postprocess.instances``); `objects`: the objects' diameter in px
-    when known (0: measured on the image, see `predict_maps`)."""
-    maps = card_maps(model, image, device, card, objects=objects)
+    when known (0: measured, see `card_maps`, which takes `raw`)."""
+    maps = card_maps(model, image, device, card, objects=objects, raw=raw)
     return to_instances(maps, image, card, instances)
 
 

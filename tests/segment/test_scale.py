@@ -84,6 +84,17 @@ def test_inference_rescales_images_whose_objects_have_another_size():
     assert probe.sizes == [(224, 288)]  # nothing to measure: the network's pass, not rescaled
 
 
+def test_object_size_is_measured_on_another_image_of_the_field_when_given():
+    image = (_disks(20, (200, 260)) > 0).astype(np.float32)[None]  # 40 px objects
+    raw = (_disks(10, (200, 260)) > 0).astype(np.uint16)[None] * 900 + 100  # 20 px objects
+    probe, post, cpu = SizeProbe(), PostprocessConfig(), torch.device("cpu")
+    predict_maps(probe, image, cpu, post, diameter=20.0, measure_on=raw)
+    assert probe.sizes == [(224, 288)]  # measured there at the trained size: not rescaled
+    probe.sizes.clear()
+    predict_maps(probe, image, cpu, post, diameter=20.0)
+    assert probe.sizes == [(128, 160)]  # measured on the image: x0.5
+
+
 def test_specks_barely_count_in_a_foreground_diameter():
     fg = _disks(20, (200, 260)) > 0  # twelve 40 px objects
     fg[::9, ::9] = True  # hundreds of one-pixel specks
