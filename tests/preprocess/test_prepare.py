@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 
+from pipeline.config.sections import NORMALISATIONS
 from pipeline.errors import DataError
 from pipeline.ingest.dataset import ingest
 from pipeline.preprocess.prepare import preprocess
@@ -31,6 +32,7 @@ def test_every_normalisation_keeps_order_per_channel_in_the_unit_range(method):
         assert (np.diff(norm.ravel()[order]) >= 0).all()
     with pytest.raises(ValueError, match="unknown normalisation 'zscore'; valid: percentile, rank"):
         normalise(img, 1, 99, "zscore")
+    assert tuple(NORMALISERS) == NORMALISATIONS  # the config's choices are the registry's names
 
 
 def test_rank_normalisation_is_blind_to_a_display_lookup():
