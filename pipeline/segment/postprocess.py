@@ -116,9 +116,15 @@ def typical_area(areas: np.ndarray) -> float:
     median of a field with more specks than nuclei is a speck."""
     if areas.ndim != 1 or not areas.size or (areas <= 0).any():
         raise ValueError(f"typical_area needs the areas of one or more objects, got {areas!r}")
-    ordered = np.sort(areas)
-    cumulative = np.cumsum(ordered)
-    return float(ordered[np.searchsorted(cumulative, cumulative[-1] / 2)])
+    return weighted_median(areas, areas)
+
+
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """The smallest of the (N,) `values` (N >= 1) at or below which half of the total of the
+    (N,) non-negative `weights` lies."""
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
 
 
 def drop_small_objects(labels: np.ndarray, post: PostprocessConfig) -> np.ndarray:

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
+from pipeline.segment.postprocess import weighted_median
+
 TOLERANCE = 1.3  # rescale only when the objects differ in size by more than this factor
 LIMITS = (0.25, 4.0)  # never shrink or enlarge an image by more than this
 HALF_RES_FROM = 512  # image_diameter measures fields this large a side at half resolution
@@ -62,9 +64,7 @@ def foreground_diameter(fg: np.ndarray) -> float:
     np.maximum.at(radius, ids[inside], dist[inside])  # per part; 30x faster than ndi.maximum
     radius = radius[1:]
     area = np.bincount(ids, minlength=n + 1)[1:]
-    order = np.argsort(radius)
-    half = np.searchsorted(np.cumsum(area[order]), area.sum() / 2)
-    return float(2 * radius[order][half])
+    return 2 * weighted_median(radius, area)
 
 
 def image_diameter(channel: np.ndarray) -> float:
