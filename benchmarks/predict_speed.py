@@ -81,16 +81,17 @@ def main() -> None:
     h, w = args.size
     folder = work / "fields"
     folder.mkdir()
-    for i, field in enumerate(fields(image_path, card.in_channels, (h, w), args.fields)):
+    for i, field in enumerate(fields(image_path, len(card.channels), (h, w), args.fields)):
         tifffile.imwrite(folder / f"f{i}.tif", field)
-    card_maps(model, normalise(field.astype(np.float32), 1, 99.8), device, card)  # warm-up
+    lo, hi, how = card.low_percentile, card.high_percentile, card.normalisation
+    card_maps(model, normalise(field, lo, hi, how), device, card, raw=field)  # warm-up
     parts = {"read": 0.0, "normalise": 0.0, "network": 0.0, "instances": 0.0, "write": 0.0}
     for i in range(args.fields):
         t = time.perf_counter()
         raw = read_tif(folder / f"f{i}.tif")
         parts["read"] += time.perf_counter() - t
         t = time.perf_counter()
-        image = normalise(raw, card.low_percentile, card.high_percentile, card.normalisation)
+        image = normalise(raw, lo, hi, how)
         parts["normalise"] += time.perf_counter() - t
         t = time.perf_counter()
         maps = card_maps(model, image, device, card, raw=raw)

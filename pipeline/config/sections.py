@@ -13,7 +13,8 @@ from typing import Any
 
 from pipeline.conventions import LABEL_SETS, Record
 
-NORMALISATIONS = ("percentile", "rank")  # pipeline.preprocess.samples.NORMALISERS
+# the keys of pipeline.preprocess.samples.NORMALISERS (the config must not import array code)
+NORMALISATIONS = ("percentile", "rank", "percentile_rank")
 WATERSHED_THRESHOLDS = ("otsu", "li", "triangle", "yen", "mean")  # scikit-image threshold_*
 BORDER_POLICIES = ("none", "crop", "ignore_border_predictions", "ignore_border_objects")
 # Network output -> instances: its own seeds (distance map), classical markers, or components.

@@ -55,20 +55,41 @@ def _rank(ch: np.ndarray, low: float, high: float) -> np.ndarray:
     return mid[index.reshape(ch.shape)]
 
 
-NORMALISERS = {"percentile": _percentile, "rank": _rank}  # config.preprocess.normalisation
+# config.preprocess.normalisation: the views of each channel, stacked view by view
+NORMALISERS = {
+    "percentile": (_percentile,),
+    "rank": (_rank,),
+    "percentile_rank": (_percentile, _rank),
+}
+
+
+def views(method: str) -> int:
+    """How many normalised channels `method` makes of each image channel."""
+    if method not in NORMALISERS:
+        raise ValueError(f"unknown normalisation {method!r}; valid: {', '.join(NORMALISERS)}")
+    return len(NORMALISERS[method])
+
+
+def measures_on_percentiles(method: str) -> bool:
+    """Whether `method`'s first view of a channel is its percentile normalisation (object
+    sizes are measured on that view: `pipeline.segment.inference.card_maps`)."""
+    return NORMALISERS[method][0] is _percentile
 
 
 def normalise(image: np.ndarray, low: float, high: float, method: str = "percentile") -> np.ndarray:
     """Per-channel normalisation of a (C, H, W) image to float32 in [0, 1] (`NORMALISERS`):
     ``percentile`` maps the `low`..`high` percentiles to 0..1; ``rank`` maps each pixel to its
-    rank, so that a display lookup applied before export does not change what the network sees."""
+    rank, so that a display lookup applied before export does not change what the network sees;
+    ``percentile_rank`` gives both, (2C, H, W): the C percentile channels, then the C rank
+    channels (the first C channels are always a percentile view when there is one)."""
     if image.ndim != 3:
         raise ValueError(f"normalise expects (C, H, W), got shape {image.shape}")
-    if method not in NORMALISERS:
-        raise ValueError(f"unknown normalisation {method!r}; valid: {', '.join(NORMALISERS)}")
-    out = np.empty(image.shape, np.float32)
-    for c, ch in enumerate(image):
-        out[c] = NORMALISERS[method](ch, low, high)
+    n = views(method)
+    c_in = image.shape[0]
+    out = np.empty((n * c_in, *image.shape[1:]), np.float32)
+    for v, view in enumerate(NORMALISERS[method]):
+        for c, ch in enumerate(image):
+            out[v * c_in + c] = view(ch, low, high)
     return out
 
 

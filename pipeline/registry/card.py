@@ -61,11 +61,14 @@ def _row(name: str, row: dict[str, float]) -> str:
 
 def _normalisation_text(card: dict[str, Any]) -> str:
     """How the card's network expects its input normalised (cards before 2026-12: percentile)."""
-    if card.get("normalisation", "percentile") == "rank":
-        return "per-channel rank normalisation (each pixel's rank in its channel)"
-    return (
+    rank = "per-channel rank normalisation (each pixel's rank in its channel)"
+    percentile = (
         f"per-channel percentile normalisation ({card['low_percentile']}-{card['high_percentile']})"
     )
+    method = card.get("normalisation", "percentile")
+    if method == "percentile_rank":
+        return f"{percentile} and {rank}, stacked"
+    return rank if method == "rank" else percentile
 
 
 def model_card_markdown(meta: dict[str, Any]) -> str:

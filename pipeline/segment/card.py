@@ -22,7 +22,7 @@ OUTPUTS = ("foreground", "distance")  # the network's output maps, in order
 @dataclass
 class ModelCard(Record):
     encoder: str  # smp encoder of the U-Net
-    in_channels: int
+    in_channels: int  # the network's inputs: len(channels) x the normalisation's views
     outputs: list[str]  # output maps in order: foreground, then the normalised distance
     channels: list[str]  # input channel names, in order (e.g. ["c1", "c5"])
     target: str  # label set predicted: cells | nuclei

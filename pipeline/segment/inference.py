@@ -21,7 +21,7 @@ import torch
 
 from pipeline.config import PostprocessConfig
 from pipeline.errors import DataError
-from pipeline.preprocess.samples import normalise
+from pipeline.preprocess.samples import measures_on_percentiles, normalise
 from pipeline.segment.card import ModelCard
 from pipeline.segment.postprocess import foreground, to_instances
 from pipeline.segment.scale import foreground_diameter, image_diameter, rescale_factor, resize
@@ -165,11 +165,11 @@ def card_maps(
 ) -> np.ndarray:
     """`predict_maps` as the model card says: its post-processing, training object diameter and
     target channel; `objects` as in `predict_maps`. Unknown object sizes are measured on a
-    percentile normalisation: the image itself, or for another normalisation, of `raw`, the
-    (C, H, W) intensities (a rank-normalised image spreads the background over half the range,
-    and its Otsu threshold finds one field-wide object)."""
+    percentile normalisation: the image's own (its first channels), or for another
+    normalisation, one of `raw`, the (C, H, W) intensities (a rank-normalised image spreads the
+    background over half the range, and its Otsu threshold finds one field-wide object)."""
     measure_on = None
-    if card.normalisation != "percentile" and card.diameter > 0 and not objects:
+    if not measures_on_percentiles(card.normalisation) and card.diameter > 0 and not objects:
         if raw is None:
             log.warning("object size measured on a %s-normalised image", card.normalisation)
         else:
@@ -206,7 +206,7 @@ def predict_labels(
 def as_chw(raw: np.ndarray, path: Path, card: ModelCard) -> np.ndarray:
     """A new image as (C, H, W) with the card's channels: accepts (H, W) for one channel and
     (H, W, C) when C matches."""
-    n_in = card.in_channels
+    n_in = len(card.channels)
     raw = raw[None] if raw.ndim == 2 else raw
     if raw.ndim == 3 and raw.shape[0] != n_in and raw.shape[-1] == n_in:
         raw = np.moveaxis(raw, -1, 0)  # (H, W, C) -> (C, H, W)

@@ -157,6 +157,7 @@ def to_instances(
     if method == "components":
         return ndi.label(fg, structure=np.ones((3, 3)))[0].astype(np.int32)
     if method == "watershed":
+        image = image[: len(card.channels)]  # the percentile view when there are several
         return split_foreground(fg, image, card.channels, card.channel, card.target, post.watershed)
     if "distance" not in card.outputs:
         raise ConfigError(

@@ -31,7 +31,7 @@ from pipeline.conventions import Record
 from pipeline.errors import DataError
 from pipeline.ingest.layouts import method_channel
 from pipeline.io import atomic_path, disk_full_is_data_error
-from pipeline.preprocess.samples import load_split
+from pipeline.preprocess.samples import load_split, views
 from pipeline.rundir import RunDir
 from pipeline.segment.artifact import load_model, model_id, save_model
 from pipeline.segment.card import OUTPUTS, ModelCard
@@ -87,7 +87,7 @@ def model_card(cfg: PipelineConfig, channels: list[str], diameter: float = 0.0) 
     target = cfg.data.target
     return ModelCard(
         encoder=cfg.train.encoder,
-        in_channels=len(channels),
+        in_channels=len(channels) * views(cfg.preprocess.normalisation),
         outputs=list(OUTPUTS),
         channels=list(channels),
         target=target,

@@ -7,7 +7,7 @@ from pipeline.config.sections import NORMALISATIONS
 from pipeline.errors import DataError
 from pipeline.ingest.dataset import ingest
 from pipeline.preprocess.prepare import preprocess
-from pipeline.preprocess.samples import NORMALISERS, load_split, normalise
+from pipeline.preprocess.samples import NORMALISERS, load_split, normalise, views
 from pipeline.rundir import RunDir
 
 
@@ -24,13 +24,18 @@ def test_every_normalisation_keeps_order_per_channel_in_the_unit_range(method):
     rng = np.random.default_rng(0)
     img = np.stack([rng.integers(0, 4000, (12, 10)), rng.integers(0, 40, (12, 10))])
     out = normalise(img.astype(np.uint16), 1, 99, method)
-    assert out.shape == img.shape and out.dtype == np.float32
+    assert out.shape == (2 * views(method), 12, 10) and out.dtype == np.float32
     assert 0 <= out.min() and out.max() <= 1 and out[0].max() > out[0].min()
-    np.testing.assert_array_equal(out[1], normalise(img[1:], 1, 99, method)[0])  # own channel
-    for ch, norm in zip(img, out, strict=True):  # a brighter pixel is never mapped lower
-        order = np.argsort(ch.ravel(), kind="stable")
-        assert (np.diff(norm.ravel()[order]) >= 0).all()
-    with pytest.raises(ValueError, match="unknown normalisation 'zscore'; valid: percentile, rank"):
+    # each view of each channel: from that channel alone, a brighter pixel never mapped lower
+    for v, single in enumerate(NORMALISERS[method]):
+        name = [k for k, fns in NORMALISERS.items() if fns == (single,)][0]
+        for c, ch in enumerate(img):
+            norm = out[2 * v + c]
+            np.testing.assert_array_equal(norm, normalise(img[c : c + 1], 1, 99, name)[0])
+            order = np.argsort(ch.ravel(), kind="stable")
+            assert (np.diff(norm.ravel()[order]) >= 0).all()
+    valid = "valid: percentile, rank, percentile_rank"
+    with pytest.raises(ValueError, match=f"unknown normalisation 'zscore'; {valid}"):
         normalise(img, 1, 99, "zscore")
     assert tuple(NORMALISERS) == NORMALISATIONS  # the config's choices are the registry's names
 

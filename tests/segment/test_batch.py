@@ -13,11 +13,13 @@ import tifffile
 import torch
 
 from pipeline.errors import DataError
-from pipeline.segment.artifact import save_model
+from pipeline.preprocess.samples import normalise
+from pipeline.segment.artifact import load_model, save_model
 from pipeline.segment.batch import segment_folder
 from pipeline.segment.card import ModelCard
+from pipeline.segment.inference import predict_labels
 from pipeline.segment.measure import measure, pixel_size_from_tif
-from pipeline.segment.network import build_model
+from pipeline.segment.network import build_model, for_inference
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +133,28 @@ def test_a_rank_model_segments_a_display_lookup_of_an_image_alike(tmp_path):
     )
     assert recorded.max() >= 1  # objects found (the untrained network's), the same ones
     np.testing.assert_array_equal(recorded, exported)
+
+
+@pytest.mark.parametrize("instances", ["network", "watershed"])
+def test_a_two_view_model_reads_the_images_channels(instances, tmp_path):
+    """percentile_rank: one image channel, two network inputs; the classical split reads the
+    percentile view."""
+    card = ModelCard("resnet18", 2, ["foreground", "distance"], ["fluo"], "nuclei", "fluo", 1, 99)
+    card.normalisation, card.postprocess.instances = "percentile_rank", instances
+    torch.manual_seed(0)
+    save_model(build_model(**card.arch), card, tmp_path / "model")
+    raw = np.random.default_rng(3).integers(0, 4000, (64, 80)).astype(np.uint16)
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in/a.tif", raw)
+    model = for_inference(load_model(tmp_path / "model")[0])  # as segment_folder runs it
+    image = normalise(raw[None], 1, 99, "percentile_rank")
+    assert image.shape == (2, 64, 80)
+    expected = predict_labels(model, image, torch.device("cpu"), card, objects=20)
+    segment_folder(str(tmp_path / "model"), tmp_path / "in", tmp_path / "out", object_diameter=20)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out/a_labels.tif"), expected)
+    tifffile.imwrite(tmp_path / "in/b.tif", np.stack([raw, raw]))  # the network's 2 inputs
+    with pytest.raises(DataError, match=r"b.tif: shape \(2, 64, 80\), model expects 1 channel"):
+        segment_folder(str(tmp_path / "model"), tmp_path / "in", tmp_path / "out2")
 
 
 def test_bad_folders_are_clear(model, tmp_path):
