@@ -31,7 +31,7 @@ class FullResUnet(torch.nn.Module):
     2x2 block an edge lies. A trained one placed outlines 0.2-0.45 px off in a fixed direction
     (flip test-time averaging cancelled it). Here the last block's convolutions see the image
     itself: the offset fell under 0.1 px and the median IoU of matched HeLa nuclei rose from
-    0.93 to 0.94 (README, "Measured on real data"). (B, C, H, W) in,
+    0.93 to 0.94 (README, "The network"). (B, C, H, W) in,
     (B, classes, H, W) logits out, H and W multiples of 32; state-dict keys as smp's U-Net.
     """
 
@@ -64,7 +64,7 @@ def decoder_step(block: torch.nn.Module, x: torch.Tensor, skip: torch.Tensor) ->
     without building their (B, C + S, H, W) concatenation: the first convolution of a
     concatenation is the sum of convolutions of its parts (same weights, same result to float
     rounding); without the copy the network took less CPU time on a 1056x1408 field in four
-    runs of five (benchmarks/decoder_speed.py, README)."""
+    runs of five (benchmarks/decoder_speed.py, docs/experiments.md)."""
     x = torch.nn.functional.interpolate(x, size=skip.shape[2:], mode=block.interpolation_mode)
     conv, *rest = block.conv1  # convolution, then BatchNorm (or Identity once folded) and ReLU
     n = x.shape[1]

@@ -8,7 +8,7 @@ The choice follows the one-standard-error rule of cross-validated model choice (
 simplest, here the one that draws the fewest objects (splits and keeps least). A cut the
 validation fields do not clearly ask for is not made on a microscope they do not show: trained
 on HeLa alone, the best-scoring setting and one 0.002 below it parted GOWT1's large textured
-nuclei into 0.826 and 0.896 F1 (README, leave one dataset out)."""
+nuclei into 0.826 and 0.896 F1 (docs/experiments.md, leave one dataset out)."""
 
 from __future__ import annotations
 
