@@ -66,7 +66,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="cellseg-speed-"))
     model_dir = args.model
     if model_dir is None:
-        card = ModelCard(args.encoder, 1, list(OUTPUTS), ["fluo"], "nuclei", "fluo", 1.0, 99.8)
+        card = ModelCard(args.encoder, 1, list(OUTPUTS[:2]), ["fluo"], "nuclei", "fluo", 1.0, 99.8)
         model_dir = str(work / "model")
         save_model(build_model(**card.arch), card, model_dir)
     model, card = load_model(model_dir, device)

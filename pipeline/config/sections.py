@@ -162,6 +162,9 @@ class AugmentConfig:
     # a dimmed object whose mean ends up under this many noise widths above the background
     # (after noise and blur) is unknown to the loss, not an object; 0: always an object
     visible: float = _rule(0.0, min=0.0)
+    # probability that a crop is drawn around a pixel where two objects touch, wherever the
+    # training fields hold any (HeLa's hold few touching pairs, its last frames many)
+    contact_crops: float = fraction(0.0)
 
 
 @dataclass
@@ -182,6 +185,9 @@ class TrainConfig:
     # luck no longer picks the model.
     ema: float = fraction(0.99)
     contact_weight: float = _rule(5.0, min=0.0)  # extra loss weight where objects touch
+    # A third output: the band between touching objects (pipeline/train/targets.py), cut out
+    # of the distance map before the seeds are found (pipeline/segment/postprocess.py).
+    contact_map: bool = False
     device: str = _rule("auto", choices=("auto", "cpu", "cuda"))
     precision: str = _rule("auto", choices=("auto", "fp32", "bf16"))  # auto: bf16 on a GPU
     compile: bool = False  # torch.compile the network (GPU; slower start, faster steps)

@@ -16,14 +16,14 @@ from pipeline.config.sections import NORMALISATIONS
 from pipeline.conventions import Record
 from pipeline.errors import DataError
 
-OUTPUTS = ("foreground", "distance")  # the network's output maps, in order
+OUTPUTS = ("foreground", "distance", "contact")  # the network's output maps, in order
 
 
 @dataclass
 class ModelCard(Record):
     encoder: str  # smp encoder of the U-Net
     in_channels: int  # the network's inputs: len(channels) x the normalisation's views
-    outputs: list[str]  # output maps in order: foreground, then the normalised distance
+    outputs: list[str]  # output maps in order: a prefix of OUTPUTS (foreground first)
     channels: list[str]  # input channel names, in order (e.g. ["c1", "c5"])
     target: str  # label set predicted: cells | nuclei
     channel: str  # the target's own channel (the classical watershed split reads it)
@@ -50,8 +50,8 @@ class ModelCard(Record):
             problem = f"missing {', '.join(missing)}"
         elif unknown := sorted(set(d) - set(fields)):
             problem = f"unknown keys {', '.join(unknown)}"
-        elif not set(d["outputs"]) <= set(OUTPUTS) or d["outputs"][:1] != ["foreground"]:
-            problem = f"outputs {d['outputs']} must be foreground, then any of {OUTPUTS[1:]}"
+        elif not d["outputs"] or list(OUTPUTS[: len(d["outputs"])]) != d["outputs"]:
+            problem = f"outputs {d['outputs']} must be the first 1 to 3 of {list(OUTPUTS)}"
         elif d.get("normalisation", "percentile") not in NORMALISATIONS:
             problem = f"normalisation {d['normalisation']!r} not one of {', '.join(NORMALISATIONS)}"
         else:

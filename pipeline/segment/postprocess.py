@@ -1,7 +1,9 @@
 """From the network's output maps to instance labels (0 = background), as the model card says.
 
-The maps are probabilities, (K, H, W) float32: foreground, then (when the card lists it) the
-normalised distance to each object's edge (`pipeline.train.targets`). Methods:
+The maps are probabilities, (K, H, W) float32: foreground, then (when the card lists them) the
+normalised distance to each object's edge and the contact band between touching objects
+(`pipeline.train.targets`); the distance is multiplied by (1 - contact) before anything reads
+it (`seed_distance`), so a contact the network draws is a valley. Methods:
 
 - ``network``: the network alone. Seeds are the connected cores where the predicted distance
   exceeds ``seed_threshold`` inside the foreground (or, with ``seed_h`` > 0, the maxima of the
@@ -142,6 +144,15 @@ def drop_small_objects(labels: np.ndarray, post: PostprocessConfig) -> np.ndarra
     return relabel_sequential(np.where(small[labels], 0, labels))[0]
 
 
+def seed_distance(maps: np.ndarray, outputs: list[str]) -> np.ndarray:
+    """The (H, W) distance map the seeds are cut from, out of the (K, H, W) `maps` named by
+    `outputs`: the predicted distance, times (1 - contact) when the network draws contacts."""
+    dist = maps[outputs.index("distance")]
+    if "contact" in outputs:
+        dist = dist * (1 - maps[outputs.index("contact")])
+    return dist
+
+
 def to_instances(
     maps: np.ndarray, image: np.ndarray, card: ModelCard, method: str | None = None
 ) -> np.ndarray:
@@ -164,4 +175,4 @@ def to_instances(
             f"postprocess.instances=network needs a model with a distance output; this one has "
             f"{card.outputs}: use watershed or components"
         )
-    return network_instances(fg, maps[card.outputs.index("distance")], post, card.diameter)
+    return network_instances(fg, seed_distance(maps, card.outputs), post, card.diameter)

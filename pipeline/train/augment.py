@@ -28,10 +28,14 @@ NOISE_FLOOR = 0.01
 
 
 def _window(
-    image: np.ndarray, labels: np.ndarray, size: int, rng: np.random.Generator
+    image: np.ndarray,
+    labels: np.ndarray,
+    size: int,
+    rng: np.random.Generator,
+    around: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A random size x size window of (C, H, W) `image` and (H, W) `labels`, zero-padded
-    (background) where the image is smaller."""
+    (background) where the image is smaller; with `around`, a (y, x) pixel, one holding it."""
     _, h, w = image.shape
     ph, pw = max(0, size - h), max(0, size - w)
     if ph or pw:
@@ -39,6 +43,9 @@ def _window(
         labels = np.pad(labels, ((0, ph), (0, pw)))
         _, h, w = image.shape
     y0, x0 = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
+    if around is not None:  # the window's corner anywhere that keeps the pixel inside
+        y0 = int(rng.integers(max(0, around[0] - size + 1), min(h - size, around[0]) + 1))
+        x0 = int(rng.integers(max(0, around[1] - size + 1), min(w - size, around[1]) + 1))
     return image[:, y0 : y0 + size, x0 : x0 + size], labels[y0 : y0 + size, x0 : x0 + size]
 
 
@@ -156,15 +163,21 @@ def random_crop(
     rng: np.random.Generator,
     transform=None,
     zoom: float = 1.0,
+    contacts: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One augmented crop: (C, crop, crop) float32 image in [0, 1], (crop, crop) int32 labels.
 
     `transform` is `build_transform(aug, crop)` (pass it in to build it once per worker);
-    `zoom` is the field's own scale factor, applied before the random one."""
+    `zoom` is the field's own scale factor, applied before the random one. `contacts`: the
+    (N, 2) pixels where two objects touch (`targets.contact_band`); with probability
+    ``aug.contact_crops`` the crop holds one of them, drawn at random."""
     if aug.enabled:
         zoom *= math.exp(rng.uniform(math.log(aug.scale_min), math.log(aug.scale_max)))
     size = max(8, round(crop / zoom))
-    window, lab = _window(image, labels, size, rng)
+    around = None
+    if contacts is not None and len(contacts) and rng.random() < aug.contact_crops:
+        around = contacts[rng.integers(len(contacts))]
+    window, lab = _window(image, labels, size, rng, around)
     dimmed = np.zeros(0, lab.dtype)
     if aug.enabled and aug.dim:
         window, dimmed = dim_objects(window, lab, aug.dim, rng, aug.dimmest)

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from pipeline.config.sections import AugmentConfig
 from pipeline.segment.scale import median_diameter
 from pipeline.train.augment import build_transform, random_crop
-from pipeline.train.targets import mark_unlabelled_edge, target_maps
+from pipeline.train.targets import contact_band, mark_unlabelled_edge, target_maps
 
 EDGE_BAND = 1.5  # unlabelled pixels this many object diameters from the edge are ignored
 
@@ -65,6 +65,11 @@ class CropStream(IterableDataset):
             self.labels = [
                 mark_unlabelled_edge(y, EDGE_BAND * d) for y, d in zip(labels, sizes, strict=True)
             ]
+        # where objects touch, per field, for crops drawn around contacts (aug.contact_crops)
+        self.contacts = [
+            np.argwhere(contact_band(y)) if aug.enabled and aug.contact_crops else None
+            for y in self.labels
+        ]
         self.epoch = 0
         # Build the pipeline once here: its libraries are imported before workers fork (an
         # import inside a forked worker trips W&B's import hooks).
@@ -79,7 +84,14 @@ class CropStream(IterableDataset):
             members = self.groups[rng.integers(len(self.groups))]
             i = members[rng.integers(len(members))]
             image, labels = random_crop(
-                self.images[i], self.labels[i], self.crop, self.aug, rng, transform, self.zooms[i]
+                self.images[i],
+                self.labels[i],
+                self.crop,
+                self.aug,
+                rng,
+                transform,
+                self.zooms[i],
+                self.contacts[i],
             )
             yield (
                 torch.from_numpy(image),
@@ -95,7 +107,7 @@ def default_workers(requested: int) -> int:
 def batches(
     stream: CropStream, batch_size: int, workers: int, epoch: int, pin: bool
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """An iterator of (B, C, crop, crop) images and (B, 3, crop, crop) targets for `epoch`."""
+    """An iterator of (B, C, crop, crop) images and (B, 4, crop, crop) targets for `epoch`."""
     stream.epoch = epoch
     loader = DataLoader(
         stream,

@@ -78,25 +78,34 @@ def dice_loss(prob: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) ->
 
 
 def seg_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """(B, K, H, W) logits against (B, 3, H, W) targets (`pipeline.train.targets.target_maps`):
-    BCE + Dice on the foreground; when the network predicts the normalised distance, BCE on it
-    (soft targets in [0, 1]) averaged over object pixels and over background pixels separately,
-    so the objects' insides, where the seeds are cut, weigh as much as the wide background.
-    Pixels of weight 0 (unannotated) count for nothing."""
+    """(B, K, H, W) logits against (B, 4, H, W) targets (`pipeline.train.targets.target_maps`):
+    BCE + Dice on the foreground; when the network predicts the normalised distance (K >= 2)
+    and the contact band (K = 3), BCE on each, averaged over its positive pixels and over the
+    rest separately (`balanced_bce`), so the objects' insides, where the seeds are cut, and the
+    thin bands between touching objects weigh as much as the wide background. Pixels of
+    weight 0 (unannotated) count for nothing."""
     fg, weight = targets[:, :1], targets[:, 2:3]
-
-    def bce(x: torch.Tensor, y: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
-        f = torch.nn.functional.binary_cross_entropy_with_logits
-        return (f(x.float(), y, reduction="none") * where).sum() / where.sum().clamp_min(1.0)
-
     fg_logits = logits[:, :1]
     loss = bce(fg_logits, fg, weight) + dice_loss(torch.sigmoid(fg_logits.float()), fg, weight)
     if logits.shape[1] > 1:
-        dist_logits, dist = logits[:, 1:2], targets[:, 1:2]
-        loss = (
-            loss + bce(dist_logits, dist, weight * fg) + bce(dist_logits, dist, weight * (1 - fg))
-        )
+        loss = loss + balanced_bce(logits[:, 1:2], targets[:, 1:2], fg, weight)
+    if logits.shape[1] > 2:
+        contact = targets[:, 3:4]
+        loss = loss + balanced_bce(logits[:, 2:3], contact, contact, weight)
     return loss
+
+
+def bce(logits: torch.Tensor, target: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of `logits` against soft `target`, averaged with weights `where`."""
+    f = torch.nn.functional.binary_cross_entropy_with_logits
+    return (f(logits.float(), target, reduction="none") * where).sum() / where.sum().clamp_min(1.0)
+
+
+def balanced_bce(
+    logits: torch.Tensor, target: torch.Tensor, part: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    """`bce` averaged inside the {0, 1} `part` and outside it separately, then summed."""
+    return bce(logits, target, weight * part) + bce(logits, target, weight * (1 - part))
 
 
 def edge_policy(unlabelled_edge: bool) -> str:

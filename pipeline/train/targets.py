@@ -14,6 +14,11 @@ are not known the weight is 0. Ground truth that skips objects touching the imag
 edge (BBBC020, the CTC silver truth: `data.edge_objects_labelled` false) leaves those nuclei
 looking like background; `mark_unlabelled_edge` marks the unlabelled pixels near the edge
 UNKNOWN (-1), and the loss ignores them instead of teaching the network to miss such nuclei.
+
+A fourth map is that contact band as a target of its own (``train.contact_map``): the pixels
+between touching objects, as DCAN and nnU-Net-style boundary targets draw them, which the
+post-processing cuts out of the distance map so that touching objects part even where the
+predicted distance leaves only a shallow valley between them.
 """
 
 from __future__ import annotations
@@ -61,10 +66,19 @@ def contact_band(labels: np.ndarray) -> np.ndarray:
 
 
 def target_maps(labels: np.ndarray, contact_weight: float = 0.0) -> np.ndarray:
-    """(H, W) labels (UNKNOWN allowed) -> (3, H, W) float32 targets: foreground {0, 1},
-    normalised distance, and the loss weight: 0 where the label is UNKNOWN, 1 +
-    `contact_weight` in the `contact_band`, else 1."""
+    """(H, W) labels (UNKNOWN allowed) -> (4, H, W) float32 targets: foreground {0, 1},
+    normalised distance, the loss weight (0 where the label is UNKNOWN, 1 +
+    `contact_weight` in the `contact_band`, else 1) and the contact band {0, 1} itself (what a
+    network with a contact output learns to draw between touching objects)."""
     weight = (labels != UNKNOWN).astype(np.float32)
+    contact = contact_band(labels) & (weight > 0)
     if contact_weight:
-        weight[contact_band(labels) & (weight > 0)] += contact_weight
-    return np.stack([(labels > 0).astype(np.float32), normalised_distance(labels), weight])
+        weight[contact] += contact_weight
+    return np.stack(
+        [
+            (labels > 0).astype(np.float32),
+            normalised_distance(labels),
+            weight,
+            contact.astype(np.float32),
+        ]
+    )

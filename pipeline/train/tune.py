@@ -26,6 +26,7 @@ from pipeline.segment.inference import card_maps
 from pipeline.segment.postprocess import (
     drop_small_objects,
     foreground,
+    seed_distance,
     split_at_seeds,
 )
 from pipeline.segment.scale import foreground_diameter, median_diameter
@@ -66,6 +67,7 @@ def tune_seed_threshold(
         card_maps(model, x, device, card, objects=median_diameter(y))
         for x, y in zip(images, gts, strict=True)
     ]
+    dists = [seed_distance(m, card.outputs) for m in maps]
     trials: list[Trial] = []
     fgs, sizes = {}, {}  # per threshold: each field's foreground and its objects' size, once
     for t in THRESHOLDS:
@@ -76,8 +78,8 @@ def tune_seed_threshold(
             post, threshold=fg_threshold, seed_threshold=seed, seed_h=h, seed_shape=shape
         )
         split = [
-            split_at_seeds(fg, m[1], cut, size, card.diameter)
-            for fg, m, size in zip(fgs[fg_threshold], maps, sizes[fg_threshold], strict=True)
+            split_at_seeds(fg, dist, cut, size, card.diameter)
+            for fg, dist, size in zip(fgs[fg_threshold], dists, sizes[fg_threshold], strict=True)
         ]
         for rel in RELATIVE_SIZES:
             trial = dataclasses.replace(cut, min_relative_size=rel)

@@ -30,6 +30,8 @@ def test_card_round_trips_through_a_dict():
         ({"postprocess": {"instances": "magic"}}, "postprocess.instances='magic' is not valid"),
         ({"postprocess": {"threshold": 2}}, "postprocess.threshold=2"),
         ({"normalisation": "zscore"}, "normalisation 'zscore' not one of percentile, rank"),
+        ({"outputs": ["foreground", "contact"]}, "must be the first 1 to 3 of"),
+        ({"outputs": []}, "must be the first 1 to 3 of"),
     ],
 )
 def test_a_wrong_card_is_refused_naming_the_source(change, message):

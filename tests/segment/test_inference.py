@@ -34,7 +34,7 @@ def test_unet_predicts_maps_and_labels_for_a_field_larger_than_a_tile():
     torch.manual_seed(0)
     model = build_model("resnet18", in_channels=1, classes=2).eval()
     image = np.random.default_rng(1).random((1, 200, 290)).astype(np.float32)
-    card = ModelCard("resnet18", 1, list(OUTPUTS), ["fluo"], "nuclei", "fluo", 1.0, 99.8)
+    card = ModelCard("resnet18", 1, list(OUTPUTS[:2]), ["fluo"], "nuclei", "fluo", 1.0, 99.8)
     card.postprocess.tile_size = 128
     maps = predict_maps(model, image, torch.device("cpu"), card.postprocess)
     assert maps.shape == (2, 200, 290) and 0 <= maps.min() and maps.max() <= 1

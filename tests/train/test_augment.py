@@ -1,12 +1,14 @@
 """Augmentation: what it changes in the image and what it must leave alone in the labels."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
 from pipeline.config.sections import AugmentConfig
 from pipeline.train.augment import dim_objects, hide_invisible, random_crop
-from pipeline.train.targets import UNKNOWN
+from pipeline.train.targets import UNKNOWN, contact_band
 
 
 def test_texture_darkens_parts_of_objects_and_leaves_the_labels_alone():
@@ -68,3 +70,22 @@ def test_a_dimmed_object_lost_in_the_noise_is_unknown_not_an_object():
     assert [int(hidden[30, 30 + 60 * i]) for i in range(4)] == [1, UNKNOWN, UNKNOWN, 4]
     assert np.array_equal(hidden == 0, labels == 0)
     assert np.array_equal(hide_invisible(image, labels, np.array([1, 2, 3]), 0.0), labels)
+
+
+def test_crops_can_be_drawn_around_touching_objects():
+    """A field with one touching pair in a corner: with ``contact_crops`` 1 nearly every crop
+    holds both objects of the pair (the random turn may push a sliver at the crop's edge out),
+    with 0 (the default) few do."""
+    labels = np.zeros((400, 400), np.int32)
+    labels[10:30, 10:30], labels[10:30, 30:50] = 1, 2  # touching along x = 30
+    image = (labels > 0)[None].astype(np.float32)
+    contacts = np.argwhere(contact_band(labels))
+    rng = np.random.default_rng(0)
+    plain = AugmentConfig(scale_min=1.0, scale_max=1.0, elastic=0, intensity=0, noise=0, blur=0)
+    around = dataclasses.replace(plain, contact_crops=1.0)
+
+    def both(aug: AugmentConfig) -> int:
+        crops = [random_crop(image, labels, 64, aug, rng, contacts=contacts)[1] for _ in range(40)]
+        return sum({1, 2} <= set(np.unique(y).tolist()) for y in crops)
+
+    assert both(around) >= 36 and both(plain) < 10

@@ -20,7 +20,7 @@ from pipeline.train.targets import (
     target_maps,
 )
 
-CARD = ModelCard("resnet18", 1, list(OUTPUTS), ["fluo"], "nuclei", "fluo", 1.0, 99.8)
+CARD = ModelCard("resnet18", 1, list(OUTPUTS[:2]), ["fluo"], "nuclei", "fluo", 1.0, 99.8)
 
 
 def _discs(n: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -60,6 +60,8 @@ def test_the_loss_weighs_more_where_objects_touch():
     assert set(np.unique(weight[band]).tolist()) == {6.0}
     assert weight[0, 0] == 0 and (weight[~band & (lab != UNKNOWN)] == 1).all()
     assert (target_maps(lab)[2][lab != UNKNOWN] == 1).all()  # off by default
+    contact = target_maps(lab)[3]  # the band is also a target of its own, where known
+    assert np.array_equal(contact > 0, band & (lab != UNKNOWN)) and contact[0, 0] == 0
 
 
 def test_crop_stream_yields_augmented_crops_with_targets():
@@ -67,18 +69,20 @@ def test_crop_stream_yields_augmented_crops_with_targets():
     stream = CropStream(images, labels, ["a", "a", "b"], crop=64, aug=AugmentConfig(), seed=0)
     x, y = next(batches(stream, batch_size=4, workers=0, epoch=0, pin=False))
     assert x.shape == (4, 1, 64, 64) and x.dtype == torch.float32
-    assert y.shape == (4, 3, 64, 64) and 0 <= float(x.min()) and float(x.max()) <= 1
+    assert y.shape == (4, 4, 64, 64) and 0 <= float(x.min()) and float(x.max()) <= 1
     assert set(torch.unique(y[:, 0]).tolist()) <= {0.0, 1.0}
     again = next(batches(stream, batch_size=4, workers=0, epoch=0, pin=False))[0]
     assert torch.equal(x, again)  # an epoch's stream is reproducible (resume)
 
 
 def _target() -> torch.Tensor:
-    """(1, 3, 8, 8) targets: a 4x4 object with a 2x2 core, every pixel known."""
-    target = torch.zeros(1, 3, 8, 8)
+    """(1, 4, 8, 8) targets: a 4x4 object with a 2x2 core, every pixel known, its last column
+    in contact with a neighbour."""
+    target = torch.zeros(1, 4, 8, 8)
     target[:, 0, 2:6, 2:6] = 1
     target[:, 1, 3:5, 3:5] = 1
     target[:, 2] = 1
+    target[:, 3, 2:6, 5] = 1
     return target
 
 
@@ -86,6 +90,16 @@ def test_loss_is_lower_for_right_answer():
     target = _target()
     good, bad = (target[:, :2] * 20 - 10), (10 - target[:, :2] * 20)
     assert seg_loss(good, target) < seg_loss(bad, target)
+
+
+def test_a_contact_output_is_trained_on_the_contact_band():
+    target = _target()
+    maps = torch.cat([target[:, :2], target[:, 3:]], dim=1)
+    good = maps * 20 - 10
+    no_contact = good.clone()
+    no_contact[:, 2] = -10  # right foreground and distance, the contact missed
+    assert seg_loss(good, target) < seg_loss(no_contact, target) - 1.0
+    assert seg_loss(good[:, :2], target) < 0.1  # two outputs: the contact target is unused
 
 
 def test_the_loss_ignores_unannotated_pixels():
