@@ -88,7 +88,7 @@ def model_card(cfg: PipelineConfig, channels: list[str], diameter: float = 0.0) 
     return ModelCard(
         encoder=cfg.train.encoder,
         in_channels=len(channels) * views(cfg.preprocess.normalisation),
-        outputs=list(OUTPUTS[: 3 if cfg.train.contact_map else 2]),
+        outputs=list(OUTPUTS if cfg.train.contact_map else OUTPUTS[:2]),  # [:2]: no contact
         channels=list(channels),
         target=target,
         channel=method_channel(cfg.data.layout, target, cfg.baseline.channel, channels),
