@@ -19,6 +19,9 @@ WATERSHED_THRESHOLDS = ("otsu", "li", "triangle", "yen", "mean")  # scikit-image
 BORDER_POLICIES = ("none", "crop", "ignore_border_predictions", "ignore_border_objects")
 # Network output -> instances: its own seeds (distance map), classical markers, or components.
 INSTANCE_METHODS = ("network", "watershed", "components")
+# What the network's seeds grow over (the keys of pipeline.segment.postprocess.FLOODS):
+# objects part where the foreground probability dips, or along the distance map's valley.
+FLOODS = ("distance", "foreground")
 
 
 def _rule(default: Any = None, *, factory: Any = None, **metadata: Any) -> Any:
@@ -217,7 +220,9 @@ class PostprocessConfig:
     Gaussian blur of ``seed_sigma`` px at the training scale; ``seed_shape`` > 0 mixes in the
     foreground's own shape, its distance transform in object radii, with that weight), objects
     smaller than ``min_relative_size`` times the image's typical object (area-weighted median)
-    dropped (debris and fragments, whatever the magnification); ``watershed`` splits its
+    dropped (debris and fragments, whatever the magnification); the seeds grow over the
+    distance map (``flood: distance``) or the foreground probability (``foreground``, so
+    touching objects part where it dips); ``watershed`` splits its
     foreground with the classical method's markers (nuclei for cells, distance peaks for nuclei;
     settings in `watershed`); ``components`` takes connected components. Evaluation reports
     ``unet`` (the network's own instances) and ``unet_watershed`` (with the classical split), so
@@ -232,6 +237,7 @@ class PostprocessConfig:
     seed_h: float = fraction(0.05)  # >0: seeds are distance maxima this deep (h-maxima)
     seed_sigma: float = _rule(4.0, min=0.0)  # training-scale px; blur before the h-maxima
     seed_shape: float = _rule(0.0, min=0.0)  # weight of the foreground's distance transform
+    flood: str = _rule("distance", choices=FLOODS)  # the surface the seeds grow over
     min_relative_size: float = fraction(0.2)  # drop objects below this x the typical object
     tune_seed_threshold: bool = True  # after training, pick the seed and size settings on val
     min_object_size: int = positive(30)  # px; smaller objects (specks) are dropped

@@ -9,15 +9,18 @@ it (`seed_distance`), so a contact the network draws is a valley. Methods:
   exceeds ``seed_threshold`` inside the foreground (or, with ``seed_h`` > 0, the maxima of the
   blurred distance at least ``seed_h`` deep: h-maxima; the blur, ``seed_sigma``, is in px of
   the training scale, so it is as wide relative to the objects on every image: `seed_scale`);
-  a watershed on the negated distance grows them over the foreground, so touching objects part
-  along the distance valley between them. With ``seed_shape`` > 0 the foreground's own shape
-  joins in: its distance transform, in radii of the image's objects, weighted by
-  ``seed_shape`` and averaged with the predicted distance (a neck in the foreground is a
-  valley too; on the CTC HeLa frames the network's distance alone merged touching pairs).
-  Foreground parts without a seed become objects of their own. Objects smaller than
-  ``min_object_size`` px or ``min_relative_size`` times the image's typical object (the
-  area-weighted median, which specks do not drag down) are dropped: debris and fragments, at
-  any magnification.
+  a watershed grows them over the foreground, flooding the negated distance (``flood:
+  distance``: touching objects part along its valley) or the negated foreground probability
+  (``foreground``: where the network's probability dips between them; on the CTC HeLa frames
+  that placed the line closer to the truth, but the tuning then chose other seeds:
+  docs/experiments.md). With ``seed_shape`` > 0 the
+  foreground's own shape joins in: its distance transform, in radii of the image's objects,
+  weighted by ``seed_shape`` and averaged with the predicted distance (a neck in the
+  foreground is a valley too; on the CTC HeLa frames the network's distance alone merged
+  touching pairs). Foreground parts without a seed become objects of their own. Objects
+  smaller than ``min_object_size`` px or ``min_relative_size`` times the image's typical
+  object (the area-weighted median, which specks do not drag down) are dropped: debris and
+  fragments, at any magnification.
 - ``watershed``: the classical method's marker split (nuclei of the image for cells,
   distance-transform peaks for nuclei; `pipeline.segment.watershed.split_foreground`) applied to
   the network's foreground: model + classical post-processing.
@@ -57,12 +60,17 @@ def h_maxima_inside(dist: np.ndarray, fg: np.ndarray, h: float) -> np.ndarray:
 
 
 def network_instances(
-    fg: np.ndarray, dist: np.ndarray, post: PostprocessConfig, diameter: float = 0.0
+    fg: np.ndarray,
+    dist: np.ndarray,
+    post: PostprocessConfig,
+    diameter: float = 0.0,
+    prob: np.ndarray | None = None,
 ) -> np.ndarray:
     """(H, W) bool foreground and (H, W) predicted normalised distance -> (H, W) int32 labels;
-    `diameter`: the object diameter the network was trained at (the card's; 0: none)."""
+    `diameter`: the object diameter the network was trained at (the card's; 0: none); `prob`:
+    the (H, W) float foreground probability (`split_at_seeds`)."""
     size = objects_size(fg, post)
-    return drop_small_objects(split_at_seeds(fg, dist, post, size, diameter), post)
+    return drop_small_objects(split_at_seeds(fg, dist, post, size, diameter, prob), post)
 
 
 def objects_size(fg: np.ndarray, post: PostprocessConfig) -> float:
@@ -83,17 +91,27 @@ def seed_scale(size: float, diameter: float) -> float:
     return size / diameter if size > 0 and diameter > 0 else 1.0
 
 
+# PostprocessConfig.flood -> (the (H, W) foreground probability, the (H, W) distance the seeds
+# were cut from) -> the surface the watershed floods, lowest first. The 1 px blur breaks ties.
+FLOODS = {
+    "distance": lambda prob, dist: -dist,
+    "foreground": lambda prob, dist: -ndi.gaussian_filter(prob, 1.0),
+}
+
+
 def split_at_seeds(
     fg: np.ndarray,
     dist: np.ndarray,
     post: PostprocessConfig,
     size: float = 0.0,
     diameter: float = 0.0,
+    prob: np.ndarray | None = None,
 ) -> np.ndarray:
     """(H, W) bool foreground split at seeds of the (H, W) predicted distance (``post.seed_*``)
     -> (H, W) int32 labels; foreground parts without a seed become objects of their own.
     `size`: the image's object diameter in px (`objects_size`; 0: unknown, no shape term);
-    `diameter`: the training one (the blur is ``seed_sigma`` x `seed_scale` px)."""
+    `diameter`: the training one (the blur is ``seed_sigma`` x `seed_scale` px); `prob`: the
+    (H, W) float foreground probability the seeds grow over (``post.flood``; default: `fg`)."""
     from skimage.segmentation import watershed
 
     dist = dist.astype(np.float32)
@@ -105,7 +123,11 @@ def split_at_seeds(
         seeds, _ = ndi.label(h_maxima_inside(dist, fg, post.seed_h))
     else:
         seeds, _ = ndi.label(fg & (dist > post.seed_threshold))
-    labels = watershed(-dist, seeds, mask=fg).astype(np.int32)
+    if post.flood not in FLOODS:
+        raise ConfigError(f"unknown flood {post.flood!r}; use one of {', '.join(FLOODS)}")
+    prob = fg if prob is None else prob
+    surface = FLOODS[post.flood](prob.astype(np.float32), dist)
+    labels = watershed(surface, seeds, mask=fg).astype(np.int32)
     orphans, n = ndi.label(fg & (labels == 0))
     if n:
         labels[orphans > 0] = orphans[orphans > 0] + labels.max()
@@ -175,4 +197,5 @@ def to_instances(
             f"postprocess.instances=network needs a model with a distance output; this one has "
             f"{card.outputs}: use watershed or components"
         )
-    return network_instances(fg, seed_distance(maps, card.outputs), post, card.diameter)
+    dist = seed_distance(maps, card.outputs)
+    return network_instances(fg, dist, post, card.diameter, prob=maps[0])

@@ -78,8 +78,10 @@ def tune_seed_threshold(
             post, threshold=fg_threshold, seed_threshold=seed, seed_h=h, seed_shape=shape
         )
         split = [
-            split_at_seeds(fg, dist, cut, size, card.diameter)
-            for fg, dist, size in zip(fgs[fg_threshold], dists, sizes[fg_threshold], strict=True)
+            split_at_seeds(fg, dist, cut, size, card.diameter, m[0])
+            for fg, dist, size, m in zip(
+                fgs[fg_threshold], dists, sizes[fg_threshold], maps, strict=True
+            )
         ]
         for rel in RELATIVE_SIZES:
             trial = dataclasses.replace(cut, min_relative_size=rel)

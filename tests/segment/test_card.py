@@ -20,6 +20,8 @@ def test_card_round_trips_through_a_dict():
     older = card.to_dict()
     del older["normalisation"]  # cards written before 2026-12 normalised by percentiles
     assert ModelCard.from_dict(older).normalisation == "percentile"
+    del older["postprocess"]["flood"]  # cards written before 2026-12-01 flooded the distance
+    assert ModelCard.from_dict(older).postprocess.flood == "distance"
 
 
 @pytest.mark.parametrize(
@@ -29,6 +31,7 @@ def test_card_round_trips_through_a_dict():
         ({"colour": "blue"}, "unknown keys colour"),
         ({"postprocess": {"instances": "magic"}}, "postprocess.instances='magic' is not valid"),
         ({"postprocess": {"threshold": 2}}, "postprocess.threshold=2"),
+        ({"postprocess": {"flood": "flow"}}, "postprocess.flood='flow' is not valid"),
         ({"normalisation": "zscore"}, "normalisation 'zscore' not one of percentile, rank"),
         ({"outputs": ["foreground", "contact"]}, "must be the first 1 to 3 of"),
         ({"outputs": []}, "must be the first 1 to 3 of"),

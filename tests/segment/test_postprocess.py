@@ -1,5 +1,5 @@
 """From output maps to instances: seeds from the distance map (threshold or h-maxima), the
-relative size filter, and every instance method on the same maps."""
+surface they grow over, the relative size filter, and every instance method on the same maps."""
 
 import dataclasses
 
@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from pipeline.config import PostprocessConfig
+from pipeline.config import PostprocessConfig, sections
 from pipeline.config.sections import INSTANCE_METHODS
 from pipeline.errors import ConfigError
 from pipeline.segment.card import OUTPUTS, ModelCard
 from pipeline.segment.postprocess import (
+    FLOODS,
     drop_small_objects,
     network_instances,
     objects_size,
@@ -45,6 +46,28 @@ def test_touching_objects_are_split_at_their_distance_valley(seeds):
         ids, counts = np.unique(pred[lab == i], return_counts=True)
         assert counts.max() / counts.sum() > 0.95 and len(set(ids) - {0}) >= 1
     assert len(np.unique(pred[(lab == 1) | (lab == 2)])) == 2
+
+
+def test_seeds_grow_over_the_surface_the_config_names():
+    """One strip, two distance bumps (cores at x 25 and 75, valley at x 50) and a dip of the
+    foreground probability at x 40: flooding the probability parts the objects at the dip,
+    flooding the distance at its valley."""
+    assert tuple(FLOODS) == sections.FLOODS  # the config's choices are the registry's names
+    xx = np.arange(100, dtype=np.float32)
+    fg = np.zeros((20, 100), bool)
+    fg[5:15, 5:95] = True
+    bumps = np.exp(-((xx - 25) ** 2) / 200) + np.exp(-((xx - 75) ** 2) / 200)
+    dist = np.where(fg, bumps, 0).astype(np.float32)
+    prob = np.where(fg, 0.9 - 0.5 * np.exp(-((xx - 40) ** 2) / 4), 0).astype(np.float32)
+    post = PostprocessConfig(seed_h=0.0, seed_threshold=0.8, min_relative_size=0.0)
+    parted_at = {}
+    for flood in FLOODS:
+        labels = network_instances(fg, dist, dataclasses.replace(post, flood=flood), prob=prob)
+        assert labels.max() == 2, flood
+        parted_at[flood] = 25 + int(np.flatnonzero(labels[10, 25:] != labels[10, 25])[0])
+    assert abs(parted_at["foreground"] - 40) <= 1 and abs(parted_at["distance"] - 50) <= 1
+    with pytest.raises(ConfigError, match="distance, foreground"):
+        network_instances(fg, dist, dataclasses.replace(post, flood="flow"), prob=prob)
 
 
 def test_the_seed_blur_is_measured_in_pixels_of_the_training_scale():
