@@ -13,14 +13,13 @@ it (`seed_distance`), so a contact the network draws is a valley. Methods:
   distance``: touching objects part along its valley) or the negated foreground probability
   (``foreground``: where the network's probability dips between them; on the CTC HeLa frames
   that placed the line closer to the truth, but the tuning then chose other seeds:
-  docs/experiments.md). With ``seed_shape`` > 0 the
-  foreground's own shape joins in: its distance transform, in radii of the image's objects,
-  weighted by ``seed_shape`` and averaged with the predicted distance (a neck in the
-  foreground is a valley too; on the CTC HeLa frames the network's distance alone merged
-  touching pairs). Foreground parts without a seed become objects of their own. Objects
-  smaller than ``min_object_size`` px or ``min_relative_size`` times the image's typical
-  object (the area-weighted median, which specks do not drag down) are dropped: debris and
-  fragments, at any magnification.
+  docs/experiments.md). With ``seed_shape`` > 0 the foreground's own shape joins in: its
+  distance transform, in radii of the image's objects, weighted by ``seed_shape`` and averaged
+  with the predicted distance (a neck in the foreground is a valley too; on the CTC HeLa frames
+  the network's distance alone merged touching pairs). Foreground parts without a seed become
+  objects of their own. Objects smaller than ``min_object_size`` px or ``min_relative_size``
+  times the image's typical object (the area-weighted median, which specks do not drag down) are
+  dropped: debris and fragments, at any magnification.
 - ``watershed``: the classical method's marker split (nuclei of the image for cells,
   distance-transform peaks for nuclei; `pipeline.segment.watershed.split_foreground`) applied to
   the network's foreground: model + classical post-processing.
@@ -114,6 +113,8 @@ def split_at_seeds(
     (H, W) float foreground probability the seeds grow over (``post.flood``; default: `fg`)."""
     from skimage.segmentation import watershed
 
+    if post.flood not in FLOODS:
+        raise ConfigError(f"unknown flood {post.flood!r}; use one of {', '.join(FLOODS)}")
     dist = dist.astype(np.float32)
     if post.seed_shape > 0 and size > 0:
         shape = ndi.distance_transform_edt(fg).astype(np.float32) / np.float32(size / 2)
@@ -123,8 +124,6 @@ def split_at_seeds(
         seeds, _ = ndi.label(h_maxima_inside(dist, fg, post.seed_h))
     else:
         seeds, _ = ndi.label(fg & (dist > post.seed_threshold))
-    if post.flood not in FLOODS:
-        raise ConfigError(f"unknown flood {post.flood!r}; use one of {', '.join(FLOODS)}")
     prob = fg if prob is None else prob
     surface = FLOODS[post.flood](prob.astype(np.float32), dist)
     labels = watershed(surface, seeds, mask=fg).astype(np.int32)
