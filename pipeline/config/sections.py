@@ -21,7 +21,7 @@ BORDER_POLICIES = ("none", "crop", "ignore_border_predictions", "ignore_border_o
 INSTANCE_METHODS = ("network", "watershed", "components")
 # What the network's seeds grow over (the keys of pipeline.segment.postprocess.FLOODS):
 # objects part where the foreground probability dips, or along the distance map's valley.
-FLOODS = ("distance", "foreground")
+FLOOD_CHOICES = ("distance", "foreground")
 
 
 def _rule(default: Any = None, *, factory: Any = None, **metadata: Any) -> Any:
@@ -237,7 +237,7 @@ class PostprocessConfig:
     seed_h: float = fraction(0.05)  # >0: seeds are distance maxima this deep (h-maxima)
     seed_sigma: float = _rule(4.0, min=0.0)  # training-scale px; blur before the h-maxima
     seed_shape: float = _rule(0.0, min=0.0)  # weight of the foreground's distance transform
-    flood: str = _rule("distance", choices=FLOODS)  # the surface the seeds grow over
+    flood: str = _rule("distance", choices=FLOOD_CHOICES)  # the surface the seeds grow over
     min_relative_size: float = fraction(0.2)  # drop objects below this x the typical object
     tune_seed_threshold: bool = True  # after training, pick the seed and size settings on val
     min_object_size: int = positive(30)  # px; smaller objects (specks) are dropped

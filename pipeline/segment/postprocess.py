@@ -94,7 +94,7 @@ def seed_scale(size: float, diameter: float) -> float:
 # were cut from) -> the surface the watershed floods, lowest first. The 1 px blur breaks ties.
 FLOODS = {
     "distance": lambda prob, dist: -dist,
-    "foreground": lambda prob, dist: -ndi.gaussian_filter(prob, 1.0),
+    "foreground": lambda prob, dist: -ndi.gaussian_filter(prob.astype(np.float32), 1.0),
 }
 
 
@@ -125,7 +125,7 @@ def split_at_seeds(
     else:
         seeds, _ = ndi.label(fg & (dist > post.seed_threshold))
     prob = fg if prob is None else prob
-    surface = FLOODS[post.flood](prob.astype(np.float32), dist)
+    surface = FLOODS[post.flood](prob, dist)
     labels = watershed(surface, seeds, mask=fg).astype(np.int32)
     orphans, n = ndi.label(fg & (labels == 0))
     if n:

@@ -52,7 +52,7 @@ def test_seeds_grow_over_the_surface_the_config_names():
     """One strip, two distance bumps (cores at x 25 and 75, valley at x 50) and a dip of the
     foreground probability at x 40: flooding the probability parts the objects at the dip,
     flooding the distance at its valley."""
-    assert tuple(FLOODS) == sections.FLOODS  # the config's choices are the registry's names
+    assert tuple(FLOODS) == sections.FLOOD_CHOICES  # the config's choices are the registry's names
     xx = np.arange(100, dtype=np.float32)
     fg = np.zeros((20, 100), bool)
     fg[5:15, 5:95] = True
