@@ -168,6 +168,9 @@ class AugmentConfig:
     # probability that a crop is drawn around a pixel where two objects touch, wherever the
     # training fields hold any (HeLa's hold few touching pairs, its last frames many)
     contact_crops: float = fraction(0.0)
+    # probability per object that a copy of another object of the crop is pasted touching it
+    # (pipeline.train.paste): the pairs pressed together that a sparse training field lacks
+    paste: float = fraction(0.0)
 
 
 @dataclass

@@ -4,13 +4,15 @@ A crop is cut at a random zoom (log-uniform in [scale_min, scale_max]: a window 
 pixels resized to crop x crop), so the network sees objects from a fraction to a multiple of
 their size; then flips and 90-degree turns, mild affine and elastic deformation, gamma and
 brightness/contrast, uneven brightness inside objects (a plasma-fractal shadow), noise and
-blur. Before all that, with ``train.augment.dim`` > 0 (off by default; configs/ctc_nuclei.yaml
-sets it), some objects are dimmed on their own (`dim_objects`): in one field nuclei may differ
-tenfold in brightness, and a network that never saw a faint nucleus beside bright ones misses
-it. A dimmed object can end up fainter than the noise added after it; with
-``train.augment.visible`` > 0 such an object becomes unknown (`hide_invisible`): the loss
-neither asks the network to find a nucleus it cannot see nor to call it background. Labels
-use nearest-neighbour interpolation so ids survive.
+blur. Before all that, with ``train.augment.paste`` > 0 (off by default), copies of the
+crop's own objects are pasted touching others (`pipeline.train.paste`), and with
+``train.augment.dim`` > 0 (off by default; configs/ctc_nuclei.yaml sets it), some objects are
+dimmed on their own (`dim_objects`): in one field nuclei may differ tenfold in brightness, and
+a network that never saw a faint nucleus beside bright ones misses it. A dimmed object can
+end up fainter than the noise added after it; with ``train.augment.visible`` > 0 such an
+object becomes unknown (`hide_invisible`): the loss neither asks the network to find a nucleus
+it cannot see nor to call it background. Labels use nearest-neighbour interpolation so ids
+survive.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import math
 import numpy as np
 
 from pipeline.config.sections import AugmentConfig
+from pipeline.train.paste import paste_touching
 from pipeline.train.targets import UNKNOWN
 
 # the smallest noise width `hide_invisible` assumes, on the [0, 1] normalised image: half a grey
@@ -178,6 +181,8 @@ def random_crop(
     if contacts is not None and len(contacts) and rng.random() < aug.contact_crops:
         around = contacts[rng.integers(len(contacts))]
     window, lab = _window(image, labels, size, rng, around)
+    if aug.enabled and aug.paste:
+        window, lab = paste_touching(window, lab, aug.paste, rng)
     dimmed = np.zeros(0, lab.dtype)
     if aug.enabled and aug.dim:
         window, dimmed = dim_objects(window, lab, aug.dim, rng, aug.dimmest)

@@ -8,6 +8,7 @@ from scipy import ndimage as ndi
 
 from pipeline.config.sections import AugmentConfig
 from pipeline.train.augment import dim_objects, hide_invisible, random_crop
+from pipeline.train.paste import paste_touching
 from pipeline.train.targets import UNKNOWN, contact_band
 
 
@@ -89,3 +90,30 @@ def test_crops_can_be_drawn_around_touching_objects():
         return sum({1, 2} <= set(np.unique(y).tolist()) for y in crops)
 
     assert both(around) >= 36 and both(plain) < 10
+
+
+def test_pasted_copies_touch_a_neighbour_over_background_only():
+    """Copy-paste: new objects are copies of the crop's own (same size, same pixels), each
+    pressed against another object; existing objects, unknown pixels and the inputs stay."""
+    yy, xx = np.mgrid[:120, :120]
+    labels = np.zeros((120, 120), np.int32)
+    labels[(yy - 30) ** 2 + (xx - 30) ** 2 < 100] = 1
+    labels[(yy - 80) ** 2 + (xx - 85) ** 2 < 144] = 2
+    labels[:, 115:] = UNKNOWN
+    image = np.where(labels > 0, 0.5 + 0.4 * np.sin(xx / 2.0) ** 2, 0.05).astype(np.float32)[None]
+    before = image.copy(), labels.copy()
+    x, y = paste_touching(image, labels, 1.0, np.random.default_rng(0))
+    np.testing.assert_array_equal(image, before[0])  # the inputs are not modified
+    np.testing.assert_array_equal(labels, before[1])
+    assert (y[labels != 0] == labels[labels != 0]).all()  # pasted over background only
+    new = [i for i in np.unique(y) if i > 2]
+    assert new, "no copy was pasted"
+    areas = {int((labels == i).sum()) for i in (1, 2)}
+    for i in new:
+        assert int((y == i).sum()) in areas  # a whole copy of one of the objects
+        assert (x[0][y == i] >= 0.5).all()  # with the object's pixels, not the background's
+        near = ndi.binary_dilation(y == i, np.ones((5, 5), bool))
+        assert ((y[near] > 0) & (y[near] != i)).any()  # within 2 px of another object
+    assert contact_band(y).sum() > contact_band(labels).sum()
+    same = paste_touching(image, labels, 0.0, np.random.default_rng(0))
+    assert same[0] is image and same[1] is labels
