@@ -31,6 +31,8 @@ def paste_touching(
         raise ValueError(
             f"need (C, H, W) image and (H, W) labels, got {image.shape} and {labels.shape}"
         )
+    if not 0 <= p <= 1:
+        raise ValueError(f"paste probability must be in [0, 1] (train.augment.paste), got {p}")
     ids = np.unique(labels[labels > 0])
     targets = ids[rng.random(ids.size) < p]
     if not targets.size:

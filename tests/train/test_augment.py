@@ -117,3 +117,5 @@ def test_pasted_copies_touch_a_neighbour_over_background_only():
     assert contact_band(y).sum() > contact_band(labels).sum()
     same = paste_touching(image, labels, 0.0, np.random.default_rng(0))
     assert same[0] is image and same[1] is labels
+    with pytest.raises(ValueError, match="train.augment.paste"):
+        paste_touching(image, labels, 1.5, np.random.default_rng(0))
