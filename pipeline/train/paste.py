@@ -5,14 +5,17 @@ frames hold 2.7 touching pairs per frame, its last frames 17.4, and a network th
 pairs merges them. `paste_touching` copies whole objects of a crop, with their own pixels and
 the few pixels around them, next to other objects of the same crop so that the two touch,
 the way they do in a dense field. Pixels and labels move together: the copy's outline is its
-label's, its texture and edge are real, and where it meets its neighbour the image dips as
-it does between real touching nuclei (both edges fade).
+label's and its texture and edge are real; where it meets its neighbour both edges fade, but
+the two may differ in brightness more than real neighbours do (measured on the CTC sets in
+docs/experiments.md: off there).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
+
+from pipeline.train.targets import CONTACT_REACH
 
 MARGIN = 2  # px of the source's surroundings carried with it (its edge fading out)
 TRIES = 6  # directions tried per pair before giving up on it
@@ -77,7 +80,8 @@ def _paste_beside(
         return
     target_centre = np.array([ty.mean(), tx.mean()])
     reach = np.sqrt(ys.size / np.pi) + np.sqrt(ty.size / np.pi)  # sum of the two radii
-    touching = ndi.binary_dilation(labels == target, np.ones((5, 5), bool))  # within 2 px
+    reach_px = 2 * CONTACT_REACH + 1  # "touching" as the contact band counts it
+    touching = ndi.binary_dilation(labels == target, np.ones((reach_px, reach_px), bool))
     new_id = int(labels.max()) + 1
     for _ in range(TRIES):
         angle = rng.uniform(0, 2 * np.pi)
