@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from pipeline.train.targets import CONTACT_REACH
+from pipeline.train.targets import CONTACT_WINDOW
 
 MARGIN = 2  # px of the source's surroundings carried with it (its edge fading out)
 TRIES = 6  # directions tried per pair before giving up on it
@@ -80,8 +80,8 @@ def _paste_beside(
         return
     target_centre = np.array([ty.mean(), tx.mean()])
     reach = np.sqrt(ys.size / np.pi) + np.sqrt(ty.size / np.pi)  # sum of the two radii
-    reach_px = 2 * CONTACT_REACH + 1  # "touching" as the contact band counts it
-    touching = ndi.binary_dilation(labels == target, np.ones((reach_px, reach_px), bool))
+    window = np.ones((CONTACT_WINDOW, CONTACT_WINDOW), bool)  # "touching" as contact_band counts
+    touching = ndi.binary_dilation(labels == target, window)
     new_id = int(labels.max()) + 1
     for _ in range(TRIES):
         angle = rng.uniform(0, 2 * np.pi)

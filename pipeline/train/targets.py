@@ -30,6 +30,7 @@ from pipeline.segment.scale import object_distances
 
 UNKNOWN = -1  # label value: not annotated, neither object nor background
 CONTACT_REACH = 2  # px (at the training scale): a contact band is this wide on either side
+CONTACT_WINDOW = 2 * CONTACT_REACH + 1  # the square neighbourhood `contact_band` looks in
 
 
 def normalised_distance(labels: np.ndarray) -> np.ndarray:
@@ -56,12 +57,11 @@ def mark_unlabelled_edge(labels: np.ndarray, band: float) -> np.ndarray:
 
 def contact_band(labels: np.ndarray) -> np.ndarray:
     """(H, W) integer labels (0 = background, negative ignored) -> (H, W) bool: the pixels
-    whose (2 CONTACT_REACH + 1)-square neighbourhood holds two different objects."""
-    size = 2 * CONTACT_REACH + 1
+    whose CONTACT_WINDOW-square neighbourhood holds two different objects."""
     objects = np.maximum(labels, 0)
-    highest = ndi.maximum_filter(objects, size)
+    highest = ndi.maximum_filter(objects, CONTACT_WINDOW)
     none = np.iinfo(objects.dtype).max
-    lowest = ndi.minimum_filter(np.where(objects > 0, objects, none), size)
+    lowest = ndi.minimum_filter(np.where(objects > 0, objects, none), CONTACT_WINDOW)
     return (lowest != none) & (highest != lowest)
 
 
