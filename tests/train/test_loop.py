@@ -11,7 +11,7 @@ from pipeline.segment.card import OUTPUTS, ModelCard
 from pipeline.segment.network import build_model
 from pipeline.segment.scale import foreground_diameter, median_diameter
 from pipeline.train.data import EDGE_BAND, CropStream, batches
-from pipeline.train.loop import TrainingDiverged, seg_loss, train_seg
+from pipeline.train.loop import TrainingDiverged, dice_loss, seg_loss, train_seg
 from pipeline.train.targets import (
     UNKNOWN,
     contact_band,
@@ -90,6 +90,15 @@ def test_loss_is_lower_for_right_answer():
     target = _target()
     good, bad = (target[:, :2] * 20 - 10), (10 - target[:, :2] * 20)
     assert seg_loss(good, target) < seg_loss(bad, target)
+
+
+def test_a_pixel_of_weight_two_counts_as_two_pixels_in_the_dice():
+    prob = torch.tensor([0.9, 0.2, 0.6, 0.1])
+    target = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    doubled = dice_loss(prob, target, torch.tensor([1.0, 1.0, 2.0, 1.0]))
+    repeated = dice_loss(prob[[0, 1, 2, 2, 3]], target[[0, 1, 2, 2, 3]], torch.ones(5))
+    assert doubled == pytest.approx(float(repeated))
+    assert 0 < float(dice_loss(prob, target, torch.full((4,), 16.0))) < 1
 
 
 def test_a_contact_output_is_trained_on_the_contact_band():
