@@ -170,7 +170,8 @@ def random_crop(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One augmented crop: (C, crop, crop) float32 image in [0, 1], (crop, crop) int32 labels.
 
-    `transform` is `build_transform(aug, crop)` (pass it in to build it once per worker);
+    `transform` is `build_transform(aug, crop)` (pass it in to build it once per worker; without
+    it one is built seeded from `rng`, so the crop depends on `rng` alone);
     `zoom` is the field's own scale factor, applied before the random one. `contacts`: the
     (N, 2) pixels where two objects touch (`targets.contact_band`); with probability
     ``aug.contact_crops`` the crop holds one of them, drawn at random."""
@@ -186,7 +187,8 @@ def random_crop(
     dimmed = np.zeros(0, lab.dtype)
     if aug.enabled and aug.dim:
         window, dimmed = dim_objects(window, lab, aug.dim, rng, aug.dimmest)
-    transform = transform or build_transform(aug, crop)
+    if transform is None:
+        transform = build_transform(aug, crop, seed=int(rng.integers(2**31)))
     out = transform(
         image=np.ascontiguousarray(window.transpose(1, 2, 0)), mask=lab.astype(np.float32)
     )
