@@ -173,7 +173,13 @@ def _predict(args: argparse.Namespace) -> dict:
     with model_for_predict(cfg, args.model) as model:
         p = cfg.predict
         written = predict_folder(
-            model, args.images, args.out, p.pixel_size_um, diameter, workers=p.workers
+            model,
+            args.images,
+            args.out,
+            p.pixel_size_um,
+            diameter,
+            workers=p.workers,
+            flip_tta=p.flip_tta,
         )
         return {"model": args.model or "production", "written": written}
 

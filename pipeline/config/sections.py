@@ -309,6 +309,10 @@ class PredictConfig:
     # processes that cut instances, measure and write while the network runs on the next image
     # (pipeline/segment/batch.py); -1: one per CPU core but one on a GPU, none on a CPU
     workers: int = _rule(-1, min=-1)
+    # flip test-time augmentation: None keeps the model card's (`postprocess.flip_tta`, which
+    # its post-processing was tuned with); false runs the network once per tile instead of four
+    # times (faster, slightly different instances), true four times
+    flip_tta: bool | None = None
 
 
 @dataclass

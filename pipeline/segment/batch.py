@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +86,7 @@ def segment_folder(
     object_diameter: float = 0.0,
     once: bool = False,
     workers: int = -1,
+    flip_tta: bool | None = None,
 ) -> SegmentResult:
     """Segment every .tif in `images` ((H, W) or (C, H, W), C = the model's channels) into
     `out_dir` (layout in the module docstring). `pixel_size_um` (else the TIF's own
@@ -95,7 +96,8 @@ def segment_folder(
     The network runs here, one image after another; its maps go to `workers` processes that
     cut the instances, measure them and write the outputs (`finish_image`), so on a GPU the
     CPU work of one image overlaps the network's on the next (-1: `default_workers`; 0: all
-    here, in turn). Results and images.csv are the same either way."""
+    here, in turn). Results and images.csv are the same either way. `flip_tta` (None: the
+    card's ``postprocess.flip_tta``) switches flip test-time augmentation on or off."""
     from pipeline.preprocess.samples import normalise
     from pipeline.segment.artifact import load_model, model_id
     from pipeline.segment.inference import as_chw, card_maps
@@ -109,6 +111,9 @@ def segment_folder(
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device("auto")
     model, card = load_model(model_dir, device)
+    if flip_tta is not None and flip_tta != card.postprocess.flip_tta:
+        log.info("flip TTA %s (the model card says %s)", flip_tta, card.postprocess.flip_tta)
+        card = replace(card, postprocess=replace(card.postprocess, flip_tta=flip_tta))
     model = for_inference(model)
     mid, result, rows = model_id(model_dir), SegmentResult(str(out)), []
     workers = default_workers(device) if workers < 0 else workers
@@ -243,7 +248,14 @@ def segment_new_images(params: dict) -> dict:
         return SegmentResult(p.out, note=note).to_dict()
     with model_for_predict(cfg, p.model) as model:
         return segment_folder(
-            model, images, p.out, p.pixel_size_um, p.object_diameter, once=True, workers=p.workers
+            model,
+            images,
+            p.out,
+            p.pixel_size_um,
+            p.object_diameter,
+            once=True,
+            workers=p.workers,
+            flip_tta=p.flip_tta,
         ).to_dict()
 
 

@@ -225,13 +225,20 @@ def predict_folder(
     pixel_size_um: float | None = None,
     object_diameter: float = 0.0,
     workers: int = -1,
+    flip_tta: bool | None = None,
 ) -> list[str]:
     """Segment every ``*.tif`` in `images` (each (H, W) or (C, H, W), C = model channels) into
     `out_dir`: labels, overlays and measurements (`pipeline.segment.batch`); returns the paths
     of the ``<stem>_labels.tif`` written. `object_diameter` as in `predict_labels`; `workers`:
-    post-processing processes (`segment_folder`)."""
+    post-processing processes and `flip_tta` (None: the card's) as in `segment_folder`."""
     from pipeline.segment.batch import segment_folder
 
     return segment_folder(
-        model_uri, images, out_dir, pixel_size_um, object_diameter, workers=workers
+        model_uri,
+        images,
+        out_dir,
+        pixel_size_um,
+        object_diameter,
+        workers=workers,
+        flip_tta=flip_tta,
     ).segmented

@@ -201,3 +201,36 @@ def test_an_s3_prefix_inbox_is_segmented_once(model, tmp_path, s3_server):
     second = segment_new_images(params)
     assert [Path(p).name for p in second["segmented"]] == ["c_labels.tif"]
     assert len(second["skipped"]) == 2
+
+
+def test_flip_tta_can_be_switched_at_predict_time(model, tmp_path):
+    """`predict.flip_tta` overrides the card's ``postprocess.flip_tta`` either way: a model
+    with flips switched off segments as the same model saved without them, and on as with."""
+    from dataclasses import replace
+
+    from pipeline.config import load_config
+
+    images = tmp_path / "in"
+    images.mkdir()
+    image = np.random.default_rng(2).integers(0, 4000, (2, 64, 80), np.uint16)
+    tifffile.imwrite(images / "a.tif", image)
+    net, card = load_model(model, torch.device("cpu"))
+    flipped_model = tmp_path / "flipped"
+    save_model(
+        net, replace(card, postprocess=replace(card.postprocess, flip_tta=True)), flipped_model
+    )
+    runs = {
+        "plain": (model, None),
+        "flipped": (flipped_model, None),
+        "on": (model, True),
+        "off": (flipped_model, False),
+    }
+    labels = {}
+    for name, (folder, flip) in runs.items():
+        segment_folder(folder, images, tmp_path / name, flip_tta=flip)
+        labels[name] = tifffile.imread(tmp_path / name / "a_labels.tif")
+    assert labels["plain"].any() and not np.array_equal(labels["plain"], labels["flipped"])
+    np.testing.assert_array_equal(labels["on"], labels["flipped"])
+    np.testing.assert_array_equal(labels["off"], labels["plain"])
+    assert load_config(None, {"predict.flip_tta": "false"}).predict.flip_tta is False
+    assert load_config(None).predict.flip_tta is None
