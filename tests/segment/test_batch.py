@@ -209,20 +209,26 @@ def test_flip_tta_can_be_switched_at_predict_time(model, tmp_path):
     from dataclasses import replace
 
     from pipeline.config import load_config
+    from pipeline.segment.inference import card_maps
 
     images = tmp_path / "in"
     images.mkdir()
     image = np.random.default_rng(2).integers(0, 4000, (2, 64, 80), np.uint16)
     tifffile.imwrite(images / "a.tif", image)
-    net, card = load_model(model, torch.device("cpu"))
-    flipped_model = tmp_path / "flipped"
-    save_model(
-        net, replace(card, postprocess=replace(card.postprocess, flip_tta=True)), flipped_model
-    )
+    torch.manual_seed(0)
+    _, card = load_model(model, torch.device("cpu"))
+    net = build_model(**card.arch)
+    # an untrained network: threshold at its median foreground, so half the field is objects
+    norm = normalise(image.astype(np.float32), card.low_percentile, card.high_percentile)
+    prob = card_maps(net.eval(), norm, torch.device("cpu"), card)[0]
+    post = replace(card.postprocess, instances="components", threshold=float(np.median(prob)))
+    plain_model, flipped_model = tmp_path / "plain_model", tmp_path / "flipped_model"
+    save_model(net, replace(card, postprocess=post), plain_model)
+    save_model(net, replace(card, postprocess=replace(post, flip_tta=True)), flipped_model)
     runs = {
-        "plain": (model, None),
+        "plain": (plain_model, None),
         "flipped": (flipped_model, None),
-        "on": (model, True),
+        "on": (plain_model, True),
         "off": (flipped_model, False),
     }
     labels = {}
