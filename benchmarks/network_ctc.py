@@ -18,18 +18,18 @@ other set: how the model does on a microscope it was not trained on; then the sa
 per-field errors there. ``--set section.key=value``
 overrides that config for the training (as `cellseg run --set` does), e.g. ``train.seed=1``.
 
-``--tta``: also score the same model with flip test-time augmentation (rows ``+ flip TTA``).
+``--tta``: also score the same model with flip test-time augmentation switched the other way
+from its model card (rows ``unet + flip TTA``, or ``unet - flip TTA`` for a card with it on, as
+configs/ctc_nuclei.yaml's are).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import logging
 import os
 import re
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -67,21 +67,18 @@ def per_dataset(run: RunDir, dataset: str = "") -> pd.DataFrame:
 def flip_tta_scores(
     model_dir: str | Path, dataset_uri: str, cfg, out: RunDir, dataset: str = ""
 ) -> pd.DataFrame:
-    """Score a copy of the model folder with ``postprocess.flip_tta`` on the test fields of
-    `dataset_uri` (a run or prepared folder `cfg` describes) into `out`; mean metrics per
-    (dataset, method), `dataset` as in `per_dataset`."""
+    """Score the model with flip TTA the other way from its card's ``postprocess.flip_tta``
+    (row ``unet + flip TTA`` for a card without it, ``unet - flip TTA`` for one with it) on
+    the test fields of `dataset_uri` (a run or prepared folder `cfg` describes) into `out`;
+    mean metrics per (dataset, method), `dataset` as in `per_dataset`."""
     from pipeline.evaluate.reference import load_reference
     from pipeline.evaluate.stage import evaluate_folder, predict_network
-    from pipeline.segment.artifact import CARD, model_folder
+    from pipeline.segment.artifact import read_card
 
-    tta = out.root / "model-flip-tta"
-    shutil.rmtree(tta, ignore_errors=True)
-    shutil.copytree(model_folder(model_dir), tta)
-    card = json.loads((tta / CARD).read_text())
-    card["postprocess"]["flip_tta"] = True
-    (tta / CARD).write_text(json.dumps(card))
+    flip = not read_card(model_dir).postprocess.flip_tta
+    row = "unet + flip TTA" if flip else "unet - flip TTA"
     samples, _ = load_reference(dataset_uri, cfg, "test")
-    predict_network(tta, samples, out.predictions_root, {"unet + flip TTA": "network"})
+    predict_network(model_dir, samples, out.predictions_root, {row: "network"}, flip_tta=flip)
     evaluate_folder(str(out.predictions_root), dataset_uri, cfg, out.evaluate)
     return per_dataset(out, dataset)
 
@@ -196,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lodo", help="train on this set alone, score on the other")
     parser.add_argument("--shared", type=Path, default=SHARED)
     parser.add_argument("--work", type=Path, help="output folder (default: a new temp folder)")
-    parser.add_argument("--tta", action="store_true", help="also score with flip TTA")
+    parser.add_argument("--tta", action="store_true", help="also score with flip TTA switched")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = parser.parse_args(argv)
     try:
@@ -226,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in classical.DATASETS:
         tuned = classical.run_dataset(name, args.shared, work).summary["watershed"]
         rows.append({"dataset": name, "method": "watershed (tuned for this set)", **tuned})
-        for method in ("unet", "unet + flip TTA", "unet_watershed"):
+        for method in ("unet", "unet + flip TTA", "unet - flip TTA", "unet_watershed"):
             if (name, method) in network.index:
                 rows.append({"dataset": name, "method": method, **network.loc[(name, method)]})
     table = pd.DataFrame(rows).set_index(["dataset", "method"])[COLUMNS]

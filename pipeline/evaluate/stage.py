@@ -26,16 +26,19 @@ def predict_network(
     samples: list[Sample],
     out_root: Path,
     rows: dict[str, str] = NETWORK_ROWS,
+    flip_tta: bool | None = None,
 ) -> dict[str, str]:
     """Run the trained network on `samples` (test images, normalised again from their raw
     intensities as the model's card says) and write one predictions folder ``out_root/<row>``
-    per row of `rows` (default NETWORK_ROWS); returns {row: folder}."""
+    per row of `rows` (default NETWORK_ROWS); returns {row: folder}. `flip_tta` (None: the
+    card's) switches flip test-time augmentation on or off."""
     from pipeline.segment.artifact import load_model
     from pipeline.segment.inference import card_maps
     from pipeline.segment.network import for_inference
     from pipeline.segment.postprocess import to_instances
 
     model, card = load_model(model_dir)
+    card = card.with_flip_tta(flip_tta)
     model = for_inference(model)
     device = next(model.parameters()).device
     folders = {name: out_root / name for name in rows}

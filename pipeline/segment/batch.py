@@ -6,12 +6,14 @@ Output folder::
     <stem>_labels.tif     (H, W) instance labels, 0 = background (uint16; uint32 past 65535)
     <stem>_overlay.png    the first channel with the objects' outlines
     <stem>_objects.csv    one row per object (pipeline.segment.measure)
-    images.csv            one row per image: objects, pixel size, model, when
+    images.csv            one row per image: objects, pixel size, model, flip TTA, when
     .done/<sha256>.json   (with ``once``) the images already segmented, by content
 
 Each file is written atomically. With ``once``, an image is claimed by creating its ``.done``
 entry exclusively before its outputs are written, so two runs never segment the same image,
-and an image seen before (same bytes, any name) is skipped.
+and an image seen before (same bytes, any name) is skipped, whatever model or flip TTA segmented
+it (its ``.done`` entry and images.csv row say which): to segment images again with another
+model, write to another folder.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -111,9 +113,7 @@ def segment_folder(
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device("auto")
     model, card = load_model(model_dir, device)
-    if flip_tta is not None and flip_tta != card.postprocess.flip_tta:
-        log.info("flip TTA %s (the model card says %s)", flip_tta, card.postprocess.flip_tta)
-        card = replace(card, postprocess=replace(card.postprocess, flip_tta=flip_tta))
+    card = card.with_flip_tta(flip_tta)
     model = for_inference(model)
     mid, result, rows = model_id(model_dir), SegmentResult(str(out)), []
     workers = default_workers(device) if workers < 0 else workers
@@ -174,6 +174,7 @@ def finish_image(
         "n_objects": len(objects),
         "pixel_size_um": size,
         "model_id": ids["model_id"],
+        "flip_tta": card.postprocess.flip_tta,
         "segmented_at": now(),
     }
     if once:

@@ -7,7 +7,8 @@ same order, same normalisation, same threshold and post-processing.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field
+import logging
+from dataclasses import MISSING, dataclass, field, replace
 from typing import Any
 
 from pipeline.config import PostprocessConfig
@@ -16,6 +17,7 @@ from pipeline.config.sections import NORMALISATIONS
 from pipeline.conventions import Record
 from pipeline.errors import DataError
 
+log = logging.getLogger(__name__)
 OUTPUTS = ("foreground", "distance", "contact")  # the network's output maps, in order
 
 
@@ -66,6 +68,14 @@ class ModelCard(Record):
             f"{source}: not a valid cellseg model card ({problem}); use a model written by "
             "`cellseg train` or registered by `cellseg register`"
         )
+
+    def with_flip_tta(self, flip_tta: bool | None) -> ModelCard:
+        """This card with ``postprocess.flip_tta`` set to `flip_tta` for one prediction (the
+        model's own card is not changed); None keeps the card's."""
+        if flip_tta is None or flip_tta == self.postprocess.flip_tta:
+            return self
+        log.info("flip TTA %s (the model card says %s)", flip_tta, self.postprocess.flip_tta)
+        return replace(self, postprocess=replace(self.postprocess, flip_tta=flip_tta))
 
     @property
     def channel_index(self) -> int:

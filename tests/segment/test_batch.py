@@ -13,7 +13,7 @@ import tifffile
 import torch
 
 from pipeline.errors import DataError
-from pipeline.preprocess.samples import normalise
+from pipeline.preprocess.samples import Sample, normalise
 from pipeline.segment.artifact import load_model, save_model
 from pipeline.segment.batch import segment_folder
 from pipeline.segment.card import ModelCard
@@ -209,6 +209,7 @@ def test_flip_tta_can_be_switched_at_predict_time(model, tmp_path):
     from dataclasses import replace
 
     from pipeline.config import load_config
+    from pipeline.evaluate.stage import predict_network
     from pipeline.segment.inference import card_maps
 
     images = tmp_path / "in"
@@ -238,5 +239,16 @@ def test_flip_tta_can_be_switched_at_predict_time(model, tmp_path):
     assert labels["plain"].any() and not np.array_equal(labels["plain"], labels["flipped"])
     np.testing.assert_array_equal(labels["on"], labels["flipped"])
     np.testing.assert_array_equal(labels["off"], labels["plain"])
+    used = {n: pd.read_csv(tmp_path / n / "images.csv")["flip_tta"].item() for n in runs}
+    assert used == {"plain": False, "flipped": True, "on": True, "off": False}
+    # evaluation's predictions take the same override
+    sample = Sample("a", "test", norm, image, {"nuclei": np.zeros((64, 80), np.int32)})
+    scored = {}
+    for name, (folder, flip) in runs.items():
+        out = predict_network(folder, [sample], tmp_path / f"eval-{name}", {"u": "network"}, flip)
+        scored[name] = tifffile.imread(Path(out["u"]) / "a.tif")
+    assert not np.array_equal(scored["plain"], scored["flipped"])
+    np.testing.assert_array_equal(scored["on"], scored["flipped"])
+    np.testing.assert_array_equal(scored["off"], scored["plain"])
     assert load_config(None, {"predict.flip_tta": "false"}).predict.flip_tta is False
     assert load_config(None).predict.flip_tta is None
