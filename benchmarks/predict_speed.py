@@ -1,7 +1,7 @@
 """End-to-end prediction speed: read, normalise, network, instances, write, per field.
 
     python benchmarks/predict_speed.py [--model MODEL_FOLDER] [--image TIF] [--size 1040 1388]
-        [--fields 3] [--encoder resnet18] [--workers -1]
+        [--fields 3] [--encoder resnet18] [--workers -1] [--flip-tta card|on|off]
 
 Fields are a real frame (--image; default: the first GOWT1 frame in ../shared when present)
 mirrored out to --size, or noise without one. Without --model a resnet18 network with the
@@ -11,6 +11,8 @@ of each part, on the path `cellseg predict` takes (`pipeline.segment.batch.segme
 BatchNorm folded, objects measured, the network, its instances. Then the whole folder through
 `segment_folder` itself with `--workers` post-processing processes (-1: its default), as
 images per second: the GPU figure (e.g. `--size 1024 1024 --encoder resnet34 --fields 200`).
+`--flip-tta on|off` overrides the card's flip test-time augmentation (four network passes), as
+`cellseg predict --set predict.flip_tta=...` does.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from pipeline.segment.postprocess import to_instances
 
 SHARED = Path(os.environ.get("CELLSEG_SHARED", Path(__file__).parents[2] / "shared")) / "data"
 FRAME = SHARED / "ctc" / "Fluo-N2DH-GOWT1" / "02" / "t000.tif"
+FLIPS = {"card": None, "on": True, "off": False}  # --flip-tta -> segment_folder's flip_tta
 
 
 def fields(path: Path | None, channels: int, size: tuple[int, int], n: int) -> list[np.ndarray]:
@@ -61,6 +64,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--encoder", default="resnet18", help="of the untrained network")
     parser.add_argument("--workers", type=int, default=-1, help="post-processing processes")
+    parser.add_argument("--flip-tta", choices=sorted(FLIPS), default="card")
     args = parser.parse_args()
     device = resolve_device(args.device)
     work = Path(tempfile.mkdtemp(prefix="cellseg-speed-"))
@@ -70,13 +74,16 @@ def main() -> None:
         model_dir = str(work / "model")
         save_model(build_model(**card.arch), card, model_dir)
     model, card = load_model(model_dir, device)
+    flip = FLIPS[args.flip_tta]
+    card = card.with_flip_tta(flip)
     model = for_inference(model)
     image_path = args.image or (FRAME if FRAME.is_file() else None)
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor()
     print(
         f"device {device} ({name or 'cpu'}), torch {torch.__version__}, "
         f"threads {torch.get_num_threads()}, model {card.encoder} {card.decoder_channels}"
-        f"{'' if args.model else ' (untrained)'}, fields from {image_path or 'noise'}"
+        f"{'' if args.model else ' (untrained)'}, flip TTA {card.postprocess.flip_tta}, "
+        f"fields from {image_path or 'noise'}"
     )
     h, w = args.size
     folder = work / "fields"
@@ -106,7 +113,7 @@ def main() -> None:
     detail = ", ".join(f"{k} {v / args.fields:.2f}" for k, v in parts.items())
     print(f"one {h}x{w} field end to end: {total:.2f} s ({detail})")
     t = time.perf_counter()
-    done = segment_folder(model_dir, folder, work / "out", workers=args.workers)
+    done = segment_folder(model_dir, folder, work / "out", workers=args.workers, flip_tta=flip)
     seconds = time.perf_counter() - t
     workers = default_workers(device) if args.workers < 0 else args.workers
     print(

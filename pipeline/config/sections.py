@@ -223,7 +223,9 @@ class PostprocessConfig:
     Gaussian blur of ``seed_sigma`` px at the training scale; ``seed_shape`` > 0 mixes in the
     foreground's own shape, its distance transform in object radii, with that weight), objects
     smaller than ``min_relative_size`` times the image's typical object (area-weighted median)
-    dropped (debris and fragments, whatever the magnification); the seeds grow over the
+    dropped (debris and fragments, whatever the magnification), and objects whose mean intensity
+    is under ``min_relative_intensity`` times the typical object's (dim, out-of-focus nuclei an
+    annotation may leave out; 0 keeps them); the seeds grow over the
     distance map (``flood: distance``) or the foreground probability (``foreground``, so
     touching objects part where it dips); ``watershed`` splits its
     foreground with the classical method's markers (nuclei for cells, distance peaks for nuclei;
@@ -242,7 +244,8 @@ class PostprocessConfig:
     seed_shape: float = _rule(0.0, min=0.0)  # weight of the foreground's distance transform
     flood: str = _rule("distance", choices=FLOOD_CHOICES)  # the surface the seeds grow over
     min_relative_size: float = fraction(0.2)  # drop objects below this x the typical object
-    tune_seed_threshold: bool = True  # after training, pick the seed and size settings on val
+    min_relative_intensity: float = fraction(0.0)  # drop objects dimmer than this x the typical
+    tune_seed_threshold: bool = True  # after training, pick seed, size, intensity cuts on val
     min_object_size: int = positive(30)  # px; smaller objects (specks) are dropped
     tile_size: int = positive(1536)  # inference tiles (multiple of 32) for larger fields
     tile_overlap: float = fraction(0.25)

@@ -19,7 +19,9 @@ it (`seed_distance`), so a contact the network draws is a valley. Methods:
   the network's distance alone merged touching pairs). Foreground parts without a seed become
   objects of their own. Objects smaller than ``min_object_size`` px or ``min_relative_size``
   times the image's typical object (the area-weighted median, which specks do not drag down) are
-  dropped: debris and fragments, at any magnification.
+  dropped: debris and fragments, at any magnification; so are objects whose mean intensity is
+  under ``min_relative_intensity`` times the typical object's (dim, out-of-focus nuclei that an
+  annotation may leave out, as the CTC GOWT1 silver truth does; the tuning decides).
 - ``watershed``: the classical method's marker split (nuclei of the image for cells,
   distance-transform peaks for nuclei; `pipeline.segment.watershed.split_foreground`) applied to
   the network's foreground: model + classical post-processing.
@@ -64,12 +66,14 @@ def network_instances(
     post: PostprocessConfig,
     diameter: float = 0.0,
     prob: np.ndarray | None = None,
+    image: np.ndarray | None = None,
 ) -> np.ndarray:
     """(H, W) bool foreground and (H, W) predicted normalised distance -> (H, W) int32 labels;
     `diameter`: the object diameter the network was trained at (the card's; 0: none); `prob`:
-    the (H, W) float foreground probability (`split_at_seeds`)."""
+    the (H, W) float foreground probability (`split_at_seeds`); `image`: the (H, W) float
+    normalised intensities (`drop_small_objects`)."""
     size = objects_size(fg, post)
-    return drop_small_objects(split_at_seeds(fg, dist, post, size, diameter, prob), post)
+    return drop_small_objects(split_at_seeds(fg, dist, post, size, diameter, prob), post, image)
 
 
 def objects_size(fg: np.ndarray, post: PostprocessConfig) -> float:
@@ -150,19 +154,36 @@ def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
     return float(values[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
 
 
-def drop_small_objects(labels: np.ndarray, post: PostprocessConfig) -> np.ndarray:
+def drop_small_objects(
+    labels: np.ndarray, post: PostprocessConfig, image: np.ndarray | None = None
+) -> np.ndarray:
     """(H, W) int32 labels without the objects under ``post.min_object_size`` px or
-    ``post.min_relative_size`` x the typical object's area (`typical_area`), relabelled 1..n
-    (a new array)."""
+    ``post.min_relative_size`` x the typical object's area (`typical_area`), nor, when
+    ``post.min_relative_intensity`` > 0, those whose mean intensity in the (H, W) float `image`
+    is under it x the typical object's (the area-weighted median of the means of the objects
+    large enough), relabelled 1..n (a new array)."""
     from skimage.segmentation import relabel_sequential
 
     areas = np.bincount(labels.ravel())
     smallest = post.min_object_size
     if post.min_relative_size and labels.max():
         smallest = max(smallest, post.min_relative_size * typical_area(areas[1:][areas[1:] > 0]))
-    small = areas < smallest
-    small[0] = False
-    return relabel_sequential(np.where(small[labels], 0, labels))[0]
+    drop = areas < smallest
+    if post.min_relative_intensity and labels.max():
+        if image is None or image.shape != labels.shape:
+            raise ValueError(
+                f"min_relative_intensity={post.min_relative_intensity} needs the (H, W) image "
+                f"of the {labels.shape} labels; got {None if image is None else image.shape}"
+            )
+        sums = np.bincount(labels.ravel(), weights=image.ravel(), minlength=areas.size)
+        kept = (areas > 0) & ~drop
+        means = np.divide(sums, areas, out=np.zeros(areas.size), where=kept)
+        kept[0] = False
+        if kept.any():
+            typical = weighted_median(means[kept], areas[kept])
+            drop |= kept & (means < post.min_relative_intensity * typical)
+    drop[0] = False
+    return relabel_sequential(np.where(drop[labels], 0, labels))[0]
 
 
 def seed_distance(maps: np.ndarray, outputs: list[str]) -> np.ndarray:
@@ -197,4 +218,6 @@ def to_instances(
             f"{card.outputs}: use watershed or components"
         )
     dist = seed_distance(maps, card.outputs)
-    return network_instances(fg, dist, post, card.diameter, prob=maps[0])
+    return network_instances(
+        fg, dist, post, card.diameter, prob=maps[0], image=image[card.channel_index]
+    )

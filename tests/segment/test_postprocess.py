@@ -1,5 +1,6 @@
 """From output maps to instances: seeds from the distance map (threshold or h-maxima), the
-surface they grow over, the relative size filter, and every instance method on the same maps."""
+surface they grow over, the relative size and intensity filters, and every instance method on
+the same maps."""
 
 import dataclasses
 
@@ -151,6 +152,28 @@ def test_specks_outnumbering_the_nuclei_do_not_shrink_the_size_filter():
     assert typical_area(np.array([2800, 25, 25, 25])) == 2800  # the plain median: 25
     with pytest.raises(ValueError, match="one or more objects, got array.."):
         typical_area(np.array([], np.int64))
+
+
+def test_objects_much_dimmer_than_the_typical_object_are_dropped_when_asked():
+    """Three disks at intensity 0.8 and one at 0.1 (an eighth): a cut at a fifth of the typical
+    object's mean intensity drops the dim one, through the card's instances too; no cut keeps
+    it; a cut without the image names what is missing."""
+    lab, (yy, xx) = _scene(), np.mgrid[:80, :120]
+    lab[lab == 4] = 0
+    lab[np.hypot(yy - 62, xx - 70) < 10] = 4
+    image = np.where(lab > 0, 0.8, 0.02).astype(np.float32)
+    image[lab == 4] = 0.1
+    post = PostprocessConfig(min_object_size=10, min_relative_size=0.0)
+    assert drop_small_objects(lab, post, image).max() == 4
+    dim = dataclasses.replace(post, min_relative_intensity=0.2)
+    kept = drop_small_objects(lab, dim, image)
+    assert kept.max() == 3 and not kept[lab == 4].any()
+    assert np.array_equal(kept > 0, (lab > 0) & (lab != 4))
+    with pytest.raises(ValueError, match=r"min_relative_intensity=0.2 needs the \(H, W\) image"):
+        drop_small_objects(lab, dim)
+    maps = np.stack([(lab > 0).astype(np.float32), normalised_distance(lab)])
+    card = ModelCard("resnet18", 1, list(OUTPUTS[:2]), ["fluo"], "nuclei", "fluo", 1.0, 99.8, dim)
+    assert to_instances(maps, image[None], card).max() == 3
 
 
 def test_every_instance_method_gives_labels_and_an_unknown_one_lists_them():

@@ -8,6 +8,7 @@ from scipy import ndimage as ndi
 from pipeline.config.sections import PostprocessConfig
 from pipeline.segment.card import OUTPUTS, ModelCard
 from pipeline.train.tune import (
+    INTENSITIES,
     SEEDS,
     THRESHOLDS,
     Trial,
@@ -71,6 +72,33 @@ def test_when_the_validation_fields_cannot_tell_the_shape_term_is_kept():
     card = ModelCard("resnet18", 1, list(OUTPUTS[:2]), ["fluo"], "nuclei", "fluo", 1.0, 99.8)
     tuned = tune_seed_threshold(_NoValleys(), ([image], [labels]), torch.device("cpu"), card)
     assert SEEDS[0][2] > 0 and tuned.postprocess.seed_shape == SEEDS[0][2]
+
+
+class _FaintToo(torch.nn.Module):
+    """A stand-in network drawing everything brighter than 0.05 (a faint object too) as
+    foreground, with a flat distance map."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fg = 40.0 * (x[:, :1] - 0.05)
+        return torch.cat([fg, torch.zeros_like(fg)], dim=1)
+
+
+@pytest.mark.parametrize("annotated", [False, True])
+def test_a_faint_object_is_cut_only_when_the_truth_leaves_it_out(annotated):
+    """Four discs at intensity 1 and a fifth at 0.1: where the truth leaves the faint one out
+    (as GOWT1's does), the tuning cuts objects under a fifth of the typical intensity; where the
+    truth draws it (as HeLa's does), nothing is cut."""
+    labels = _apart_discs()
+    yy, xx = np.mgrid[:96, :96]
+    labels[np.hypot(yy - 48, xx - 48) < 8] = 5
+    image = np.where(labels == 5, 0.1, (labels > 0).astype(np.float32))[None]
+    truth = labels if annotated else np.where(labels == 5, 0, labels)
+    configured = PostprocessConfig(min_relative_intensity=0.1)  # the tuning chooses it anew
+    card = ModelCard(
+        "resnet18", 1, list(OUTPUTS[:2]), ["fluo"], "nuclei", "fluo", 1, 99.8, configured
+    )
+    tuned = tune_seed_threshold(_FaintToo(), ([image], [truth]), torch.device("cpu"), card)
+    assert tuned.postprocess.min_relative_intensity == (0.0 if annotated else max(INTENSITIES))
 
 
 def _trial(h: float, field_scores: list[float], objects: int) -> Trial:
