@@ -75,7 +75,7 @@ def main() -> None:
         save_model(build_model(**card.arch), card, model_dir)
     model, card = load_model(model_dir, device)
     flip = FLIPS[args.flip_tta]
-    card = card.with_flip_tta(flip)
+    card = card.for_prediction(flip)
     model = for_inference(model)
     image_path = args.image or (FRAME if FRAME.is_file() else None)
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor()

@@ -180,6 +180,7 @@ def _predict(args: argparse.Namespace) -> dict:
             diameter,
             workers=p.workers,
             flip_tta=p.flip_tta,
+            min_relative_intensity=p.min_relative_intensity,
         )
         return {"model": args.model or "production", "written": written}
 

@@ -316,6 +316,9 @@ class PredictConfig:
     # its post-processing was tuned with); false runs the network once per tile instead of four
     # times (faster, slightly different instances), true four times
     flip_tta: bool | None = None
+    # objects fainter than this x the typical object are dropped: None keeps the model card's
+    # (`postprocess.min_relative_intensity`, chosen on the validation fields); 0 keeps them all
+    min_relative_intensity: float | None = _rule(None, min=0.0, max=1.0, exclusive_max=True)
 
 
 @dataclass

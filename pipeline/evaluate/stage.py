@@ -38,7 +38,7 @@ def predict_network(
     from pipeline.segment.postprocess import to_instances
 
     model, card = load_model(model_dir)
-    card = card.with_flip_tta(flip_tta)
+    card = card.for_prediction(flip_tta)
     model = for_inference(model)
     device = next(model.parameters()).device
     folders = {name: out_root / name for name in rows}

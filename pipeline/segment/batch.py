@@ -6,7 +6,7 @@ Output folder::
     <stem>_labels.tif     (H, W) instance labels, 0 = background (uint16; uint32 past 65535)
     <stem>_overlay.png    the first channel with the objects' outlines
     <stem>_objects.csv    one row per object (pipeline.segment.measure)
-    images.csv            one row per image: objects, pixel size, model, flip TTA, when
+    images.csv            one row per image: objects, pixel size, model, flip TTA, faint cut, when
     .done/<sha256>.json   (with ``once``) the images already segmented, by content
 
 Each file is written atomically. With ``once``, an image is claimed by creating its ``.done``
@@ -89,6 +89,7 @@ def segment_folder(
     once: bool = False,
     workers: int = -1,
     flip_tta: bool | None = None,
+    min_relative_intensity: float | None = None,
 ) -> SegmentResult:
     """Segment every .tif in `images` ((H, W) or (C, H, W), C = the model's channels) into
     `out_dir` (layout in the module docstring). `pixel_size_um` (else the TIF's own
@@ -99,7 +100,8 @@ def segment_folder(
     cut the instances, measure them and write the outputs (`finish_image`), so on a GPU the
     CPU work of one image overlaps the network's on the next (-1: `default_workers`; 0: all
     here, in turn). Results and images.csv are the same either way. `flip_tta` (None: the
-    card's ``postprocess.flip_tta``) switches flip test-time augmentation on or off."""
+    card's ``postprocess.flip_tta``) switches flip test-time augmentation on or off;
+    `min_relative_intensity` (None: the card's) sets the faint objects' cut (0: keep them)."""
     from pipeline.preprocess.samples import normalise
     from pipeline.segment.artifact import load_model, model_id
     from pipeline.segment.inference import as_chw, card_maps
@@ -113,7 +115,7 @@ def segment_folder(
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device("auto")
     model, card = load_model(model_dir, device)
-    card = card.with_flip_tta(flip_tta)
+    card = card.for_prediction(flip_tta, min_relative_intensity)
     model = for_inference(model)
     mid, result, rows = model_id(model_dir), SegmentResult(str(out)), []
     workers = default_workers(device) if workers < 0 else workers
@@ -175,6 +177,7 @@ def finish_image(
         "pixel_size_um": size,
         "model_id": ids["model_id"],
         "flip_tta": card.postprocess.flip_tta,
+        "min_relative_intensity": card.postprocess.min_relative_intensity,
         "segmented_at": now(),
     }
     if once:
@@ -257,6 +260,7 @@ def segment_new_images(params: dict) -> dict:
             once=True,
             workers=p.workers,
             flip_tta=p.flip_tta,
+            min_relative_intensity=p.min_relative_intensity,
         ).to_dict()
 
 

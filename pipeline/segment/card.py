@@ -69,13 +69,22 @@ class ModelCard(Record):
             "`cellseg train` or registered by `cellseg register`"
         )
 
-    def with_flip_tta(self, flip_tta: bool | None) -> ModelCard:
-        """This card with ``postprocess.flip_tta`` set to `flip_tta` for one prediction (the
-        model's own card is not changed); None keeps the card's."""
-        if flip_tta is None or flip_tta == self.postprocess.flip_tta:
-            return self
-        log.info("flip TTA %s (the model card says %s)", flip_tta, self.postprocess.flip_tta)
-        return replace(self, postprocess=replace(self.postprocess, flip_tta=flip_tta))
+    def for_prediction(
+        self, flip_tta: bool | None = None, min_relative_intensity: float | None = None
+    ) -> ModelCard:
+        """This card with ``postprocess.flip_tta`` and ``postprocess.min_relative_intensity``
+        set for one prediction (the model's own card is not changed); None keeps the card's."""
+        changes = {
+            k: v
+            for k, v in {
+                "flip_tta": flip_tta,
+                "min_relative_intensity": min_relative_intensity,
+            }.items()
+            if v is not None and v != getattr(self.postprocess, k)
+        }
+        for k, v in changes.items():
+            log.info("%s %s (the model card says %s)", k, v, getattr(self.postprocess, k))
+        return replace(self, postprocess=replace(self.postprocess, **changes)) if changes else self
 
     @property
     def channel_index(self) -> int:

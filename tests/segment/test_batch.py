@@ -4,6 +4,7 @@ is known), and each image exactly once for the segment_new_images DAG."""
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -203,13 +204,10 @@ def test_an_s3_prefix_inbox_is_segmented_once(model, tmp_path, s3_server):
     assert len(second["skipped"]) == 2
 
 
-def test_flip_tta_can_be_switched_at_predict_time(model, tmp_path):
-    """`predict.flip_tta` overrides the card's ``postprocess.flip_tta`` either way: a model
-    with flips switched off segments as the same model saved without them, and on as with."""
-    from dataclasses import replace
-
-    from pipeline.config import load_config
-    from pipeline.evaluate.stage import predict_network
+def _half_objects(model, tmp_path):
+    """(an untrained network, its card with its foreground threshold at the median probability
+    of a random 2-channel field written to tmp_path/in/a.tif, so half the field is objects; that
+    field and its normalised image)."""
     from pipeline.segment.inference import card_maps
 
     images = tmp_path / "in"
@@ -219,10 +217,21 @@ def test_flip_tta_can_be_switched_at_predict_time(model, tmp_path):
     torch.manual_seed(0)
     _, card = load_model(model, torch.device("cpu"))
     net = build_model(**card.arch)
-    # an untrained network: threshold at its median foreground, so half the field is objects
     norm = normalise(image.astype(np.float32), card.low_percentile, card.high_percentile)
     prob = card_maps(net.eval(), norm, torch.device("cpu"), card)[0]
-    post = replace(card.postprocess, instances="components", threshold=float(np.median(prob)))
+    post = replace(card.postprocess, threshold=float(np.median(prob)))
+    return net, replace(card, postprocess=post), image, norm
+
+
+def test_flip_tta_can_be_switched_at_predict_time(model, tmp_path):
+    """`predict.flip_tta` overrides the card's ``postprocess.flip_tta`` either way: a model
+    with flips switched off segments as the same model saved without them, and on as with."""
+    from pipeline.config import load_config
+    from pipeline.evaluate.stage import predict_network
+
+    images = tmp_path / "in"
+    net, card, image, norm = _half_objects(model, tmp_path)
+    post = replace(card.postprocess, instances="components")
     plain_model, flipped_model = tmp_path / "plain_model", tmp_path / "flipped_model"
     save_model(net, replace(card, postprocess=post), plain_model)
     save_model(net, replace(card, postprocess=replace(post, flip_tta=True)), flipped_model)
@@ -252,3 +261,41 @@ def test_flip_tta_can_be_switched_at_predict_time(model, tmp_path):
     np.testing.assert_array_equal(scored["off"], scored["plain"])
     assert load_config(None, {"predict.flip_tta": "false"}).predict.flip_tta is False
     assert load_config(None).predict.flip_tta is None
+
+
+def test_the_faint_object_cut_can_be_switched_at_predict_time(model, tmp_path):
+    """`predict.min_relative_intensity` overrides the card's: 0 keeps every object, as a card
+    without the cut does, and images.csv says which cut drew each image."""
+    from pipeline.config import load_config
+    from pipeline.segment.inference import card_maps
+
+    net, card, _, norm = _half_objects(model, tmp_path)
+    dist = card_maps(net.eval(), norm, torch.device("cpu"), card)[1]
+    many = dict(seed_h=0.0, seed_shape=0.0, seed_threshold=float(np.median(dist)))
+    post = replace(card.postprocess, min_relative_size=0.0, min_object_size=5, **many)
+    card = replace(card, postprocess=post)  # seeds at the untrained distance's median: objects
+    strict = replace(card, postprocess=replace(post, min_relative_intensity=0.99))
+    save_model(net, card, tmp_path / "plain_model")
+    save_model(net, strict, tmp_path / "strict_model")
+    runs = {
+        "plain": ("plain_model", None),
+        "card": ("strict_model", None),
+        "kept": ("strict_model", 0.0),
+    }
+    labels = {}
+    for name, (folder, cut) in runs.items():
+        segment_folder(
+            tmp_path / folder, tmp_path / "in", tmp_path / name, min_relative_intensity=cut
+        )
+        labels[name] = tifffile.imread(tmp_path / name / "a_labels.tif")
+    used = {
+        n: pd.read_csv(tmp_path / n / "images.csv")["min_relative_intensity"].item() for n in runs
+    }
+    assert used == {"plain": 0.0, "card": 0.99, "kept": 0.0}
+    assert 1 < labels["card"].max() < labels["kept"].max()
+    np.testing.assert_array_equal(labels["kept"], labels["plain"])
+    assert (
+        load_config(None, {"predict.min_relative_intensity": "0"}).predict.min_relative_intensity
+        == 0
+    )
+    assert load_config(None).predict.min_relative_intensity is None
