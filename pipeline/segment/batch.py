@@ -214,9 +214,12 @@ def _collect(job: Future, result: SegmentResult) -> dict:
 def _update_table(out: Path, rows: list[dict]) -> Path:
     """images.csv: earlier rows (other images) kept, this call's rows added or replaced."""
     path = out / "images.csv"
-    old = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["image"])
-    new = pd.DataFrame(rows)
-    table = pd.concat([old[~old["image"].isin(new.get("image", []))], new], ignore_index=True)
+    table = pd.DataFrame(rows, columns=None if rows else ["image"])
+    if path.is_file():
+        old = pd.read_csv(path)
+        parts = [t for t in (old[~old["image"].isin(table["image"])], table) if len(t)]
+        if parts:  # empty frames left out: a concat with one makes the counts floats
+            table = pd.concat(parts, ignore_index=True)
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
     return path

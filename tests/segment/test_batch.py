@@ -292,6 +292,7 @@ def test_the_faint_object_cut_can_be_switched_at_predict_time(model, tmp_path):
         n: pd.read_csv(tmp_path / n / "images.csv")["min_relative_intensity"].item() for n in runs
     }
     assert used == {"plain": 0.0, "card": 0.99, "kept": 0.0}
+    assert pd.read_csv(tmp_path / "kept" / "images.csv")["n_objects"].dtype.kind == "i"
     assert 1 < labels["card"].max() < labels["kept"].max()
     np.testing.assert_array_equal(labels["kept"], labels["plain"])
     assert (
