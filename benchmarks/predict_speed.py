@@ -3,14 +3,15 @@
     python benchmarks/predict_speed.py [--model MODEL_FOLDER] [--image TIF] [--size 1040 1388]
         [--fields 3] [--encoder resnet18] [--workers -1] [--flip-tta card|on|off]
 
-Fields are a real frame (--image; default: the first GOWT1 frame in ../shared when present)
-mirrored out to --size, or noise without one. Without --model a resnet18 network with the
-project's default card is built (untrained: speed only; on noise its post-processing is not
-typical, so pass a trained model for a figure to quote). Prints device, versions and the time
-of each part, on the path `cellseg predict` takes (`pipeline.segment.batch.segment_folder`):
-BatchNorm folded, objects measured, the network, its instances. Then the whole folder through
-`segment_folder` itself with `--workers` post-processing processes (-1: its default), as
-images per second: the GPU figure (e.g. `--size 1024 1024 --encoder resnet34 --fields 200`).
+Fields are a real frame (--image; default: the first GOWT1 frame in ../shared when present) mirrored
+out to --size, or noise without one. Without --model a resnet18 network with the project's default
+card is built (untrained: speed only; on noise its post-processing is not typical, so pass a trained
+model for a figure to quote). Prints device, versions and the time of each part of one image, in
+turn, on the path `cellseg predict` takes (`pipeline.segment.batch.segment_folder`, BatchNorm
+folded): read, checksum, normalise, objects' size, network, instances, measurements and overlay,
+write (`--serial` fields). Then the whole folder through `segment_folder` itself with `--workers`
+post-processing processes (-1: its default), as images per second: the GPU figure (e.g. `--size 1024
+1024 --encoder resnet34 --fields 200`).
 `--flip-tta on|off` overrides the card's flip test-time augmentation (four network passes), as
 `cellseg predict --set predict.flip_tta=...` does.
 """
@@ -22,18 +23,20 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import tifffile
 import torch
 
-from pipeline.io import read_tif, write_labels
+from pipeline.io import read_tif, sha256_file, write_labels
 from pipeline.preprocess.samples import normalise
 from pipeline.segment.artifact import load_model, save_model
 from pipeline.segment.batch import default_workers, segment_folder
 from pipeline.segment.card import OUTPUTS, ModelCard
-from pipeline.segment.inference import card_maps
+from pipeline.segment.inference import as_chw, card_maps, image_objects
+from pipeline.segment.measure import measure, overlay_png
 from pipeline.segment.network import build_model, for_inference, resolve_device
 from pipeline.segment.postprocess import to_instances
 
@@ -64,6 +67,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--encoder", default="resnet18", help="of the untrained network")
     parser.add_argument("--workers", type=int, default=-1, help="post-processing processes")
+    parser.add_argument("--serial", type=int, help="fields timed part by part (default all)")
     parser.add_argument("--flip-tta", choices=sorted(FLIPS), default="card")
     args = parser.parse_args()
     device = resolve_device(args.device)
@@ -92,26 +96,32 @@ def main() -> None:
         tifffile.imwrite(folder / f"f{i}.tif", field)
     lo, hi, how = card.low_percentile, card.high_percentile, card.normalisation
     card_maps(model, normalise(field, lo, hi, how), device, card, raw=field)  # warm-up
-    parts = {"read": 0.0, "normalise": 0.0, "network": 0.0, "instances": 0.0, "write": 0.0}
-    for i in range(args.fields):
-        t = time.perf_counter()
-        raw = read_tif(folder / f"f{i}.tif")
-        parts["read"] += time.perf_counter() - t
-        t = time.perf_counter()
-        image = normalise(raw, lo, hi, how)
-        parts["normalise"] += time.perf_counter() - t
-        t = time.perf_counter()
-        maps = card_maps(model, image, device, card, raw=raw)
-        parts["network"] += time.perf_counter() - t
-        t = time.perf_counter()
-        labels = to_instances(maps, image, card)
-        parts["instances"] += time.perf_counter() - t
-        t = time.perf_counter()
-        write_labels(work / f"f{i}_labels.tif", labels)
-        parts["write"] += time.perf_counter() - t
-    total = sum(parts.values()) / args.fields
-    detail = ", ".join(f"{k} {v / args.fields:.2f}" for k, v in parts.items())
-    print(f"one {h}x{w} field end to end: {total:.2f} s ({detail})")
+    steps: dict[str, Callable] = {  # each part of one image, in segment_folder's order
+        "read": lambda s: s.update(raw=as_chw(read_tif(s["path"]), s["path"], card)),
+        "sha256": lambda s: s.update(digest=sha256_file(s["path"])),
+        "normalise": lambda s: s.update(image=normalise(s["raw"], lo, hi, how)),
+        "size": lambda s: s.update(objects=image_objects(s["image"], card, s["raw"])),
+        "network": lambda s: s.update(
+            maps=card_maps(model, s["image"], device, card, objects=s["objects"], raw=s["raw"])
+        ),
+        "instances": lambda s: s.update(labels=to_instances(s["maps"], s["image"], card)),
+        "measure": lambda s: s.update(
+            table=measure(s["labels"], s["raw"], card.channels, "f", None),
+            png=overlay_png(s["raw"], s["labels"]),
+        ),
+        "write": lambda s: write_labels(work / f"{s['path'].stem}_labels.tif", s["labels"]),
+    }
+    parts = dict.fromkeys(steps, 0.0)
+    serial = min(args.serial or args.fields, args.fields)
+    for i in range(serial):
+        state = {"path": folder / f"f{i}.tif"}
+        for part, step in steps.items():
+            t = time.perf_counter()
+            step(state)
+            parts[part] += time.perf_counter() - t
+    total = sum(parts.values()) / serial
+    detail = ", ".join(f"{k} {v / serial:.3f}" for k, v in parts.items())
+    print(f"one {h}x{w} field end to end, in turn ({serial} fields): {total:.3f} s ({detail})")
     t = time.perf_counter()
     done = segment_folder(model_dir, folder, work / "out", workers=args.workers, flip_tta=flip)
     seconds = time.perf_counter() - t

@@ -21,10 +21,12 @@ SHARED="${CELLSEG_SHARED:-../shared}/data/ctc"
 
 if [ "${1:-}" = "--fetch" ]; then
     rm -rf .whl .gpudata && mkdir -p .whl .gpudata
+    pip=(python3 -m pip)  # the project's venv (made by uv) may lack pip: the system's then
+    "${pip[@]}" --version >/dev/null 2>&1 || pip=(/usr/bin/python3 -m pip)
     for name in "${WHEELS[@]}"; do
         version="$(grep -i "^${name}==" requirements.lock | cut -d= -f3)"
         [ -n "$version" ] || { echo "$name is not in requirements.lock" >&2; exit 1; }
-        python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+        "${pip[@]}" download -q --no-deps --only-binary=:all: --python-version 3.12 \
             --implementation cp --platform manylinux_2_28_x86_64 \
             --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
             -d .whl "${name}==${version}"
@@ -43,24 +45,28 @@ if [ "${1:-}" = "--fetch" ]; then
 fi
 
 [ -d .whl ] && [ -d .gpudata ] || { echo "run 'bash scripts/gpu_check.sh --fetch' here first" >&2; exit 1; }
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl
+# GPU_CHECK_INSTALL=0: the packages are there already (a dry run on this machine, on its CPU:
+# GPU_CHECK_DEVICE=cpu GPU_CHECK_EPOCHS=1 GPU_CHECK_STEPS=2 GPU_CHECK_FIELDS=4 ...)
+if [ "${GPU_CHECK_INSTALL:-1}" != 0 ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl
+fi
 export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
 LOG="${OUT:-/tmp}/gpu_check.log"
 work="$(mktemp -d)"
+HELA=.gpudata/data/ctc/Fluo-N2DL-HeLa GOWT1=.gpudata/data/ctc/Fluo-N2DH-GOWT1
+PARTS="${GPU_CHECK_PARTS:-train predict network}"  # predict needs train's model
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 {
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-    python3 -c "import torch, segmentation_models_pytorch as smp, monai
+    python3 -c "import torch, segmentation_models_pytorch as smp, monai, os
 print('python', __import__('sys').version.split()[0], 'torch', torch.__version__, 'cuda',
-      torch.version.cuda, 'smp', smp.__version__, 'monai', monai.__version__)"
-    echo "== network alone"
-    python3 benchmarks/network_speed.py --encoder resnet34 --size 1024 --batch 32
-    echo "== end to end predict"
-    CELLSEG_SHARED=.gpudata python3 benchmarks/predict_speed.py --size 1024 1024 \
-        --encoder resnet34 --fields 200   # a real GOWT1 frame (its objects at the card's size)
-    echo "== training on the GPU (data-wait share per epoch)"
-    # Great Expectations is not on the device: --fetch ran `cellseg validate` on these frames
-    python3 - "$work" "${GPU_CHECK_DEVICE:-cuda}" "${GPU_CHECK_EPOCHS:-4}" "${GPU_CHECK_STEPS:-200}" <<'PY'
+      torch.version.cuda, 'smp', smp.__version__, 'monai', monai.__version__, 'cpus', os.cpu_count())"
+    if part train; then
+        echo "== training on the GPU (data-wait share per epoch): resnet34 U-Net, HeLa frames"
+        # Great Expectations is not on the device: --fetch ran `cellseg validate` on these frames
+        python3 - "$work" "${GPU_CHECK_DEVICE:-cuda}" "${GPU_CHECK_EPOCHS:-4}" \
+            "${GPU_CHECK_STEPS:-200}" <<'PY'
 import logging
 import sys
 
@@ -75,12 +81,37 @@ params = {
     "overrides": {
         "paths.runs_dir": f"{work}/runs", "paths.data_dir": f"{work}/data",
         "train.device": device, "train.epochs": epochs, "train.steps_per_epoch": steps,
-        "train.batch_size": 16, "train.workers": 8, "postprocess.tune_seed_threshold": False,
+        "train.batch_size": 16, "train.workers": 8, "train.encoder": "resnet34",
+        "postprocess.tune_seed_threshold": False,
     },
 }
 ingest = run_stage("ingest", params, "gpu")
 prep = run_stage("preprocess", params, "gpu", {"ingest": ingest, "validate": {"passed": True}})
 out = run_stage("train", params, "gpu", {"preprocess": prep})
-print({k: out[k] for k in ("device", "seconds", "data_wait", "best_epoch") if k in out})
+print({k: out[k] for k in ("device", "seconds", "data_wait", "best_epoch", "epochs_run")})
 PY
+    fi
+    if part predict; then
+        model="$work/runs/gpu/train/model"
+        frame=(--model "$model" --size 1024 1024 --image "$HELA/01/t004.tif")
+        echo "== end to end predict: that model on a real HeLa frame mirrored to 1024x1024"
+        python3 benchmarks/predict_speed.py "${frame[@]}" --fields "${GPU_CHECK_FIELDS:-200}" \
+            --serial 10 --flip-tta off
+        echo "== the same with 8 post-processing workers"
+        python3 benchmarks/predict_speed.py "${frame[@]}" --fields "${GPU_CHECK_FIELDS:-200}" \
+            --serial 1 --flip-tta off --workers 8
+        echo "== the same with flip TTA (four network passes)"
+        python3 benchmarks/predict_speed.py "${frame[@]}" --fields $(("${GPU_CHECK_FIELDS:-200}" / 2)) \
+            --serial 5 --flip-tta on
+        echo "== a GOWT1 frame (nuclei 2-3x larger than the model's: shrunk for the network)"
+        python3 benchmarks/predict_speed.py --model "$model" --size 1024 1024 --flip-tta off \
+            --image "$GOWT1/02/t000.tif" --fields "${GPU_CHECK_FIELDS:-200}" --serial 10
+    fi
+    if part network; then
+        echo "== network alone (compiling: at most ${GPU_CHECK_COMPILE_S:-240} s)"
+        # max-autotune (GPU_CHECK_COMPILE="default max-autotune") outran 200 s on an H200
+        timeout "${GPU_CHECK_COMPILE_S:-240}" python3 benchmarks/network_speed.py \
+            --encoder resnet34 --size 1024 --batch 32 --compile-mode ${GPU_CHECK_COMPILE:-default} \
+            || true
+    fi
 } 2>&1 | tee "$LOG"

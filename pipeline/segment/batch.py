@@ -96,16 +96,15 @@ def segment_folder(
     resolution) puts areas and centroids in µm too; `object_diameter` (px, 0: measured per
     image) is the objects' size the network's input is rescaled from.
 
-    The network runs here, one image after another; its maps go to `workers` processes that
-    cut the instances, measure them and write the outputs (`finish_image`), so on a GPU the
-    CPU work of one image overlaps the network's on the next (-1: `default_workers`; 0: all
-    here, in turn). Results and images.csv are the same either way. `flip_tta` (None: the
+    The network runs here, one image after another; `workers` processes read, checksum,
+    normalise and measure the next images meanwhile (`prepare_image`) and cut the instances,
+    measure them and write the outputs of the ones done (`finish_image`), so on a GPU the
+    network is fed while the CPU work of many images runs at once (-1: `default_workers`; 0:
+    all here, in turn). Results and images.csv are the same either way. `flip_tta` (None: the
     card's ``postprocess.flip_tta``) switches flip test-time augmentation on or off;
     `min_relative_intensity` (None: the card's) sets the faint objects' cut (0: keep them)."""
-    from pipeline.preprocess.samples import normalise
     from pipeline.segment.artifact import load_model, model_id
-    from pipeline.segment.inference import as_chw, card_maps
-    from pipeline.segment.measure import pixel_size_from_tif
+    from pipeline.segment.inference import card_maps
     from pipeline.segment.network import for_inference, resolve_device
 
     paths = list_images(images)
@@ -120,16 +119,16 @@ def segment_folder(
     mid, result, rows = model_id(model_dir), SegmentResult(str(out)), []
     workers = default_workers(device) if workers < 0 else workers
     with _pool(workers if len(paths) > 1 else 0) as pool:
-        pending: deque[Future] = deque()
-        for path in paths:
-            digest = sha256_file(path)
+        todo, ready, pending = deque(paths), deque(), deque()
+        while todo or ready:
+            while todo and len(ready) <= max(2 * workers, 1):  # read ahead, bounded
+                job = (todo.popleft(), card, object_diameter, pixel_size_um)
+                ready.append(_submit(pool, prepare_image, *job))
+            path, digest, raw, image, objects, size = ready.popleft().result()
             if once and not _claim(out, digest, path):
                 result.skipped.append(str(path))
                 continue
-            raw = as_chw(read_tif(path), path, card)
-            image = normalise(raw, card.low_percentile, card.high_percentile, card.normalisation)
-            maps = card_maps(model, image, device, card, objects=object_diameter, raw=raw)
-            size = pixel_size_um or pixel_size_from_tif(path)
+            maps = card_maps(model, image, device, card, objects=objects, raw=raw)
             job = (out, path, raw, image, maps, card, size, {"sha256": digest, "model_id": mid})
             pending.append(_submit(pool, finish_image, *job, once))
             while pending and (len(pending) > 2 * workers or pending[0].done()):
@@ -138,6 +137,24 @@ def segment_folder(
             rows.append(_collect(pending.popleft(), result))
     result.table = str(_update_table(out, rows))
     return result
+
+
+def prepare_image(
+    path: Path, card: ModelCard, object_diameter: float, pixel_size_um: float | None
+) -> tuple[Path, str, np.ndarray, np.ndarray, float, float | None]:
+    """One image's CPU work before the network: (`path`, its sha256, its (C, H, W) intensities
+    as read, normalised float32 (C, H, W), its objects' diameter in px (`object_diameter`, or
+    measured: `inference.image_objects`; 0.0: left to the network), its pixel size in µm
+    (`pixel_size_um`, or the TIF's own, or None))."""
+    from pipeline.preprocess.samples import normalise
+    from pipeline.segment.inference import as_chw, image_objects
+    from pipeline.segment.measure import pixel_size_from_tif
+
+    digest = sha256_file(path)
+    raw = as_chw(read_tif(path), path, card)
+    image = normalise(raw, card.low_percentile, card.high_percentile, card.normalisation)
+    objects = object_diameter or image_objects(image, card, raw)
+    return path, digest, raw, image, objects, pixel_size_um or pixel_size_from_tif(path)
 
 
 def default_workers(device) -> int:
@@ -187,13 +204,20 @@ def finish_image(
 
 @contextmanager
 def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
-    """`workers` fresh processes (spawned: no copy of the parent's threads or GPU state), or
-    None for 0."""
+    """`workers` fresh processes (spawned: no copy of the parent's threads or GPU state), each
+    on one thread (`workers` of them already share the cores), or None for 0."""
     if workers <= 0:
         yield None
         return
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_one_thread) as pool:
         yield pool
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def _submit(pool: ProcessPoolExecutor | None, fn: Callable, *args) -> Future:

@@ -164,16 +164,8 @@ def card_maps(
     raw: np.ndarray | None = None,
 ) -> np.ndarray:
     """`predict_maps` as the model card says: its post-processing, training object diameter and
-    target channel; `objects` as in `predict_maps`. Unknown object sizes are measured on a
-    percentile normalisation: the image's own (its first channels), or for another
-    normalisation, one of `raw`, the (C, H, W) intensities (a rank-normalised image spreads the
-    background over half the range, and its Otsu threshold finds one field-wide object)."""
-    measure_on = None
-    if not measures_on_percentiles(card.normalisation) and card.diameter > 0 and not objects:
-        if raw is None:
-            log.warning("object size measured on a %s-normalised image", card.normalisation)
-        else:
-            measure_on = normalise(raw, card.low_percentile, card.high_percentile)
+    target channel; `objects` as in `predict_maps`, unknown sizes measured on `measure_view`."""
+    measured = card.diameter > 0 and not objects
     return predict_maps(
         model,
         image,
@@ -183,8 +175,33 @@ def card_maps(
         diameter=card.diameter,
         objects=objects,
         channel=card.channel_index,
-        measure_on=measure_on,
+        measure_on=measure_view(image, card, raw) if measured else None,
     )
+
+
+def measure_view(
+    image: np.ndarray, card: ModelCard, raw: np.ndarray | None = None
+) -> np.ndarray | None:
+    """The (C, H, W) view of a field its objects' size is measured on: a percentile
+    normalisation, the `image`'s own (None), or for another normalisation, one of `raw`, the
+    (C, H, W) intensities (a rank-normalised image spreads the background over half the range,
+    and its Otsu threshold finds one field-wide object)."""
+    if measures_on_percentiles(card.normalisation):
+        return None
+    if raw is None:
+        log.warning("object size measured on a %s-normalised image", card.normalisation)
+        return None
+    return normalise(raw, card.low_percentile, card.high_percentile)
+
+
+def image_objects(image: np.ndarray, card: ModelCard, raw: np.ndarray | None = None) -> float:
+    """The diameter (px) of the objects of a new (C, H, W) normalised `image`, measured without
+    the network as `card_maps` does (its `objects`; 0.0: nothing found or none needed, then
+    `card_maps` decides)."""
+    if card.diameter <= 0:
+        return 0.0
+    view = measure_view(image, card, raw)
+    return image_diameter((image if view is None else view)[card.channel_index])
 
 
 def predict_labels(
