@@ -3,9 +3,9 @@
 1. ``eager fp32, 1 at a time``: a plain forward pass per image (the path before this work);
 2. ``eager bf16 channels-last, batch B``: the issue's reference figure;
 3. ``folded + compiled bf16 channels-last, batch B``: BatchNorm folded into the convolutions
-   (`pipeline.segment.network.for_inference`), then ``torch.compile`` (``max-autotune``:
-   Triton kernels and CUDA graphs on a GPU; ``--compile-mode`` others, in turn). The folded
-   network is timed eager too.
+   (`pipeline.segment.network.for_inference`), then ``torch.compile`` (mode ``default``;
+   ``--compile-mode`` others, in turn, e.g. ``max-autotune``). The folded network is timed
+   eager too.
 
     python benchmarks/network_speed.py --encoder resnet34 --size 1024 --batch 32 --steps 20
 
@@ -25,7 +25,9 @@ import torch
 
 from pipeline.segment.network import build_model, for_inference, resolve_device
 
-GPU_MODE = "max-autotune"  # Triton kernels chosen by timing, and CUDA graphs
+# an H200 (2026-12-04): "default" 1.96x figure 2, compiled in 12 s; "max-autotune" (Triton
+# convolutions timed against cuDNN, CUDA graphs) was still tuning after 200 s
+GPU_MODE = "default"
 
 
 def images_per_second(

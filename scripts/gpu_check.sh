@@ -8,11 +8,14 @@
 #                sets into .gpudata/data/ctc/ as in ../shared; both git-ignored, about 50 MB)
 #   there:       bash scripts/gpu_check.sh      (device run: carry [".whl", ".gpudata"])
 #
-# Prints the device and versions; the network alone (benchmarks/network_speed.py: eager fp32 one
-# image at a time, eager bf16 channels-last batches of 32, folded + torch.compile); end-to-end
-# `predict` in images/s at 1024x1024 with a resnet34 U-Net (benchmarks/predict_speed.py); and a
-# short training on the HeLa frames on the GPU, whose epoch lines give the share of time spent
-# waiting for data. Everything goes to stdout and, when $OUT is set, to $OUT/gpu_check.log.
+# Prints the device and versions; then, as GPU_CHECK_PARTS says (default "train predict
+# network"): a short training of a resnet34 U-Net on the HeLa frames on the GPU, whose epoch lines
+# give the share of time spent waiting for data; end-to-end `predict` with that model in images/s
+# at 1024x1024 on real frames (benchmarks/predict_speed.py: each part of one image, then the
+# folder through segment_folder); the network alone (benchmarks/network_speed.py: eager fp32 one
+# image at a time, eager bf16 channels-last batches of 32, folded eager and + torch.compile).
+# Everything goes to stdout and, when $OUT is set, to $OUT/gpu_check.log. Measured on an H200
+# on 2026-12-04 (docs/experiments.md): about 6 minutes with all three parts.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 WHEELS=(segmentation-models-pytorch monai albumentations albucore pydantic pydantic-core
@@ -109,7 +112,7 @@ PY
     fi
     if part network; then
         echo "== network alone (compiling: at most ${GPU_CHECK_COMPILE_S:-240} s)"
-        # max-autotune (GPU_CHECK_COMPILE="default max-autotune") outran 200 s on an H200
+        # GPU_CHECK_COMPILE="default max-autotune": max-autotune outran 200 s on an H200
         timeout "${GPU_CHECK_COMPILE_S:-240}" python3 benchmarks/network_speed.py \
             --encoder resnet34 --size 1024 --batch 32 --compile-mode ${GPU_CHECK_COMPILE:-default} \
             || true
