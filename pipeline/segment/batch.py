@@ -121,7 +121,7 @@ def segment_folder(
     with _pool(workers if len(paths) > 1 else 0) as pool:
         todo, ready, pending = deque(paths), deque(), deque()
         while todo or ready:
-            while todo and len(ready) <= max(2 * workers, 1):  # read ahead, bounded
+            while todo and len(ready) <= workers:  # read ahead: one image per worker
                 job = (todo.popleft(), card, object_diameter, pixel_size_um)
                 ready.append(_submit(pool, prepare_image, *job))
             path, digest, raw, image, objects, size = ready.popleft().result()
