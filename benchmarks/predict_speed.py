@@ -130,7 +130,8 @@ def main() -> None:
     runs = {}
     for name, images in (("few", few), ("all", folder)):
         t = time.perf_counter()
-        done = segment_folder(model_dir, images, work / name, workers=args.workers, flip_tta=flip)
+        out = work / f"out-{name}"  # not the fields folder: outputs apart from the inputs
+        done = segment_folder(model_dir, images, out, workers=args.workers, flip_tta=flip)
         runs[name] = (len(done.segmented), time.perf_counter() - t)
     (n, seconds), (n0, seconds0) = runs["all"], runs["few"]
     steady = (n - n0) / (seconds - seconds0) if n > n0 and seconds > seconds0 else float("nan")
