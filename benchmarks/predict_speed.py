@@ -12,7 +12,8 @@ each part of one image, in turn, on the path `cellseg predict` takes
 size, network, instances, measurements and overlay, write (`--serial` fields). Then the whole
 folder through `segment_folder` itself with `--workers` post-processing processes (-1: its
 default), in images per second with and without what starting up costs (a run on the first
-fields alone, subtracted): the GPU figure (`--size 1024 1024 --encoder resnet34 --fields 200`).
+fields alone, subtracted), and how long the network's process ran the network and waited
+for workers' prepared images: the GPU figure (`--size 1024 1024 --encoder resnet34 --fields 200`).
 `--flip-tta on|off` overrides the card's flip test-time augmentation (four network passes), as
 `cellseg predict --set predict.flip_tta=...` does.
 """
@@ -133,12 +134,14 @@ def main() -> None:
         out = work / f"out-{name}"  # not the fields folder: outputs apart from the inputs
         done = segment_folder(model_dir, images, out, workers=args.workers, flip_tta=flip)
         runs[name] = (len(done.segmented), time.perf_counter() - t)
+    split = ", ".join(f"{k} {v:.2f} s" for k, v in done.seconds.items())
     (n, seconds), (n0, seconds0) = runs["all"], runs["few"]
     steady = (n - n0) / (seconds - seconds0) if n > n0 and seconds > seconds0 else float("nan")
     print(
         f"segment_folder on {n} fields, {workers} post-processing workers: {seconds:.2f} s, "
         f"{n / seconds:.2f} images/s (model load and workers' start included; {n0} fields: "
-        f"{seconds0:.2f} s); past the first {n0}: {steady:.2f} images/s"
+        f"{seconds0:.2f} s); past the first {n0}: {steady:.2f} images/s; the network's "
+        f"process: {split}"
     )
 
 

@@ -40,7 +40,7 @@ def segment(params=None) -> dict:
     """Segment every image of the inbox not segmented before, with the production model."""
     from airflow.sdk import Connection
 
-    from pipeline.segment.batch import segment_new_images
+    from pipeline.segment.inbox import segment_new_images
     from pipeline.stages import fail_fast
     from pipeline.storage import use_s3_connection
 

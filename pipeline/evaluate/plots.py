@@ -19,6 +19,7 @@ from scipy import ndimage as ndi  # noqa: E402
 from skimage.segmentation import find_boundaries  # noqa: E402
 
 from pipeline.evaluate.metrics import IOU_THRESHOLDS  # noqa: E402
+from pipeline.segment.filters import inner_boundaries  # noqa: E402
 
 GT_COLOUR = (40, 230, 40)
 PRED_COLOUR = (255, 40, 255)
@@ -26,8 +27,15 @@ LEGEND = "green: ground truth, magenta: prediction"
 
 
 def _contour(labels: np.ndarray, mode: str, width: int) -> np.ndarray:
+    if mode == "inner":
+        return inner_boundaries(labels, width)
     edge = find_boundaries(labels, mode=mode)
     return ndi.binary_dilation(edge, iterations=width - 1) if width > 1 else edge
+
+
+def contour_width(shape: tuple[int, ...]) -> int:
+    """Contour width in px for a picture of `shape`: 1 px up to 400 px a side, 2 up to 800..."""
+    return max(1, math.ceil(max(shape) / 400))
 
 
 def overlay_rgb(image: np.ndarray, gt: np.ndarray | None, pred: np.ndarray | None) -> np.ndarray:
@@ -44,7 +52,7 @@ def overlay_rgb(image: np.ndarray, gt: np.ndarray | None, pred: np.ndarray | Non
             raise ValueError(f"{name} shape {lab.shape} != image shape {image.shape}")
     grey = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
     rgb = np.repeat(grey[..., None], 3, axis=-1)
-    width = max(1, math.ceil(max(image.shape) / 400))
+    width = contour_width(image.shape)
     if gt is not None:
         rgb[_contour(gt, "outer", width)] = GT_COLOUR
     if pred is not None:

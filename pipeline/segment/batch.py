@@ -30,13 +30,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from pipeline.conventions import Record, now
 from pipeline.errors import DataError
 from pipeline.io import atomic_path, read_tif, sha256_file, write_labels
 from pipeline.segment.card import ModelCard
+from pipeline.segment.handoff import Handoff, Parcel, discard, handoff, load, take
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".tif", ".tiff")
@@ -51,6 +51,7 @@ class SegmentResult(Record):
     skipped: list[str] = field(default_factory=list)  # images segmented before (with once)
     table: str = ""  # images.csv
     note: str = ""  # why nothing was done, when nothing was
+    seconds: dict[str, float] = field(default_factory=dict)  # where this process's time went
 
 
 def list_images(images: str | Path) -> list[Path]:
@@ -100,7 +101,10 @@ def segment_folder(
     normalise and measure the next images meanwhile (`prepare_image`) and cut the instances,
     measure them and write the outputs of the ones done (`finish_image`), so on a GPU the
     network is fed while the CPU work of many images runs at once (-1: `default_workers`; 0:
-    all here, in turn). Results and images.csv are the same either way. `flip_tta` (None: the
+    all here, in turn); the arrays pass between the processes as files in a RAM folder
+    (`pipeline.segment.handoff`). Results and images.csv are the same either way; the
+    result's ``seconds`` say how long this process ran the network and waited for prepared
+    images (a GPU fed too slowly waits). `flip_tta` (None: the
     card's ``postprocess.flip_tta``) switches flip test-time augmentation on or off;
     `min_relative_intensity` (None: the card's) sets the faint objects' cut (0: keep them)."""
     from pipeline.segment.artifact import load_model, model_id
@@ -118,34 +122,50 @@ def segment_folder(
     model = for_inference(model)
     mid, result, rows = model_id(model_dir), SegmentResult(str(out)), []
     workers = default_workers(device) if workers < 0 else workers
-    with _pool(workers if len(paths) > 1 else 0) as pool:
+    clock = dict.fromkeys(("network", "waiting for prepared images", "total"), 0.0)
+    start = time.perf_counter()
+    with _pool(workers if len(paths) > 1 else 0) as pool, handoff(pool is not None) as parcels:
         todo, ready, pending = deque(paths), deque(), deque()
         while todo or ready:
             while todo and len(ready) <= workers:  # read ahead: one image per worker
-                job = (todo.popleft(), card, object_diameter, pixel_size_um)
+                job = (todo.popleft(), card, object_diameter, pixel_size_um, parcels)
                 ready.append(_submit(pool, prepare_image, *job))
+            t = time.perf_counter()
             path, digest, raw, image, objects, size = ready.popleft().result()
+            clock["waiting for prepared images"] += time.perf_counter() - t
             if once and not _claim(out, digest, path):
                 result.skipped.append(str(path))
+                discard(raw)
+                discard(image)
                 continue
-            maps = card_maps(model, image, device, card, objects=objects, raw=raw)
-            job = (out, path, raw, image, maps, card, size, {"sha256": digest, "model_id": mid})
-            pending.append(_submit(pool, finish_image, *job, once))
+            t = time.perf_counter()
+            raw_now = None if objects else load(raw)  # read only to measure the objects
+            maps = card_maps(model, load(image), device, card, objects=objects, raw=raw_now)
+            clock["network"] += time.perf_counter() - t
+            ids = {"sha256": digest, "model_id": mid}
+            job = (out, path, raw, image, parcels.put(maps), card, size, ids, once)
+            pending.append(_submit(pool, finish_image, *job))
             while pending and (len(pending) > 2 * workers or pending[0].done()):
                 rows.append(_collect(pending.popleft(), result))  # bounded memory, in order
         while pending:
             rows.append(_collect(pending.popleft(), result))
+    clock["total"] = time.perf_counter() - start
+    result.seconds = {k: round(v, 3) for k, v in clock.items()}
     result.table = str(_update_table(out, rows))
     return result
 
 
 def prepare_image(
-    path: Path, card: ModelCard, object_diameter: float, pixel_size_um: float | None
-) -> tuple[Path, str, np.ndarray, np.ndarray, float, float | None]:
+    path: Path,
+    card: ModelCard,
+    object_diameter: float,
+    pixel_size_um: float | None,
+    parcels: Handoff,
+) -> tuple[Path, str, Parcel, Parcel, float, float | None]:
     """One image's CPU work before the network: (`path`, its sha256, its (C, H, W) intensities
-    as read, normalised float32 (C, H, W), its objects' diameter in px (`object_diameter`, or
-    measured: `inference.image_objects`; 0.0: left to the network), its pixel size in µm
-    (`pixel_size_um`, or the TIF's own, or None))."""
+    as read and normalised float32 (C, H, W), as `parcels`, its objects' diameter in px
+    (`object_diameter`, or measured: `inference.image_objects`; 0.0: left to the network), its
+    pixel size in µm (`pixel_size_um`, or the TIF's own, or None))."""
     from pipeline.preprocess.samples import normalise
     from pipeline.segment.inference import as_chw, image_objects
     from pipeline.segment.measure import pixel_size_from_tif
@@ -154,7 +174,8 @@ def prepare_image(
     raw = as_chw(read_tif(path), path, card)
     image = normalise(raw, card.low_percentile, card.high_percentile, card.normalisation)
     objects = object_diameter or image_objects(image, card, raw)
-    return path, digest, raw, image, objects, pixel_size_um or pixel_size_from_tif(path)
+    size = pixel_size_um or pixel_size_from_tif(path)
+    return path, digest, parcels.put(raw), parcels.put(image), objects, size
 
 
 def default_workers(device) -> int:
@@ -166,9 +187,9 @@ def default_workers(device) -> int:
 def finish_image(
     out: Path,
     path: Path,
-    raw: np.ndarray,
-    image: np.ndarray,
-    maps: np.ndarray,
+    raw: Parcel,
+    image: Parcel,
+    maps: Parcel,
     card: ModelCard,
     size: float | None,
     ids: dict,
@@ -176,10 +197,12 @@ def finish_image(
 ) -> dict:
     """One image's (K, H, W) output maps -> its instances (the card's method), measurements,
     overlay and label image written to `out`; returns its images.csv row (with the label
-    image's path under ``labels``). `raw` is its (C, H, W) image, `image` normalised."""
+    image's path under ``labels``). `raw` is its (C, H, W) image, `image` normalised; all
+    three arrays as parcels (`pipeline.segment.handoff`), taken."""
     from pipeline.segment.measure import measure, overlay_png
     from pipeline.segment.postprocess import to_instances
 
+    raw, image, maps = take(raw), take(image), take(maps)
     labels = to_instances(maps, image, card)
     objects = measure(labels, raw, card.channels, path.name, size)
     with atomic_path(out / f"{path.stem}_objects.csv") as tmp:
@@ -215,9 +238,11 @@ def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
 
 
 def _one_thread() -> None:
+    import cv2
     import torch
 
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)  # OpenCV's filters (pipeline.segment.filters) likewise
 
 
 def _submit(pool: ProcessPoolExecutor | None, fn: Callable, *args) -> Future:
@@ -247,65 +272,3 @@ def _update_table(out: Path, rows: list[dict]) -> Path:
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
     return path
-
-
-def segment_new_images(params: dict) -> dict:
-    """The ``segment_new_images`` DAG's one call: every image of ``predict.images`` (a folder,
-    or ``s3://bucket/prefix`` with ``data.s3_endpoint_url``) not segmented before, with
-    ``predict.model`` (default: the production alias). `params`: ``config_file``,
-    ``overrides`` and the flat ``images``, ``out``, ``model`` (empty: the config's). An empty
-    inbox is a run with nothing to do."""
-    from pipeline.config.params import config_from_params
-    from pipeline.registry.aliases import current
-    from pipeline.registry.commands import model_for_predict
-    from pipeline.registry.versions import Registry
-
-    flat = {f"predict.{k}": params[k] for k in ("images", "out", "model") if params.get(k)}
-    overrides = {**(params.get("overrides") or {}), **flat}
-    cfg = config_from_params({"config_file": params.get("config_file"), "overrides": overrides})
-    p = cfg.predict
-    images = p.images
-    if images.startswith("s3://"):  # new objects under the prefix, fetched once
-        images = str(pull_s3_inbox(images, Path(p.out), cfg.data.s3_endpoint_url))
-    if Path(images).is_dir() and not any(
-        f.suffix.lower() in IMAGE_SUFFIXES for f in Path(images).iterdir()
-    ):
-        log.info("%s: no images; nothing to do", p.images)
-        return SegmentResult(p.out, note=f"{p.images}: no images").to_dict()
-    alias = p.model if not (Path(p.model).exists() or "://" in p.model) else None
-    if alias and not alias.isdigit() and current(Registry(cfg.registry), alias) is None:
-        note = f"no {alias!r} model in {cfg.registry.uri} yet; images wait for one"
-        log.warning(note)  # a new deployment: nothing trained yet is not an error
-        return SegmentResult(p.out, note=note).to_dict()
-    with model_for_predict(cfg, p.model) as model:
-        return segment_folder(
-            model,
-            images,
-            p.out,
-            p.pixel_size_um,
-            p.object_diameter,
-            once=True,
-            workers=p.workers,
-            flip_tta=p.flip_tta,
-            min_relative_intensity=p.min_relative_intensity,
-        ).to_dict()
-
-
-def pull_s3_inbox(uri: str, out: Path, endpoint_url: str | None) -> Path:
-    """New .tif objects under ``s3://bucket/prefix`` copied into ``out/.inbox-s3/`` (an object
-    already there with the same size is not fetched again); returns that folder."""
-    from pipeline.ingest.sources import s3_list
-
-    local = out / ".inbox-s3"
-    local.mkdir(parents=True, exist_ok=True)
-    client, bucket, prefix, objects = s3_list(uri, endpoint_url)
-    for obj in objects:
-        name = obj["Key"][len(prefix) :]
-        if "/" in name or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
-            continue  # only the prefix's own .tif images, by their plain names
-        dest = local / name
-        if dest.is_file() and dest.stat().st_size == obj["Size"]:
-            continue
-        with atomic_path(dest) as tmp:
-            client.download_file(bucket, obj["Key"], str(tmp))
-    return local

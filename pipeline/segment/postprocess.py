@@ -37,6 +37,7 @@ from pipeline.config import PostprocessConfig
 from pipeline.config.sections import INSTANCE_METHODS
 from pipeline.errors import ConfigError
 from pipeline.segment.card import ModelCard
+from pipeline.segment.filters import edt, gaussian
 from pipeline.segment.watershed import drop_small, split_foreground
 
 
@@ -98,7 +99,7 @@ def seed_scale(size: float, diameter: float) -> float:
 # were cut from) -> the surface the watershed floods, lowest first. The 1 px blur breaks ties.
 FLOODS = {
     "distance": lambda prob, dist: -dist,
-    "foreground": lambda prob, dist: -ndi.gaussian_filter(prob.astype(np.float32), 1.0),
+    "foreground": lambda prob, dist: -gaussian(prob, 1.0),
 }
 
 
@@ -121,10 +122,10 @@ def split_at_seeds(
         raise ConfigError(f"unknown flood {post.flood!r}; use one of {', '.join(FLOODS)}")
     dist = dist.astype(np.float32)
     if post.seed_shape > 0 and size > 0:
-        shape = ndi.distance_transform_edt(fg).astype(np.float32) / np.float32(size / 2)
+        shape = edt(fg) / np.float32(size / 2)
         dist = (dist + np.float32(post.seed_shape) * shape) / np.float32(1 + post.seed_shape)
     if post.seed_h > 0:
-        dist = ndi.gaussian_filter(dist, post.seed_sigma * seed_scale(size, diameter))
+        dist = gaussian(dist, post.seed_sigma * seed_scale(size, diameter))
         seeds, _ = ndi.label(h_maxima_inside(dist, fg, post.seed_h))
     else:
         seeds, _ = ndi.label(fg & (dist > post.seed_threshold))
@@ -162,8 +163,6 @@ def drop_small_objects(
     ``post.min_relative_intensity`` > 0, those whose mean intensity in the (H, W) float `image`
     is under it x the typical object's (the area-weighted median of the means of the objects
     large enough), relabelled 1..n (a new array)."""
-    from skimage.segmentation import relabel_sequential
-
     areas = np.bincount(labels.ravel())
     smallest = post.min_object_size
     if post.min_relative_size and labels.max():
@@ -183,7 +182,11 @@ def drop_small_objects(
             typical = weighted_median(means[kept], areas[kept])
             drop |= kept & (means < post.min_relative_intensity * typical)
     drop[0] = False
-    return relabel_sequential(np.where(drop[labels], 0, labels))[0]
+    keep = (areas > 0) & ~drop
+    keep[0] = False
+    new = np.zeros(areas.size, np.int32)  # old label -> new: 1..n in the old order, dropped 0
+    new[keep] = np.arange(1, keep.sum() + 1, dtype=np.int32)
+    return new[labels]
 
 
 def seed_distance(maps: np.ndarray, outputs: list[str]) -> np.ndarray:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
+from pipeline.segment.filters import edt, fill_holes, gaussian
 from pipeline.segment.postprocess import weighted_median
 
 TOLERANCE = 1.3  # rescale only when the objects differ in size by more than this factor
@@ -57,10 +58,10 @@ def foreground_diameter(fg: np.ndarray) -> float:
     parts, n = ndi.label(fg)
     if not n:
         return 0.0
-    dist = ndi.distance_transform_edt(np.pad(fg, 1))[1:-1, 1:-1].ravel()
+    dist = edt(np.pad(fg, 1))[1:-1, 1:-1].ravel()
     ids = parts.ravel()
     inside = ids > 0
-    radius = np.zeros(n + 1)
+    radius = np.zeros(n + 1, dist.dtype)  # of edt's dtype: ufunc.at's fast path, no casts
     np.maximum.at(radius, ids[inside], dist[inside])  # per part; 30x faster than ndi.maximum
     radius = radius[1:]
     area = np.bincount(ids, minlength=n + 1)[1:]
@@ -80,10 +81,10 @@ def image_diameter(channel: np.ndarray) -> float:
     small = channel.astype(np.float32)
     if shrink > 1:
         small = resize(small[None], (h // shrink, w // shrink))[0]
-    smooth = ndi.gaussian_filter(small, 2.0 / shrink)
+    smooth = gaussian(small, 2.0 / shrink)
     if smooth.max() - smooth.min() < 1e-6:
         return 0.0
-    fg = ndi.binary_fill_holes(smooth > threshold_otsu(smooth))
+    fg = fill_holes(smooth > threshold_otsu(smooth))
     return shrink * foreground_diameter(fg)
 
 

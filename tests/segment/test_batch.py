@@ -4,6 +4,7 @@ is known), and each image exactly once for the segment_new_images DAG."""
 from __future__ import annotations
 
 import shutil
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -101,8 +102,12 @@ def test_worker_processes_write_what_one_process_writes(model, tmp_path):
     rng = np.random.default_rng(1)
     for name in "abcde":
         tifffile.imwrite(images / f"{name}.tif", rng.integers(0, 4000, (2, 64, 80), np.uint16))
+    folders = [Path("/dev/shm"), Path(tempfile.gettempdir())]
+    before = {p for f in folders for p in f.glob("cellseg-handoff-*")}
     inline = segment_folder(model, images, tmp_path / "inline", workers=0)
     parallel = segment_folder(model, images, tmp_path / "parallel", workers=2)
+    assert not {p for f in folders for p in f.glob("cellseg-handoff-*")} - before  # cleaned up
+    assert 0 < parallel.seconds["network"] < parallel.seconds["total"]
     names = [Path(p).name for p in parallel.segmented]
     assert names == [Path(p).name for p in inline.segmented] == [f"{n}_labels.tif" for n in "abcde"]
     for name in "abcde":
@@ -176,7 +181,7 @@ def test_an_s3_prefix_inbox_is_segmented_once(model, tmp_path, s3_server):
 
     import boto3
 
-    from pipeline.segment.batch import segment_new_images
+    from pipeline.segment.inbox import segment_new_images
 
     s3 = boto3.client("s3", endpoint_url=s3_server)
     s3.create_bucket(Bucket="microscope")

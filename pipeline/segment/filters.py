@@ -1,0 +1,74 @@
+"""Image filters of the post-processing, computed by OpenCV with SciPy's and scikit-image's
+results: the same numbers (to float32 rounding) in a fraction of the time (each against its
+original on a real 1024x1024 field: benchmarks/postprocess_speed.py). Post-processing runs on
+the CPU once per image beside a network that takes milliseconds on a GPU, so its cost sets how
+many images a second a GPU machine segments.
+
+Masks are (H, W) bool, images (H, W) float, labels (H, W) integers (0 = background).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from scipy import ndimage as ndi
+
+CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))  # 4-connectivity, as SciPy's default
+EXACT_FLOAT32 = 2**24  # integers up to this are exact in float32
+
+
+def edt(mask: np.ndarray) -> np.ndarray:
+    """(H, W) bool -> (H, W) float32: each True pixel's Euclidean distance to the nearest False
+    one, 0 on False pixels (`scipy.ndimage.distance_transform_edt`; the image edge is not a
+    False pixel). OpenCV's exact transform (``DIST_MASK_PRECISE``); SciPy's when the mask has
+    no False pixel, where OpenCV has no answer."""
+    if mask.ndim != 2:
+        raise ValueError(f"edt expects an (H, W) mask, got shape {mask.shape}")
+    if mask.all():
+        return ndi.distance_transform_edt(mask).astype(np.float32)
+    return cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+
+
+def gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
+    """(H, W) float -> (H, W) float32 blurred with a Gaussian of `sigma` px
+    (`scipy.ndimage.gaussian_filter`: mirrored edges, the kernel cut at 4 sigma)."""
+    if image.ndim != 2 or not sigma >= 0:
+        raise ValueError(f"gaussian needs an (H, W) image, sigma >= 0; got {image.shape}, {sigma}")
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    radius = int(4.0 * sigma + 0.5)
+    if radius == 0:
+        return image.copy()
+    size = (2 * radius + 1, 2 * radius + 1)
+    return cv2.GaussianBlur(image, size, sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+
+
+def inner_boundaries(labels: np.ndarray, width: int = 1) -> np.ndarray:
+    """(H, W) integer labels -> (H, W) bool: the object pixels that touch another label or the
+    background (`skimage.segmentation.find_boundaries` mode ``inner``), thickened to `width`
+    px inwards and outwards (`scipy.ndimage.binary_dilation`, 4-connected, ``width - 1``
+    times)."""
+    if labels.ndim != 2 or width < 1:
+        raise ValueError(f"boundaries need (H, W) labels, width >= 1: {labels.shape} {width}")
+    if labels.size and labels.max() >= EXACT_FLOAT32:
+        from skimage.segmentation import find_boundaries
+
+        edge = find_boundaries(labels, mode="inner")
+    else:
+        values = labels.astype(np.float32)
+        edge = (cv2.dilate(values, CROSS) != cv2.erode(values, CROSS)) & (labels != 0)
+    if width > 1:
+        edge = cv2.dilate(edge.view(np.uint8), CROSS, iterations=width - 1).view(bool)
+    return edge
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """(H, W) bool with its holes filled: background parts (4-connected) that do not touch the
+    image edge become foreground (`scipy.ndimage.binary_fill_holes`, in a third of the time)."""
+    if mask.ndim != 2:
+        raise ValueError(f"fill_holes expects an (H, W) mask, got shape {mask.shape}")
+    background, n = ndi.label(~mask)
+    outside = np.zeros(n + 1, bool)
+    outside[0] = True  # the mask itself
+    for edge in (background[0], background[-1], background[:, 0], background[:, -1]):
+        outside[edge] = True
+    return mask | ~outside[background]

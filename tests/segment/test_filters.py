@@ -1,0 +1,70 @@
+"""The OpenCV filters give SciPy's and scikit-image's answers (pipeline.segment.filters)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from scipy import ndimage as ndi
+from skimage.segmentation import find_boundaries
+
+from pipeline.segment.filters import edt, fill_holes, gaussian, inner_boundaries
+
+RNG = np.random.default_rng(0)
+SHAPES = [(1, 1), (1, 9), (7, 3), (40, 33)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_the_distance_transform_is_scipys(shape):
+    for fill in (0.3, 0.9, 1.0, 0.0):
+        mask = RNG.random(shape) < fill  # 1.0: no background, where OpenCV has no answer
+        want = ndi.distance_transform_edt(mask)
+        got = edt(mask)
+        assert got.dtype == np.float32 and np.allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("sigma", [0.0, 0.4, 1.0, 4.3, 12.0])
+def test_the_blur_is_scipys_up_to_float32_rounding(shape, sigma):
+    image = RNG.random(shape)
+    want = ndi.gaussian_filter(image.astype(np.float32), sigma)
+    assert np.allclose(gaussian(image, sigma), want, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_holes_are_filled_as_scipy_fills_them(shape):
+    for fill in (0.0, 0.5, 0.7, 1.0):
+        mask = RNG.random(shape) < fill
+        assert np.array_equal(fill_holes(mask), ndi.binary_fill_holes(mask))
+
+
+@pytest.mark.parametrize("width", [1, 2, 3])
+def test_outlines_are_scikit_images_inner_boundaries_thickened_as_before(width):
+    labels = ndi.label(RNG.random((40, 33)) < 0.6)[0]
+    labels[labels == 3] = 70000  # past uint16
+    want = find_boundaries(labels, mode="inner")
+    want = ndi.binary_dilation(want, iterations=width - 1) if width > 1 else want
+    assert np.array_equal(inner_boundaries(labels, width), want)
+
+
+def test_on_a_real_annotation(shared_data):
+    labels = tifffile.imread(
+        shared_data / "ctc" / "Fluo-N2DL-HeLa" / "01_ST" / "SEG" / "man_seg004.tif"
+    )
+    assert np.array_equal(
+        inner_boundaries(labels, 3),
+        ndi.binary_dilation(find_boundaries(labels, mode="inner"), iterations=2),
+    )
+    fg = labels > 0
+    assert np.allclose(edt(fg), ndi.distance_transform_edt(fg), atol=1e-5)
+
+
+def test_bad_shapes_are_refused_with_the_shape():
+    with pytest.raises(ValueError, match=r"\(2, 3, 4\)"):
+        edt(np.ones((2, 3, 4), bool))
+    with pytest.raises(ValueError, match="sigma >= 0"):
+        gaussian(np.ones((3, 3)), -1.0)
+    with pytest.raises(ValueError, match=r"\(3,\)"):
+        fill_holes(np.ones(3, bool))
+    with pytest.raises(ValueError, match="width >= 1"):
+        inner_boundaries(np.ones((3, 3), int), 0)
