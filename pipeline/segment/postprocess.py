@@ -37,7 +37,7 @@ from pipeline.config import PostprocessConfig
 from pipeline.config.sections import INSTANCE_METHODS
 from pipeline.errors import ConfigError
 from pipeline.segment.card import ModelCard
-from pipeline.segment.filters import edt, gaussian
+from pipeline.segment.filters import edt, gaussian, h_maxima
 from pipeline.segment.watershed import drop_small, split_foreground
 
 
@@ -48,16 +48,15 @@ def foreground(prob: np.ndarray, post: PostprocessConfig) -> np.ndarray:
 
 
 def h_maxima_inside(dist: np.ndarray, fg: np.ndarray, h: float) -> np.ndarray:
-    """(H, W) bool: the maxima of `dist` at least `h` deep within each connected part of the
-    (H, W) bool foreground, found part by part (the background costs nothing)."""
-    from skimage.morphology import h_maxima
-
+    """(H, W) bool: the maxima of the (H, W) float32 `dist` at least `h` deep within each
+    connected part of the (H, W) bool foreground, found part by part (the background costs
+    nothing; a part with one maximum, most of them, costs least: `filters.h_maxima`)."""
     out = np.zeros(fg.shape, bool)
     parts, _ = ndi.label(fg)
     for i, box in enumerate(ndi.find_objects(parts), 1):
         box = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)
         part = parts[box] == i
-        out[box] |= h_maxima(np.where(part, dist[box], 0), h).astype(bool) & part
+        out[box] |= h_maxima(np.where(part, dist[box], np.float32(0)), h) & part
     return out
 
 

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import tifffile
 from scipy import ndimage as ndi
+from skimage.morphology import h_maxima as reconstructed
 from skimage.segmentation import find_boundaries
 
-from pipeline.segment.filters import edt, fill_holes, gaussian, inner_boundaries
+from pipeline.segment.filters import edt, fill_holes, gaussian, h_maxima, inner_boundaries
 
 RNG = np.random.default_rng(0)
 SHAPES = [(1, 1), (1, 9), (7, 3), (40, 33)]
@@ -36,6 +37,28 @@ def test_holes_are_filled_as_scipy_fills_them(shape):
     for fill in (0.0, 0.5, 0.7, 1.0):
         mask = RNG.random(shape) < fill
         assert np.array_equal(fill_holes(mask), ndi.binary_fill_holes(mask))
+
+
+def fields(n: int):
+    """`n` (30, 40) float32 fields of each kind h-maxima meets: smooth noise, one bump, two
+    bumps of unequal height, quantised (plateaus) and bumps with holes of zeros."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:30, :40]
+    for _ in range(n):
+        bump = np.exp(-((yy - rng.uniform(0, 30)) ** 2 + (xx - rng.uniform(0, 40)) ** 2) / 80)
+        other = np.exp(-((yy - 15) ** 2 + (xx - rng.uniform(0, 40)) ** 2) / 50)
+        yield ndi.gaussian_filter(rng.random((30, 40)), rng.uniform(1, 6))
+        yield bump
+        yield bump + rng.uniform(0.3, 1) * other
+        yield np.round(ndi.gaussian_filter(rng.random((30, 40)), 4) * 50) / 50
+        yield np.where(rng.random((30, 40)) < 0.3, 0, np.round(bump * rng.integers(2, 20)) / 7)
+
+
+def test_h_maxima_are_scikit_images_whether_one_maximum_or_many():
+    for field in fields(40):
+        for h in (0.001, 0.01, 0.05, 0.2):
+            image = field.astype(np.float32)
+            assert np.array_equal(h_maxima(image, h), reconstructed(image, h).astype(bool))
 
 
 @pytest.mark.parametrize("width", [1, 2, 3])
@@ -66,5 +89,7 @@ def test_bad_shapes_are_refused_with_the_shape():
         gaussian(np.ones((3, 3)), -1.0)
     with pytest.raises(ValueError, match=r"\(3,\)"):
         fill_holes(np.ones(3, bool))
+    with pytest.raises(ValueError, match="float32 image and h > 0"):
+        h_maxima(np.ones((3, 3)), 0.1)
     with pytest.raises(ValueError, match="width >= 1"):
         inner_boundaries(np.ones((3, 3), int), 0)
