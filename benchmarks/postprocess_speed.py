@@ -121,7 +121,7 @@ def main() -> None:
     t_size, _ = ms(lambda: image_objects(image, card, raw), args.repeat)
     t_inst, labels = ms(lambda: to_instances(maps, image, card), args.repeat)
     t_meas, _ = ms(lambda: measure(labels, raw, card.channels, "f"), args.repeat)
-    t_over, png = ms(lambda: overlay_png(raw, labels), args.repeat)
+    t_over, png = ms(lambda: overlay_png(raw, labels, image[0]), args.repeat)
     total = t_norm + t_size + t_inst + t_meas + t_over
     print(
         f"one field's CPU work: {total:.0f} ms (normalise {t_norm:.1f}, objects' size "

@@ -35,7 +35,7 @@ import torch
 from pipeline.io import read_tif, sha256_file, write_labels
 from pipeline.preprocess.samples import normalise
 from pipeline.segment.artifact import load_model, save_model
-from pipeline.segment.batch import default_workers, segment_folder
+from pipeline.segment.batch import default_workers, first_view, segment_folder
 from pipeline.segment.card import OUTPUTS, ModelCard
 from pipeline.segment.inference import as_chw, card_maps, image_objects
 from pipeline.segment.measure import measure, overlay_png
@@ -108,7 +108,7 @@ def main() -> None:
         "instances": lambda s: s.update(labels=to_instances(s["maps"], s["image"], card)),
         "measure": lambda s: s.update(
             table=measure(s["labels"], s["raw"], card.channels, "f", None),
-            png=overlay_png(s["raw"], s["labels"]),
+            png=overlay_png(s["raw"], s["labels"], first_view(s["image"], card)),
         ),
         "write": lambda s: write_labels(work / f"{s['path'].stem}_labels.tif", s["labels"]),
     }

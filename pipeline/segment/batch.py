@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipeline.conventions import Record, now
@@ -208,7 +209,7 @@ def finish_image(
     with atomic_path(out / f"{path.stem}_objects.csv") as tmp:
         objects.to_csv(tmp, index=False)
     with atomic_path(out / f"{path.stem}_overlay.png") as tmp:
-        tmp.write_bytes(overlay_png(raw, labels))
+        tmp.write_bytes(overlay_png(raw, labels, first_view(image, card)))
     written = write_labels(out / f"{path.stem}_labels.tif", labels)
     row = {
         "image": path.name,
@@ -223,6 +224,14 @@ def finish_image(
     if once:
         (out / DONE / f"{ids['sha256']}.json").write_text(json.dumps(row))
     return {**row, "labels": str(written)}
+
+
+def first_view(image: np.ndarray, card: ModelCard) -> np.ndarray | None:
+    """The (H, W) first channel of the normalised (C, H, W) `image` when it is a percentile
+    view (the overlay's grey image, stretched already), else None (`measure.overlay_png`)."""
+    from pipeline.preprocess.samples import measures_on_percentiles
+
+    return image[0] if measures_on_percentiles(card.normalisation) else None
 
 
 @contextmanager

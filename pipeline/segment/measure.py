@@ -83,11 +83,13 @@ def measure(
     return table
 
 
-def overlay_png(raw: np.ndarray, labels: np.ndarray) -> bytes:
-    """PNG bytes: the first channel of the (C, H, W) `raw` image, contrast-stretched (1st-99.8th
-    percentile), with the outlines of the (H, W) `labels`' objects in the prediction colour
-    (`pipeline.evaluate.plots`). An indexed PNG, 255 grey levels and the outline colour: a
-    third of the size of the RGB picture, written in two thirds of the time."""
+def overlay_png(raw: np.ndarray, labels: np.ndarray, grey: np.ndarray | None = None) -> bytes:
+    """PNG bytes: the first channel of the (C, H, W) `raw` image, contrast-stretched, with the
+    outlines of the (H, W) `labels`' objects in the prediction colour
+    (`pipeline.evaluate.plots`). `grey`: that channel already stretched to [0, 1], (H, W)
+    float (the network's percentile view); else it is stretched here, 1st to 99.8th
+    percentile. An indexed PNG, 255 grey levels and the outline colour: a third of the size
+    of the RGB picture, written in two thirds of the time."""
     from PIL import Image
 
     from pipeline.evaluate.plots import PRED_COLOUR, contour_width
@@ -95,9 +97,13 @@ def overlay_png(raw: np.ndarray, labels: np.ndarray) -> bytes:
 
     if raw.ndim != 3 or raw.shape[1:] != labels.shape or not labels.size:
         raise DataError(f"an overlay needs a (C, H, W) image of the labels' {labels.shape}")
-    first = raw[0].astype(np.float32)
-    lo, hi = np.percentile(first, (1, 99.8))
-    index = np.round(np.clip((first - lo) / max(hi - lo, 1e-6), 0, 1) * 254).astype(np.uint8)
+    if grey is None:
+        first = raw[0].astype(np.float32)
+        lo, hi = np.percentile(first, (1, 99.8))
+        grey = (first - lo) / max(hi - lo, 1e-6)
+    elif grey.shape != labels.shape:
+        raise DataError(f"an overlay's grey image {grey.shape} != the labels' {labels.shape}")
+    index = np.round(np.clip(grey, 0, 1) * 254).astype(np.uint8)
     index[inner_boundaries(labels, contour_width(labels.shape))] = 255
     palette = np.repeat(np.arange(256, dtype=np.uint8), 3)  # index i: grey i, 255: the outline
     palette[-3:] = PRED_COLOUR

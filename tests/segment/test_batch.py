@@ -15,12 +15,13 @@ import tifffile
 import torch
 
 from pipeline.errors import DataError
+from pipeline.evaluate.plots import PRED_COLOUR
 from pipeline.preprocess.samples import Sample, normalise
 from pipeline.segment.artifact import load_model, save_model
 from pipeline.segment.batch import segment_folder
 from pipeline.segment.card import ModelCard
 from pipeline.segment.inference import predict_labels
-from pipeline.segment.measure import measure, pixel_size_from_tif
+from pipeline.segment.measure import measure, overlay_png, pixel_size_from_tif
 from pipeline.segment.network import build_model, for_inference
 
 
@@ -46,6 +47,28 @@ def test_measurements_per_object_in_pixels_and_microns():
     assert "area_um2" not in measure(labels, raw, ["dna", "actin"], "a.tif").columns
     with pytest.raises(DataError, match="a.tif: image shape"):
         measure(labels, raw[:1], ["dna", "actin"], "a.tif")
+
+
+def test_the_overlay_is_an_indexed_png_of_the_grey_image_with_the_outlines():
+    import io
+
+    from PIL import Image
+
+    labels = np.zeros((40, 50), np.int32)
+    labels[10:20, 10:30] = 3
+    raw = np.linspace(0, 1000, 40 * 50).reshape(1, 40, 50).astype(np.uint16)
+    picture = Image.open(io.BytesIO(overlay_png(raw, labels)))
+    assert picture.mode == "P" and picture.size == (50, 40)
+    rgb = np.asarray(picture.convert("RGB"))
+    outline = (rgb == PRED_COLOUR).all(axis=-1)
+    assert outline[10, 10:30].all() and outline[19, 10:30].all() and not outline[15, 15]
+    assert outline.sum() == 2 * 20 + 2 * 8 and (rgb[~outline, 0] == rgb[~outline, 1]).all()
+    assert rgb[0, 0, 0] == 0 and rgb[-1, -1, 0] == 254  # stretched 1st-99.8th percentile
+    flat = np.full((40, 50), 0.5, np.float32)  # a grey view given: used as it is
+    given = np.asarray(Image.open(io.BytesIO(overlay_png(raw, labels, flat))).convert("RGB"))
+    assert (given[~outline] == 127).all()
+    with pytest.raises(DataError, match=r"\(4, 5\)"):
+        overlay_png(raw, labels, flat[:4, :5])
 
 
 def test_a_folder_is_segmented_with_overlays_measurements_and_once(model, tmp_path):
