@@ -37,9 +37,7 @@ from pipeline.segment.measure import measure, overlay_png
 from pipeline.segment.postprocess import h_maxima_inside, to_instances
 from pipeline.train.targets import target_maps
 
-SHARED = (
-    Path(os.environ.get("CELLSEG_SHARED", Path(__file__).parents[2] / "shared")) / "data" / "ctc"
-)
+CTC = Path(os.environ.get("CELLSEG_SHARED", Path(__file__).parents[2] / "shared")) / "data/ctc"
 FRAMES = {  # --frame -> (image, its annotation)
     "HeLa": ("Fluo-N2DL-HeLa/01/t004.tif", "Fluo-N2DL-HeLa/01_ST/SEG/man_seg004.tif"),
     "GOWT1": ("Fluo-N2DH-GOWT1/02/t000.tif", "Fluo-N2DH-GOWT1/02_ST/SEG/man_seg000.tif"),
@@ -86,7 +84,7 @@ def main() -> None:
 
     cv2.setNumThreads(1)  # one core, as each post-processing worker runs
     h, w = args.size
-    image_file, labels_file = (SHARED / "ctc" / f for f in FRAMES[args.frame])
+    image_file, labels_file = (CTC / f for f in FRAMES[args.frame])
     raw = grow(tifffile.imread(image_file), h, w)[None]
     truth = label(grow(tifffile.imread(labels_file), h, w), connectivity=1)  # mirrored: new ids
     maps = target_maps(truth)[:2]

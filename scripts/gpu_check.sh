@@ -11,8 +11,9 @@
 # Prints the device and versions; then, as GPU_CHECK_PARTS says (default "train predict
 # network"): a short training of a resnet34 U-Net on the HeLa frames on the GPU, whose epoch lines
 # give the share of time spent waiting for data; end-to-end `predict` with that model in images/s
-# at 1024x1024 on real frames (benchmarks/predict_speed.py: each part of one image, then the
-# folder through segment_folder); the network alone (benchmarks/network_speed.py: eager fp32 one
+# at 1024x1024 on real frames (benchmarks/postprocess_speed.py: one core's CPU work per image;
+# benchmarks/handoff_speed.py: what passing arrays between processes costs; predict_speed.py:
+# each part of one image, then the folder through segment_folder); the network alone (benchmarks/network_speed.py: eager fp32 one
 # image at a time, eager bf16 channels-last batches of 32, folded eager and + torch.compile).
 # Everything goes to stdout and, when $OUT is set, to $OUT/gpu_check.log. Measured on an H200
 # on 2026-12-04 (docs/experiments.md): about 6 minutes with all three parts.
@@ -97,6 +98,9 @@ PY
     if part predict; then
         model="$work/runs/gpu/train/model"
         frame=(--model "$model" --size 1024 1024 --image "$HELA/01/t004.tif")
+        echo "== one core's post-processing of a 1024x1024 field, and the processes' handoff"
+        CELLSEG_SHARED=.gpudata python3 benchmarks/postprocess_speed.py --repeat 5
+        python3 benchmarks/handoff_speed.py --images 20
         echo "== end to end predict: that model on a real HeLa frame mirrored to 1024x1024"
         python3 benchmarks/predict_speed.py "${frame[@]}" --fields "${GPU_CHECK_FIELDS:-200}" \
             --serial 10 --flip-tta off
