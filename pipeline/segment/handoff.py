@@ -3,10 +3,11 @@ instead of pickled through the worker pool's pipes.
 
 Per 1024x1024 image the network's process would receive the raw and normalised image from the
 worker that prepared it and send both plus the output maps to the worker that finishes it:
-about 20 MB through pipes, pickled and copied several times under the GIL, 15-75 ms of that
-process's time (benchmarks/handoff_speed.py), enough to cap a GPU machine well under 100
-images a second. A file in ``/dev/shm`` is written once and read once, at memory speed. Without
-workers the arrays stay where they are (`Handoff` with no folder).
+about 20 MB through pipes, pickled and copied several times under the GIL: 33-63 ms of that
+process's CPU on a 2-core machine (benchmarks/handoff_speed.py), enough to cap a GPU machine
+well under 100 images a second. A file in ``/dev/shm`` is written once and read once, at
+memory speed: 6-8 ms. Without workers the arrays stay where they are (`Handoff` with no
+folder).
 """
 
 from __future__ import annotations
