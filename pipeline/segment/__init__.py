@@ -4,5 +4,8 @@
 - `watershed`: the marker-controlled watershed, also used to split a network's foreground;
 - `baseline`: the stage running the classical methods on the test split;
 - `network`: the U-Net and its device; `card`: the typed model card;
-- `postprocess`: foreground probability -> instances; `inference`: load a model and predict.
+- `postprocess`: foreground probability -> instances, with `filters` (OpenCV with SciPy's and
+  scikit-image's results) and `scale` (object size); `inference`: load a model and predict;
+- `artifact`: model folders; `measure`: per-object tables and overlays; `batch`: a folder of
+  new images, its processes passing arrays through `handoff`; `inbox`: the DAG's new images.
 """
