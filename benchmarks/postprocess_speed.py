@@ -20,6 +20,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import tifffile
@@ -30,6 +31,7 @@ from skimage.segmentation import find_boundaries
 
 from pipeline.config import PostprocessConfig
 from pipeline.preprocess.samples import normalise
+from pipeline.segment import postprocess
 from pipeline.segment.card import OUTPUTS, ModelCard
 from pipeline.segment.filters import edt, fill_holes, gaussian, inner_boundaries
 from pipeline.segment.inference import image_objects
@@ -58,13 +60,8 @@ def per_part(dist: np.ndarray, fg: np.ndarray, h: float) -> np.ndarray:
     """`h_maxima_inside` as it was: scikit-image's h-maxima on every part."""
     from skimage.morphology import h_maxima
 
-    out = np.zeros(fg.shape, bool)
-    parts, _ = ndi.label(fg)
-    for i, box in enumerate(ndi.find_objects(parts), 1):
-        box = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)
-        part = parts[box] == i
-        out[box] |= h_maxima(np.where(part, dist[box], np.float32(0)), h).astype(bool) & part
-    return out
+    with mock.patch.object(postprocess, "h_maxima", lambda d, h: h_maxima(d, h).astype(bool)):
+        return h_maxima_inside(dist, fg, h)
 
 
 def grow(array: np.ndarray, h: int, w: int) -> np.ndarray:

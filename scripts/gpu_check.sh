@@ -13,8 +13,9 @@
 # give the share of time spent waiting for data; end-to-end `predict` with that model in images/s
 # at 1024x1024 on real frames (benchmarks/postprocess_speed.py: one core's CPU work per image;
 # benchmarks/handoff_speed.py: what passing arrays between processes costs; predict_speed.py:
-# each part of one image, then the folder through segment_folder); the network alone (benchmarks/network_speed.py: eager fp32 one
-# image at a time, eager bf16 channels-last batches of 32, folded eager and + torch.compile).
+# each part of one image, then the folder through segment_folder); the network alone
+# (benchmarks/network_speed.py: eager fp32 one image at a time, eager bf16 channels-last
+# batches of 32, folded eager and + torch.compile).
 # Everything goes to stdout and, when $OUT is set, to $OUT/gpu_check.log. Measured on an H200
 # on 2026-12-04 (docs/experiments.md): about 6 minutes with all three parts.
 set -euo pipefail
