@@ -5,8 +5,9 @@
 Per image, as `segment_folder` does with workers: a worker returns the raw (uint16) and
 normalised (float32) image; this process reads the normalised one (for the network) and sends
 raw, normalised and the (2, H, W) float32 output maps to a worker, which reads all three. Timed
-both ways: pickled through the process pool's pipes (before) and as .npy files in a RAM folder
-(`pipeline.segment.handoff`, now). Prints this process's CPU time per image (all its threads:
+three ways: pickled through the process pool's pipes (first), as new .npy files in a RAM folder
+(`pipeline.segment.handoff`, second), and so with the maps in reused files (`handoff.Slots`,
+what `segment_folder` does now). Prints this process's CPU time per image (all its threads:
 the pool's pickling runs in threads beside the network's) and the wall time per round trip.
 At 100 images/s the network's process has 10 ms per image for everything.
 """
@@ -20,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from pipeline.segment.handoff import Handoff, handoff, load, take
+from pipeline.segment.handoff import Handoff, Slots, handoff, load, take
 
 
 def prepare(shape: tuple[int, ...], parcels: Handoff | None):
@@ -31,19 +32,22 @@ def prepare(shape: tuple[int, ...], parcels: Handoff | None):
 
 def finish(raw, image, maps) -> float:
     if isinstance(raw, str):
-        raw, image, maps = take(raw), take(image), take(maps)
+        raw, image = take(raw), take(image)
+        maps = load(maps) if "slot-" in maps else take(maps)
     return float(raw[0, 0, 0]) + float(image[0, 0, 0]) + float(maps[0, 0, 0])
 
 
-def run(pool, shape, n: int, parcels: Handoff | None) -> tuple[float, float]:
+def run(pool, shape, n: int, parcels: Handoff | None, slots: Slots | None) -> tuple[float, float]:
     """(this process's CPU seconds, wall seconds) per image over `n` images."""
     maps = np.zeros((2, *shape[1:]), np.float32)
     cpu, wall = time.process_time(), time.perf_counter()
     for _ in range(n):
         raw, image = pool.submit(prepare, shape, parcels).result()
         load(image)  # what the network reads
-        out = maps if parcels is None else parcels.put(maps)
+        out = maps if parcels is None else (slots or parcels).put(maps)
         pool.submit(finish, raw, image, out).result()
+        if slots is not None:
+            slots.release(out)
     return (time.process_time() - cpu) / n, (time.perf_counter() - wall) / n
 
 
@@ -58,9 +62,14 @@ def main() -> None:
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=spawn) as pool, handoff(True) as parcels:
         pool.submit(prepare, (1, 8, 8), None).result()  # the worker started
-        for name, how in (("pickled through pipes", None), (f"files in {parcels.folder}", parcels)):
-            run(pool, shape, 3, how)  # warm up
-            cpu, wall = run(pool, shape, args.images, how)
+        ways = {
+            "pickled through pipes": (None, None),
+            f"new files in {parcels.folder}": (parcels, None),
+            "the same, the maps in reused files (now)": (parcels, Slots(parcels, keep=2)),
+        }
+        for name, how in ways.items():
+            run(pool, shape, 3, *how)  # warm up
+            cpu, wall = run(pool, shape, args.images, *how)
             print(
                 f"{name}: {cpu * 1e3:.1f} ms of this process's CPU per image, "
                 f"{wall * 1e3:.1f} ms per round trip ({what} image)"

@@ -37,7 +37,7 @@ from pipeline.conventions import Record, now
 from pipeline.errors import DataError
 from pipeline.io import atomic_path, read_tif, sha256_file, write_labels
 from pipeline.segment.card import ModelCard
-from pipeline.segment.handoff import Handoff, Parcel, discard, handoff, load, take
+from pipeline.segment.handoff import Handoff, Parcel, Slots, discard, handoff, load, take
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".tif", ".tiff")
@@ -104,8 +104,9 @@ def segment_folder(
     network is fed while the CPU work of many images runs at once (-1: `default_workers`; 0:
     all here, in turn); the arrays pass between the processes as files in a RAM folder
     (`pipeline.segment.handoff`). Results and images.csv are the same either way; the
-    result's ``seconds`` say how long this process ran the network and waited for prepared
-    images (a GPU fed too slowly waits). `flip_tta` (None: the
+    result's ``seconds`` say how long this process ran the network, waited for prepared
+    images (a GPU fed too slowly waits), handed arrays off and waited for workers to finish
+    images (they are short of cores). `flip_tta` (None: the
     card's ``postprocess.flip_tta``) switches flip test-time augmentation on or off;
     `min_relative_intensity` (None: the card's) sets the faint objects' cut (0: keep them)."""
     from pipeline.segment.artifact import load_model, model_id
@@ -123,9 +124,11 @@ def segment_folder(
     model = for_inference(model)
     mid, result, rows = model_id(model_dir), SegmentResult(str(out)), []
     workers = default_workers(device) if workers < 0 else workers
-    clock = dict.fromkeys(("network", "waiting for prepared images", "total"), 0.0)
+    waits = ("waiting for prepared images", "handing off", "waiting for finished images")
+    clock = dict.fromkeys(("network", *waits, "total"), 0.0)
     start = time.perf_counter()
     with _pool(workers if len(paths) > 1 else 0) as pool, handoff(pool is not None) as parcels:
+        slots = Slots(parcels, keep=2 * workers + 2)  # the maps' files: as many as in flight
         todo, ready, pending = deque(paths), deque(), deque()
         while todo or ready:
             while todo and len(ready) <= workers:  # read ahead: one image per worker
@@ -142,14 +145,16 @@ def segment_folder(
             t = time.perf_counter()
             raw_now = None if objects else load(raw)  # read only to measure the objects
             maps = card_maps(model, load(image), device, card, objects=objects, raw=raw_now)
-            clock["network"] += time.perf_counter() - t
-            ids = {"sha256": digest, "model_id": mid}
-            job = (out, path, raw, image, parcels.put(maps), card, size, ids, once)
-            pending.append(_submit(pool, finish_image, *job))
-            while pending and (len(pending) > 2 * workers or pending[0].done()):
-                rows.append(_collect(pending.popleft(), result))  # bounded memory, in order
+            clock["network"] += (t1 := time.perf_counter()) - t
+            ids, maps = {"sha256": digest, "model_id": mid}, slots.put(maps)
+            job = (out, path, raw, image, maps, card, size, ids, once)
+            pending.append((_submit(pool, finish_image, *job), maps))
+            clock["handing off"] += (t := time.perf_counter()) - t1
+            while pending and (len(pending) > 2 * workers or pending[0][0].done()):
+                rows.append(_collect(*pending.popleft(), result, slots))  # bounded, in order
+            clock["waiting for finished images"] += time.perf_counter() - t
         while pending:
-            rows.append(_collect(pending.popleft(), result))
+            rows.append(_collect(*pending.popleft(), result, slots))
     clock["total"] = time.perf_counter() - start
     result.seconds = {k: round(v, 3) for k, v in clock.items()}
     result.table = str(_update_table(out, rows))
@@ -199,11 +204,12 @@ def finish_image(
     """One image's (K, H, W) output maps -> its instances (the card's method), measurements,
     overlay and label image written to `out`; returns its images.csv row (with the label
     image's path under ``labels``). `raw` is its (C, H, W) image, `image` normalised; all
-    three arrays as parcels (`pipeline.segment.handoff`), taken."""
+    three arrays as parcels (`pipeline.segment.handoff`): the images taken, the maps a slot
+    the network's process reuses once this returns."""
     from pipeline.segment.measure import measure, overlay_png
     from pipeline.segment.postprocess import to_instances
 
-    raw, image, maps = take(raw), take(image), take(maps)
+    raw, image, maps = take(raw), take(image), load(maps)  # maps: a slot, reused when done
     labels = to_instances(maps, image, card)
     objects = measure(labels, raw, card.channels, path.name, size)
     with atomic_path(out / f"{path.stem}_objects.csv") as tmp:
@@ -262,8 +268,9 @@ def _submit(pool: ProcessPoolExecutor | None, fn: Callable, *args) -> Future:
     return done
 
 
-def _collect(job: Future, result: SegmentResult) -> dict:
+def _collect(job: Future, maps: Parcel, result: SegmentResult, slots: Slots) -> dict:
     row = job.result()  # a worker's error is raised here
+    slots.release(maps)  # its worker is done with it
     result.segmented.append(row.pop("labels"))
     log.info("%s: %d objects", row["image"], row["n_objects"])
     return row

@@ -6,8 +6,10 @@ worker that prepared it and send both plus the output maps to the worker that fi
 about 20 MB through pipes, pickled and copied several times under the GIL: 33-63 ms of that
 process's CPU on a 2-core machine (benchmarks/handoff_speed.py), enough to cap a GPU machine
 well under 100 images a second. A file in ``/dev/shm`` is written once and read once, at
-memory speed: 6-8 ms. Without workers the arrays stay where they are (`Handoff` with no
-folder).
+memory speed: 6-8 ms. Most of that was the kernel allocating and zeroing a new file's pages
+(about 4 ms for the 8 MB of maps), so the maps, which the network's process writes, go into
+`Slots`: files it keeps mapped and reuses, a 0.3 ms copy. Without workers the arrays stay where
+they are (`Handoff` with no folder).
 """
 
 from __future__ import annotations
@@ -43,6 +45,45 @@ class Handoff:
         path = os.path.join(self.folder, f"{uuid.uuid4().hex}.npy")
         np.save(path, array, allow_pickle=False)
         return path
+
+
+class Slots:
+    """Files of a `Handoff`'s folder that one process writes arrays into again and again,
+    through mappings it keeps open: a slot is busy from `put` until `release` (its reader is
+    done with it), then idle until a `put` of an array of its shape and dtype takes it again.
+    At most `keep` idle slots are kept (the oldest others removed), so images of many sizes do
+    not pile up files. Readers `load` a slot's path; they never take it."""
+
+    def __init__(self, parcels: Handoff, keep: int) -> None:
+        self.folder, self.keep = parcels.folder, keep
+        self.idle: dict[str, np.memmap] = {}  # path -> its mapping, oldest first
+        self.busy: dict[str, np.memmap] = {}
+
+    def put(self, array: np.ndarray) -> Parcel:
+        """`array` as a parcel: itself without a folder, else the path of a slot holding a copy
+        of it, busy until `release`."""
+        if self.folder is None:
+            return array
+        fits = (p for p, m in self.idle.items() if (m.shape, m.dtype) == (array.shape, array.dtype))
+        path = next(fits, None)
+        if path is None:
+            path = os.path.join(self.folder, f"slot-{uuid.uuid4().hex}.npy")
+            mapping = np.lib.format.open_memmap(path, "w+", array.dtype, array.shape)
+        else:
+            mapping = self.idle.pop(path)
+        mapping[...] = array
+        self.busy[path] = mapping
+        return path
+
+    def release(self, parcel: Parcel) -> None:
+        """Make a slot `put` returned idle again (its reader is done); nothing for an array."""
+        if not isinstance(parcel, str):
+            return
+        self.idle[parcel] = self.busy.pop(parcel)
+        while len(self.idle) > self.keep:
+            oldest = next(iter(self.idle))
+            del self.idle[oldest]  # its mapping goes with the last reference
+            os.unlink(oldest)
 
 
 def load(parcel: Parcel) -> np.ndarray:

@@ -109,10 +109,13 @@ def network_maps(
     _, h, w = image.shape
     was_training = model.training
     cast = autocast(device, precision, inference=True)
-    # channels-last (NHWC) suits both cuDNN and oneDNN; the model is put back as it was
-    weight = next((p for p in model.parameters() if p.dim() == 4), None)
-    was_nhwc = weight is None or weight.is_contiguous(memory_format=torch.channels_last)
-    model.eval().to(memory_format=torch.channels_last)
+    # channels-last (NHWC) suits both cuDNN and oneDNN; the model is put back as it was. Each
+    # change walks every module (1.8 ms for a resnet34 U-Net), so only what differs is changed
+    was_nhwc = is_channels_last(model)
+    if was_training:
+        model.eval()
+    if not was_nhwc:
+        model.to(memory_format=torch.channels_last)
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
     x = x.contiguous(memory_format=torch.channels_last)
     net = flip_averaged(model) if post.flip_tta else model
@@ -134,10 +137,22 @@ def network_maps(
                 sw_device=device,
                 device=torch.device("cpu"),  # the whole field is accumulated in host memory
             )
-    model.train(was_training)
+    if was_training:
+        model.train()
     if not was_nhwc:
         model.to(memory_format=torch.contiguous_format)
     return torch.sigmoid(logits.float())[0].cpu().numpy()
+
+
+def is_channels_last(model: torch.nn.Module) -> bool:
+    """Whether `model`'s convolution weights are channels-last, judged on the first with more
+    than one input channel and a kernel of more than one px (the others are both layouts at
+    once); True when it has none."""
+    weight = next(
+        (p for p in model.parameters() if p.dim() == 4 and p.shape[1] > 1 and p[0, 0].numel() > 1),
+        None,
+    )
+    return weight is None or weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def flip_averaged(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -122,8 +122,9 @@ def build_model(
 
 def for_inference(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of `model` in eval mode with each BatchNorm folded into the convolution before it
-    (inside `nn.Sequential` by hand, elsewhere with torch.fx `fuse`): the same outputs up to
-    float rounding, in about three quarters of the CPU time (benchmarks/predict_speed.py). For
+    (inside `nn.Sequential` by hand, elsewhere with torch.fx `fuse`), channels-last as
+    `inference.network_maps` runs it: the same outputs up to float rounding, in about three
+    quarters of the CPU time (benchmarks/predict_speed.py). For
     inference only: its state dict has other keys, so save the original. Where fx cannot trace
     the network, only the folds by hand are made."""
     from torch.fx.experimental.optimization import fuse
@@ -137,11 +138,11 @@ def for_inference(model: torch.nn.Module) -> torch.nn.Module:
                 if isinstance(conv, torch.nn.Conv2d) and isinstance(norm, torch.nn.BatchNorm2d):
                     seq[i], seq[i + 1] = fuse_conv_bn_eval(conv, norm), torch.nn.Identity()
     try:
-        return fuse(model, inplace=True)
+        model = fuse(model, inplace=True)
     except Exception as exc:  # noqa: BLE001 - any tracing failure: run it as folded so far
         log.info(
             "fx cannot trace the network (%s: %s): BatchNorm folded inside nn.Sequential only",
             type(exc).__name__,
             exc,
         )
-        return model
+    return model.to(memory_format=torch.channels_last)

@@ -64,3 +64,24 @@ def test_objects_are_not_parcels_and_files_never_unpickle(tmp_path):
     np.save(crafted, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(ValueError, match="pickle"):
         ho.load(str(crafted))
+
+
+def test_slots_are_reused_by_arrays_of_their_shape_and_only_when_released():
+    a, b = np.full((2, 4, 5), 1, np.float32), np.full((2, 4, 5), 2, np.float32)
+    with ho.handoff(True) as parcels:
+        slots = ho.Slots(parcels, keep=2)
+        first, second = slots.put(a), slots.put(b)
+        assert first != second  # the first is busy until released
+        assert np.array_equal(ho.load(first), a) and np.array_equal(ho.load(second), b)
+        slots.release(first)
+        again = slots.put(b)
+        assert again == first and np.array_equal(ho.load(first), b)  # rewritten in place
+        slots.release(again)
+        other = slots.put(np.zeros((3, 3), np.uint16))  # another shape: a new slot
+        assert other not in (first, second) and Path(first).is_file()
+        slots.release(second)
+        slots.release(other)  # three idle, two kept: the oldest goes
+        assert not Path(first).exists() and sorted(slots.idle) == sorted([second, other])
+        assert sorted(os.listdir(parcels.folder)) == sorted(Path(p).name for p in slots.idle)
+    with ho.handoff(False) as parcels:
+        assert ho.Slots(parcels, keep=1).put(a) is a

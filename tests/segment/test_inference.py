@@ -5,8 +5,8 @@ import torch
 
 from pipeline.config import PostprocessConfig
 from pipeline.segment.card import OUTPUTS, ModelCard
-from pipeline.segment.inference import predict_labels, predict_maps
-from pipeline.segment.network import build_model
+from pipeline.segment.inference import is_channels_last, predict_labels, predict_maps
+from pipeline.segment.network import build_model, for_inference
 
 
 def test_tiled_and_whole_image_inference_agree_on_odd_sides():
@@ -50,8 +50,11 @@ def test_inference_leaves_the_model_as_it_was_and_bf16_stays_close_to_fp32():
     full = predict_maps(model, image, cpu, post, precision="fp32")
     half = predict_maps(model, image, cpu, post, precision="bf16")
     assert np.abs(full - half).max() < 0.05
-    weight = model.encoder.conv1.weight
-    assert model.training and weight.is_contiguous()  # training mode and memory format kept
+    assert model.training and not is_channels_last(model)  # mode and memory format kept
+    fast = for_inference(model)  # BatchNorm folded, channels-last: network_maps changes nothing
+    folded = predict_maps(fast, image, cpu, post, precision="fp32")
+    assert is_channels_last(fast) and not fast.training
+    assert np.abs(folded - full).max() < 1e-4
 
 
 def test_flip_tta_makes_the_output_flip_equivariant_and_leaves_a_pointwise_model_unchanged():
