@@ -24,7 +24,12 @@ from pipeline.errors import DataError
 from pipeline.preprocess.samples import measures_on_percentiles, normalise
 from pipeline.segment.card import ModelCard
 from pipeline.segment.postprocess import foreground, to_instances
-from pipeline.segment.scale import foreground_diameter, image_diameter, rescale_factor, resize
+from pipeline.segment.scale import (
+    foreground_diameter,
+    image_diameter,
+    rescale_factor,
+    resize_tensor,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +87,7 @@ def predict_maps(
         _, h, w = image.shape
         size = (max(32, round(h * factor)), max(32, round(w * factor)))
         log.debug("objects of %.1f px, trained at %.1f: x%.2f", objects, diameter, factor)
-        zoomed = network_maps(model, resize(image, size), device, post, precision, batch)
-        return resize(zoomed, (h, w))
+        return network_maps(model, image, device, post, precision, batch, size)
     return network_maps(model, image, device, post, precision, batch) if maps is None else maps
 
 
@@ -95,9 +99,11 @@ def network_maps(
     post: PostprocessConfig,
     precision: str = "auto",
     batch: int = 4,
+    size: tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """(C, H, W) float32 normalised image -> (K, H, W) float32 output probabilities, at the
-    image's own scale.
+    """(C, H, W) float32 normalised image -> (K, H, W) float32 output probabilities. With
+    `size`, the network sees the image resized to that (h, w) and the maps are resized back
+    (`scale.resize_tensor`), both on `device`: a GPU machine's CPU is left to the workers.
 
     Images of up to one tile's area (``post.tile_size`` squared) run whole, padded to a
     multiple of 32 (cheapest: no overlap); larger ones as overlapping tiles, `batch` at a time,
@@ -106,7 +112,6 @@ def network_maps(
     """
     if image.ndim != 3:
         raise ValueError(f"expected a (C, H, W) image, got shape {image.shape}")
-    _, h, w = image.shape
     was_training = model.training
     cast = autocast(device, precision, inference=True)
     # channels-last (NHWC) suits both cuDNN and oneDNN; the model is put back as it was. Each
@@ -117,7 +122,10 @@ def network_maps(
     if not was_nhwc:
         model.to(memory_format=torch.channels_last)
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
-    x = x.contiguous(memory_format=torch.channels_last)
+    x = (x if size is None else resize_tensor(x, size)).contiguous(
+        memory_format=torch.channels_last
+    )
+    h, w = x.shape[-2:]
     net = flip_averaged(model) if post.flip_tta else model
     with cast:
         if h * w <= post.tile_size**2:
@@ -141,7 +149,8 @@ def network_maps(
         model.train()
     if not was_nhwc:
         model.to(memory_format=torch.contiguous_format)
-    return torch.sigmoid(logits.float())[0].cpu().numpy()
+    maps = torch.sigmoid(logits.float())
+    return (maps if size is None else resize_tensor(maps, image.shape[1:]))[0].cpu().numpy()
 
 
 def is_channels_last(model: torch.nn.Module) -> bool:

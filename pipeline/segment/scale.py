@@ -102,7 +102,12 @@ def rescale_factor(measured: float, trained: float) -> float:
 def resize(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """(C, H, W) float32 -> (C, *shape) float32, bilinear (area-averaged when shrinking)."""
     x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None]
-    smaller = shape[0] * shape[1] < array.shape[1] * array.shape[2]
+    return resize_tensor(x, shape)[0].numpy()
+
+
+def resize_tensor(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """`resize` of an (N, C, H, W) float32 tensor on its device: (N, C, *shape), contiguous."""
+    smaller = shape[0] * shape[1] < x.shape[-2] * x.shape[-1]
     mode = "area" if smaller else "bilinear"
     kwargs = {} if smaller else {"align_corners": False}
-    return torch.nn.functional.interpolate(x, size=shape, mode=mode, **kwargs)[0].numpy()
+    return torch.nn.functional.interpolate(x.contiguous(), size=shape, mode=mode, **kwargs)

@@ -7,7 +7,7 @@ import torch
 
 from pipeline.config import PostprocessConfig
 from pipeline.segment.card import OUTPUTS, ModelCard
-from pipeline.segment.inference import predict_labels, predict_maps
+from pipeline.segment.inference import network_maps, predict_labels, predict_maps
 from pipeline.segment.scale import (
     LIMITS,
     diameters,
@@ -15,6 +15,7 @@ from pipeline.segment.scale import (
     image_diameter,
     median_diameter,
     rescale_factor,
+    resize,
 )
 
 
@@ -79,6 +80,9 @@ def test_inference_rescales_images_whose_objects_have_another_size():
     assert maps.shape == same.shape == (2, 200, 260)
     # the maps come back at the image's own size and still cover its objects
     assert ((maps[0] > 0.5) == (lab > 0)).mean() > 0.98
+    # resized on the network's device, exactly as the arrays would be resized (scale.resize)
+    outside = network_maps(probe, resize(image, (100, 130)), cpu, post)
+    assert np.array_equal(maps, resize(outside, (200, 260)))
     probe.sizes.clear()
     predict_maps(probe, np.zeros_like(image), cpu, post, diameter=20.0)
     assert probe.sizes == [(224, 288)]  # nothing to measure: the network's pass, not rescaled
