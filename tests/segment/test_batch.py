@@ -128,8 +128,10 @@ def test_worker_processes_write_what_one_process_writes(model, tmp_path):
         tifffile.imwrite(images / f"{name}.tif", rng.integers(0, 4000, size, np.uint16))
     folders = [Path("/dev/shm"), Path(tempfile.gettempdir())]
     before = {p for f in folders for p in f.glob("cellseg-handoff-*")}
+    threads = torch.get_num_threads()
     inline = segment_folder(model, images, tmp_path / "inline", workers=0)
     parallel = segment_folder(model, images, tmp_path / "parallel", workers=2)
+    assert torch.get_num_threads() == threads  # cut to the cores the workers leave, then back
     assert not {p for f in folders for p in f.glob("cellseg-handoff-*")} - before  # cleaned up
     assert 0 < parallel.seconds["network"] < parallel.seconds["total"]
     names = [Path(p).name for p in parallel.segmented]
