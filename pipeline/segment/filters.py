@@ -62,12 +62,23 @@ def inner_boundaries(labels: np.ndarray, width: int = 1) -> np.ndarray:
     return edge
 
 
+def parts(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """(H, W) bool -> ((H, W) int32 labels of its 4-connected parts, 1..n; n): the parts
+    `scipy.ndimage.label` finds, in about half the time, but numbered in OpenCV's order, which
+    is not always SciPy's: for uses whose result does not depend on the numbering."""
+    if mask.ndim != 2 or mask.dtype != bool:
+        raise ValueError(f"parts needs an (H, W) bool mask, got {mask.dtype} {mask.shape}")
+    flags = np.ascontiguousarray(mask).view(np.uint8)
+    n, labels = cv2.connectedComponents(flags, connectivity=4, ltype=cv2.CV_32S)
+    return labels, n - 1
+
+
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """(H, W) bool with its holes filled: background parts (4-connected) that do not touch the
     image edge become foreground (`scipy.ndimage.binary_fill_holes`, in a third of the time)."""
     if mask.ndim != 2:
         raise ValueError(f"fill_holes expects an (H, W) mask, got shape {mask.shape}")
-    background, n = ndi.label(~mask)
+    background, n = parts(~mask)
     outside = np.zeros(n + 1, bool)
     outside[0] = True  # the mask itself
     for edge in (background[0], background[-1], background[:, 0], background[:, -1]):

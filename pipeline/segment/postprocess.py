@@ -37,7 +37,7 @@ from pipeline.config import PostprocessConfig
 from pipeline.config.sections import INSTANCE_METHODS
 from pipeline.errors import ConfigError
 from pipeline.segment.card import ModelCard
-from pipeline.segment.filters import edt, gaussian, h_maxima
+from pipeline.segment.filters import edt, gaussian, h_maxima, parts
 from pipeline.segment.watershed import drop_small, split_foreground
 
 
@@ -52,10 +52,10 @@ def h_maxima_inside(dist: np.ndarray, fg: np.ndarray, h: float) -> np.ndarray:
     connected part of the (H, W) bool foreground, found part by part (the background costs
     nothing; a part with one maximum, most of them, costs least: `filters.h_maxima`)."""
     out = np.zeros(fg.shape, bool)
-    parts, _ = ndi.label(fg)
-    for i, box in enumerate(ndi.find_objects(parts), 1):
+    labels, _ = parts(fg)
+    for i, box in enumerate(ndi.find_objects(labels), 1):
         box = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)
-        part = parts[box] == i
+        part = labels[box] == i
         out[box] |= h_maxima(np.where(part, dist[box], np.float32(0)), h) & part
     return out
 
@@ -72,18 +72,23 @@ def network_instances(
     `diameter`: the object diameter the network was trained at (the card's; 0: none); `prob`:
     the (H, W) float foreground probability (`split_at_seeds`); `image`: the (H, W) float
     normalised intensities (`drop_small_objects`)."""
-    size = objects_size(fg, post)
-    return drop_small_objects(split_at_seeds(fg, dist, post, size, diameter, prob), post, image)
+    inside = edt(fg) if post.seed_h > 0 or post.seed_shape > 0 else None  # computed once
+    size = objects_size(fg, post, inside)
+    labels = split_at_seeds(fg, dist, post, size, diameter, prob, inside)
+    return drop_small_objects(labels, post, image)
 
 
-def objects_size(fg: np.ndarray, post: PostprocessConfig) -> float:
-    """The (H, W) bool foreground's object diameter in px (`scale.foreground_diameter`) when
-    `post`'s seeds depend on it (h-maxima or the shape term), else 0.0 (not measured)."""
+def objects_size(
+    fg: np.ndarray, post: PostprocessConfig, inside: np.ndarray | None = None
+) -> float:
+    """The (H, W) bool foreground's object diameter in px (`scale.foreground_diameter`, which
+    takes `inside`) when `post`'s seeds depend on it (h-maxima or the shape term), else 0.0 (not
+    measured)."""
     if post.seed_h <= 0 and post.seed_shape <= 0:
         return 0.0
     from pipeline.segment.scale import foreground_diameter  # imports torch
 
-    return foreground_diameter(fg)
+    return foreground_diameter(fg, inside)
 
 
 def seed_scale(size: float, diameter: float) -> float:
@@ -109,19 +114,21 @@ def split_at_seeds(
     size: float = 0.0,
     diameter: float = 0.0,
     prob: np.ndarray | None = None,
+    inside: np.ndarray | None = None,
 ) -> np.ndarray:
     """(H, W) bool foreground split at seeds of the (H, W) predicted distance (``post.seed_*``)
     -> (H, W) int32 labels; foreground parts without a seed become objects of their own.
     `size`: the image's object diameter in px (`objects_size`; 0: unknown, no shape term);
     `diameter`: the training one (the blur is ``seed_sigma`` x `seed_scale` px); `prob`: the
-    (H, W) float foreground probability the seeds grow over (``post.flood``; default: `fg`)."""
+    (H, W) float foreground probability the seeds grow over (``post.flood``; default: `fg`);
+    `inside`: `edt(fg)` when the caller has it (the shape term's)."""
     from skimage.segmentation import watershed
 
     if post.flood not in FLOODS:
         raise ConfigError(f"unknown flood {post.flood!r}; use one of {', '.join(FLOODS)}")
     dist = dist.astype(np.float32)
     if post.seed_shape > 0 and size > 0:
-        shape = edt(fg) / np.float32(size / 2)
+        shape = (edt(fg) if inside is None else inside) / np.float32(size / 2)
         dist = (dist + np.float32(post.seed_shape) * shape) / np.float32(1 + post.seed_shape)
     if post.seed_h > 0:
         dist = gaussian(dist, post.seed_sigma * seed_scale(size, diameter))

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from pipeline.segment.filters import edt, fill_holes, gaussian
+from pipeline.segment.filters import edt, fill_holes, gaussian, parts
 from pipeline.segment.postprocess import weighted_median
 
 TOLERANCE = 1.3  # rescale only when the objects differ in size by more than this factor
@@ -52,20 +52,35 @@ def median_diameter(labels: np.ndarray) -> float:
     return float(np.median(d)) if len(d) else 0.0
 
 
-def foreground_diameter(fg: np.ndarray) -> float:
+def foreground_diameter(fg: np.ndarray, inside: np.ndarray | None = None) -> float:
     """Inscribed diameter (px) of the connected parts of an (H, W) bool foreground, their
-    median weighted by area (specks barely count); 0.0 when it is empty."""
-    parts, n = ndi.label(fg)
+    median weighted by area (specks barely count); 0.0 when it is empty. `inside`: `edt(fg)`,
+    (H, W) float32, when the caller has it (the image's edge, background here, is applied)."""
+    ids, n = parts(fg)
     if not n:
         return 0.0
-    dist = edt(np.pad(fg, 1))[1:-1, 1:-1].ravel()
-    ids = parts.ravel()
+    dist = edge_bounded(fg, inside).ravel()
+    ids = ids.ravel()
     inside = ids > 0
     radius = np.zeros(n + 1, dist.dtype)  # of edt's dtype: ufunc.at's fast path, no casts
     np.maximum.at(radius, ids[inside], dist[inside])  # per part; 30x faster than ndi.maximum
     radius = radius[1:]
     area = np.bincount(ids, minlength=n + 1)[1:]
     return 2 * weighted_median(radius, area)
+
+
+def edge_bounded(fg: np.ndarray, inside: np.ndarray | None = None) -> np.ndarray:
+    """(H, W) float32: each pixel of the (H, W) bool `fg`'s distance to the nearest background
+    pixel or to the image's edge, as if the image were framed by background. From `edt(fg)`
+    (`inside`, computed when None) capped by the distance to the frame: the same numbers, as
+    the square root is monotone (one distance transform where the tuning and the shape term
+    would run two)."""
+    h, w = fg.shape
+    if fg.all():  # no background pixel: edt has no answer of its own
+        return edt(np.pad(fg, 1))[1:-1, 1:-1]
+    rows = np.minimum(np.arange(1, h + 1), np.arange(h, 0, -1)).astype(np.float32)
+    cols = np.minimum(np.arange(1, w + 1), np.arange(w, 0, -1)).astype(np.float32)
+    return np.minimum(edt(fg) if inside is None else inside, np.minimum.outer(rows, cols))
 
 
 def image_diameter(channel: np.ndarray) -> float:

@@ -30,6 +30,7 @@ from skimage.segmentation import watershed
 from pipeline.config import WatershedConfig
 from pipeline.config.sections import WATERSHED_THRESHOLDS as THRESHOLDS
 from pipeline.preprocess.samples import normalise
+from pipeline.segment.filters import parts
 
 
 def _smooth(channel: np.ndarray, sigma: float) -> np.ndarray:
@@ -47,7 +48,7 @@ def _foreground(img: np.ndarray, method: str) -> np.ndarray:
 
 def drop_small(mask: np.ndarray, min_size: int) -> np.ndarray:
     """Boolean (H, W) `mask` without its 4-connected components of fewer than `min_size` px."""
-    labels, n = ndi.label(mask)
+    labels, n = parts(mask)
     if n == 0 or min_size <= 1:
         return mask
     keep = np.bincount(labels.ravel()) >= min_size

@@ -9,7 +9,7 @@ from scipy import ndimage as ndi
 from skimage.morphology import h_maxima as reconstructed
 from skimage.segmentation import find_boundaries
 
-from pipeline.segment.filters import edt, fill_holes, gaussian, h_maxima, inner_boundaries
+from pipeline.segment.filters import edt, fill_holes, gaussian, h_maxima, inner_boundaries, parts
 
 RNG = np.random.default_rng(0)
 SHAPES = [(1, 1), (1, 9), (7, 3), (40, 33)]
@@ -37,6 +37,20 @@ def test_holes_are_filled_as_scipy_fills_them(shape):
     for fill in (0.0, 0.5, 0.7, 1.0):
         mask = RNG.random(shape) < fill
         assert np.array_equal(fill_holes(mask), ndi.binary_fill_holes(mask))
+
+
+def same_parts(got: np.ndarray, n: int, want: np.ndarray, m: int) -> bool:
+    """Whether two labellings (0 = background) cut the same parts, whatever their numbers."""
+    pairs = np.unique(np.stack([got.ravel(), want.ravel()]), axis=1)
+    return n == m and np.array_equal(got == 0, want == 0) and pairs.shape[1] == n + (got == 0).any()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_parts_are_scipys_whatever_their_numbers(shape):
+    for fill in (0.0, 0.3, 0.6, 1.0):
+        mask = RNG.random(shape) < fill
+        got, n = parts(mask)
+        assert got.dtype == np.int32 and same_parts(got, n, *ndi.label(mask))
 
 
 def fields(n: int):
@@ -80,6 +94,7 @@ def test_on_a_real_annotation(shared_data):
     )
     fg = labels > 0
     assert np.allclose(edt(fg), ndi.distance_transform_edt(fg), atol=1e-5)
+    assert same_parts(*parts(fg), *ndi.label(fg)) and same_parts(*parts(~fg), *ndi.label(~fg))
 
 
 def test_bad_shapes_are_refused_with_the_shape():
@@ -89,6 +104,8 @@ def test_bad_shapes_are_refused_with_the_shape():
         gaussian(np.ones((3, 3)), -1.0)
     with pytest.raises(ValueError, match=r"\(3,\)"):
         fill_holes(np.ones(3, bool))
+    with pytest.raises(ValueError, match=r"uint8 \(3, 3\)"):
+        parts(np.ones((3, 3), np.uint8))
     with pytest.raises(ValueError, match="float32 image and h > 0"):
         h_maxima(np.ones((3, 3)), 0.1)
     with pytest.raises(ValueError, match="width >= 1"):

@@ -7,10 +7,12 @@ import torch
 
 from pipeline.config import PostprocessConfig
 from pipeline.segment.card import OUTPUTS, ModelCard
+from pipeline.segment.filters import edt
 from pipeline.segment.inference import network_maps, predict_labels, predict_maps
 from pipeline.segment.scale import (
     LIMITS,
     diameters,
+    edge_bounded,
     foreground_diameter,
     image_diameter,
     median_diameter,
@@ -97,6 +99,17 @@ def test_object_size_is_measured_on_another_image_of_the_field_when_given():
     probe.sizes.clear()
     predict_maps(probe, image, cpu, post, diameter=20.0)
     assert probe.sizes == [(128, 160)]  # measured on the image: x0.5
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (6, 1), (9, 13), (64, 48)])
+def test_the_distance_to_background_or_the_edge_is_that_of_the_framed_image(shape):
+    rng = np.random.default_rng(3)
+    for fill in (0.0, 0.5, 0.9, 1.0):
+        fg = rng.random(shape) < fill
+        framed = edt(np.pad(fg, 1))[1:-1, 1:-1]  # the image framed by background
+        assert np.array_equal(edge_bounded(fg), framed)
+        if not fg.all():
+            assert np.array_equal(edge_bounded(fg, edt(fg)), framed)
 
 
 def test_specks_barely_count_in_a_foreground_diameter():
