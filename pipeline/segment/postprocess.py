@@ -169,18 +169,19 @@ def drop_small_objects(
     ``post.min_relative_intensity`` > 0, those whose mean intensity in the (H, W) float `image`
     is under it x the typical object's (the area-weighted median of the means of the objects
     large enough), relabelled 1..n (a new array)."""
-    areas = np.bincount(labels.ravel())
+    flat = labels.ravel().astype(np.intp)  # cast once for both counts
+    areas = np.bincount(flat)
     smallest = post.min_object_size
-    if post.min_relative_size and labels.max():
+    if post.min_relative_size and areas.size > 1:
         smallest = max(smallest, post.min_relative_size * typical_area(areas[1:][areas[1:] > 0]))
     drop = areas < smallest
-    if post.min_relative_intensity and labels.max():
+    if post.min_relative_intensity and areas.size > 1:
         if image is None or image.shape != labels.shape:
             raise ValueError(
                 f"min_relative_intensity={post.min_relative_intensity} needs the (H, W) image "
                 f"of the {labels.shape} labels; got {None if image is None else image.shape}"
             )
-        sums = np.bincount(labels.ravel(), weights=image.ravel(), minlength=areas.size)
+        sums = np.bincount(flat, weights=image.ravel(), minlength=areas.size)
         kept = (areas > 0) & ~drop
         means = np.divide(sums, areas, out=np.zeros(areas.size), where=kept)
         kept[0] = False
