@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -135,6 +136,36 @@ def main() -> None:
         f"{t_meas:.1f}, overlay {t_over:.1f}, {len(png) // 1024} KiB); "
         f"{1e3 / total:.1f} images/s per core"
     )
+    t_all = worker_share(raw, maps, card, args.repeat)
+    print(
+        f"a post-processing worker's whole share of one field (segment_folder's prepare_image "
+        f"and finish_image: read, checksum, the above, write the label image, overlay and table; "
+        f"arrays handed over as files in a RAM folder): {t_all:.0f} ms, "
+        f"{1e3 / t_all:.1f} images/s per worker"
+    )
+
+
+def worker_share(raw: np.ndarray, maps: np.ndarray, card: ModelCard, repeat: int) -> float:
+    """Median ms of `prepare_image` + `finish_image` on the (1, H, W) `raw` field as a TIF with
+    `maps` for its network output, as one of `segment_folder`'s workers runs them."""
+    from pipeline.segment.batch import finish_image, prepare_image
+    from pipeline.segment.handoff import Slots, handoff
+
+    with tempfile.TemporaryDirectory() as folder, handoff(True) as parcels:
+        tif, out, ids = (
+            Path(folder) / "field.tif",
+            Path(folder) / "out",
+            {"sha256": "", "model_id": ""},
+        )
+        tifffile.imwrite(tif, raw[0])
+        out.mkdir()
+        slot = Slots(parcels, keep=1).put(maps.astype(np.float32))  # as the network's process
+
+        def one() -> None:
+            path, _, image_raw, image, _, size = prepare_image(tif, card, 0.0, None, parcels)
+            finish_image(out, path, image_raw, image, slot, card, size, ids, False)
+
+        return ms(one, repeat)[0]
 
 
 if __name__ == "__main__":

@@ -19,22 +19,26 @@ import tifffile
 
 from pipeline.errors import DataError
 
+TEMPORARIES = ".atomic"  # each folder's writes in progress, apart: listing them stays cheap
+
 
 @contextlib.contextmanager
 def atomic_path(final: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to `final`; move it into place only if the block succeeds.
+    """Yield a temporary path for `final`; move it into place only if the block succeeds.
 
     Works for files and folders. A file is replaced in one rename, so readers see the old or the
     new content, never a half-written one. A folder is swapped in two renames: a crash between
     them leaves the previous version aside in this call's temporary folder, and the next
-    `atomic_path` on the same path puts it back before doing anything else.
+    `atomic_path` on the same path puts it back before doing anything else. Temporaries live in
+    the folder's TEMPORARIES subfolder (removed when empty), named after `final` and the
+    writer's pid, so a write costs the same in a folder of a million files (listing that folder
+    on each write took 48 ms at 30,000) and a killed writer's are recognised and removed.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     _restore_previous(final)
-    _remove_orphans(final)
-    prefix = f".{final.name}.{os.getpid()}."  # the owner's pid: orphans can be recognised
-    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=final.parent))
+    remove_temporaries(final)
+    tmp = _new_temporary(final)
     target = tmp / final.name
     try:
         yield target
@@ -45,23 +49,50 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
             os.replace(target, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        with contextlib.suppress(OSError):  # another write's are still in it
+            tmp.parent.rmdir()
+
+
+def _temporaries(final: Path) -> Iterator[tuple[Path, str]]:
+    """`final`'s temporaries, each with the pid of the process that made it (as text)."""
+    folder = final.parent / TEMPORARIES
+    if not folder.is_dir():
+        return
+    for tmp in sorted(folder.glob(f"{glob.escape(final.name)}.*.tmp")):
+        pid, _, rest = tmp.name[len(final.name) + 1 : -len(".tmp")].partition(".")
+        if rest and "." not in rest:  # not a longer name's: "<name>.<pid>.<random>.tmp"
+            yield tmp, pid
+
+
+def _new_temporary(final: Path) -> Path:
+    for _ in range(10):
+        (final.parent / TEMPORARIES).mkdir(exist_ok=True)
+        try:
+            prefix = f"{final.name}.{os.getpid()}."  # the owner's pid: orphans are recognised
+            return Path(tempfile.mkdtemp(prefix, ".tmp", final.parent / TEMPORARIES))
+        except FileNotFoundError:  # another write removed the empty folder just then
+            continue
+    raise OSError(f"{final.parent / TEMPORARIES}: cannot create a temporary for {final.name}")
 
 
 def _restore_previous(final: Path) -> None:
     """Put back a folder version left aside by a crash in the middle of a folder swap."""
     if final.exists():
         return
-    for previous in sorted(final.parent.glob(f".{glob.escape(final.name)}.*.tmp/previous")):
-        previous.rename(final)
-        return
+    for tmp, _ in _temporaries(final):
+        if (tmp / "previous").exists():
+            (tmp / "previous").rename(final)
+            return
 
 
-def _remove_orphans(final: Path) -> None:
-    """Delete temporaries of `final` left by processes that died (killed while writing)."""
-    for tmp in final.parent.glob(f".{glob.escape(final.name)}.*.tmp"):
-        pid = tmp.name[len(final.name) + 2 :].split(".", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+def remove_temporaries(final: Path, dead_only: bool = True) -> None:
+    """Delete `final`'s temporaries left by processes that died (killed while writing), or, with
+    `dead_only` False, all of them (a resumed training's: no one else writes its checkpoint)."""
+    for tmp, pid in _temporaries(final):
+        if not dead_only or (pid.isdigit() and not _alive(int(pid))):
             shutil.rmtree(tmp, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        (final.parent / TEMPORARIES).rmdir()
 
 
 def _alive(pid: int) -> bool:

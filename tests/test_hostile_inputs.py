@@ -183,14 +183,17 @@ def test_temporaries_of_a_killed_writer_are_removed_on_the_next_write(tmp_path):
         check=True,
     )
     final = tmp_path / "checkpoint.pt"
-    orphan = tmp_path / f".checkpoint.pt.{dead.stdout.strip()}.abc123.tmp"
-    orphan.mkdir()
+    orphan = tmp_path / ".atomic" / f"checkpoint.pt.{dead.stdout.strip()}.abc123.tmp"
+    orphan.mkdir(parents=True)
     (orphan / "checkpoint.pt").write_bytes(b"\0" * 1_000_000)  # a half-written checkpoint
-    mine = tmp_path / f".checkpoint.pt.{os.getpid()}.xyz.tmp"  # a live writer's: kept
+    mine = tmp_path / ".atomic" / f"checkpoint.pt.{os.getpid()}.xyz.tmp"  # a live writer's: kept
     mine.mkdir()
+    longer = tmp_path / ".atomic" / f"checkpoint.pt.{dead.stdout.strip()}.a.b.tmp"  # not ours
+    longer.mkdir()
     with atomic_path(final) as tmp:
         tmp.write_bytes(b"new")
     assert final.read_bytes() == b"new" and not orphan.exists() and mine.exists()
+    assert longer.exists()  # "checkpoint.pt.<pid>.a.b.tmp" would be a longer name's
     write_json(tmp_path / "other.json", {})  # other names' temporaries are not touched
     assert mine.exists()
 

@@ -24,8 +24,8 @@ def test_crash_between_the_two_renames_is_repaired(tmp_path):
         tmp.mkdir()
         (tmp / "a.txt").write_text("old")
     # Simulate a crash after `final` was moved aside and before the new one took its place.
-    aside = tmp_path / ".version.x.tmp"
-    aside.mkdir()
+    aside = tmp_path / ".atomic" / "version.4194305.x.tmp"  # a pid over Linux's limit: dead
+    aside.mkdir(parents=True)
     final.rename(aside / "previous")
     with pytest.raises(RuntimeError), atomic_path(final) as tmp:  # the next write to the path
         assert (final / "a.txt").read_text() == "old"  # ... has put the old version back first

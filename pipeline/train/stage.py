@@ -19,7 +19,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 
@@ -30,7 +29,7 @@ from pipeline.config import PipelineConfig
 from pipeline.conventions import Record
 from pipeline.errors import DataError
 from pipeline.ingest.layouts import method_channel
-from pipeline.io import atomic_path, disk_full_is_data_error
+from pipeline.io import atomic_path, disk_full_is_data_error, remove_temporaries
 from pipeline.preprocess.samples import load_split, views
 from pipeline.rundir import RunDir
 from pipeline.segment.artifact import load_model, model_id, save_model
@@ -116,8 +115,7 @@ def _identity(cfg: PipelineConfig, run: RunDir, dataset_id: str) -> dict:
 
 def _resume(run: RunDir, identity: dict, model: torch.nn.Module) -> TrainState:
     """The state to continue from (a fresh one when there is no checkpoint)."""
-    for stale in run.train.glob(f".{run.checkpoint.name}.*.tmp"):  # left by a killed save
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_temporaries(run.checkpoint, dead_only=False)  # left by a killed save
     if not run.checkpoint.is_file():
         return TrainState()
     try:

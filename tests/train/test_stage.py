@@ -88,7 +88,7 @@ def test_a_killed_training_resumes_from_its_last_epoch(prepared, demo_root, tmp_
     result = train(prepared.uri, cfg, run, prepared.channels, "ds")
     assert result.resumed_from == 1 and result.epochs_run == 2
     assert torch.load(run.checkpoint, weights_only=True)["state"]["epoch"] == 1
-    assert not list(run.train.glob(".*.tmp"))  # no temporary checkpoint left behind
+    assert not (run.train / ".atomic").exists()  # no temporary checkpoint left behind
     # The same run folder with another setting or dataset is never resumed.
     other = make_cfg(tmp_path, **{**overrides, "train.lr": 0.01})
     with pytest.raises(DataError, match="belongs to another training"):
