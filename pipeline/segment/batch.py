@@ -106,7 +106,8 @@ def segment_folder(
     (`pipeline.segment.handoff`). Results and images.csv are the same either way; the
     result's ``seconds`` say how long this process ran the network, waited for prepared
     images (a GPU fed too slowly waits), handed arrays off and waited for workers to finish
-    images (they are short of cores). `flip_tta` (None: the
+    images (they are short of cores); without workers, how long it prepared and finished
+    images itself. `flip_tta` (None: the
     card's ``postprocess.flip_tta``) switches flip test-time augmentation on or off;
     `min_relative_intensity` (None: the card's) sets the faint objects' cut (0: keep them)."""
     from pipeline.segment.artifact import load_model, model_id
@@ -124,19 +125,23 @@ def segment_folder(
     model = for_inference(model)
     mid, result, rows = model_id(model_dir), SegmentResult(str(out)), []
     workers = default_workers(device) if workers < 0 else workers
-    waits = ("waiting for prepared images", "handing off", "waiting for finished images")
-    clock = dict.fromkeys(("network", *waits, "total"), 0.0)
     start = time.perf_counter()
     with _pool(workers if len(paths) > 1 else 0) as pool, handoff(pool is not None) as parcels:
+        # without workers this process prepares each image as it reads ahead and finishes it
+        # as it hands it off
+        prep = "waiting for prepared images" if pool else "preparing (read, normalise, size)"
+        hand = "handing off" if pool else "finishing (instances, measurements, writes)"
+        waits = ("waiting for finished images",) if pool else ()
+        clock = dict.fromkeys(("network", prep, hand, *waits), 0.0)
         slots = Slots(parcels, keep=2 * workers + 2)  # the maps' files: as many as in flight
         todo, ready, pending = deque(paths), deque(), deque()
         while todo or ready:
+            t = time.perf_counter()
             while todo and len(ready) <= workers:  # read ahead: one image per worker
                 job = (todo.popleft(), card, object_diameter, pixel_size_um, parcels)
                 ready.append(_submit(pool, prepare_image, *job))
-            t = time.perf_counter()
             path, digest, raw, image, objects, size = ready.popleft().result()
-            clock["waiting for prepared images"] += time.perf_counter() - t
+            clock[prep] += time.perf_counter() - t
             if once and not _claim(out, digest, path):
                 result.skipped.append(str(path))
                 discard(raw)
@@ -149,10 +154,11 @@ def segment_folder(
             ids, maps = {"sha256": digest, "model_id": mid}, slots.put(maps)
             job = (out, path, raw, image, maps, card, size, ids, once)
             pending.append((_submit(pool, finish_image, *job), maps))
-            clock["handing off"] += (t := time.perf_counter()) - t1
+            clock[hand] += (t := time.perf_counter()) - t1
             while pending and (len(pending) > 2 * workers or pending[0][0].done()):
                 rows.append(_collect(*pending.popleft(), result, slots))  # bounded, in order
-            clock["waiting for finished images"] += time.perf_counter() - t
+            if pool:
+                clock["waiting for finished images"] += time.perf_counter() - t
         while pending:
             rows.append(_collect(*pending.popleft(), result, slots))
     clock["total"] = time.perf_counter() - start

@@ -134,6 +134,10 @@ def test_worker_processes_write_what_one_process_writes(model, tmp_path):
     assert torch.get_num_threads() == threads  # cut to the cores the workers leave, then back
     assert not {p for f in folders for p in f.glob("cellseg-handoff-*")} - before  # cleaned up
     assert 0 < parallel.seconds["network"] < parallel.seconds["total"]
+    assert "handing off" in parallel.seconds and "preparing" not in " ".join(parallel.seconds)
+    parts = {k: v for k, v in inline.seconds.items() if k != "total"}  # each rounded to 1 ms
+    assert [k.split()[0] for k in parts] == ["network", "preparing", "finishing"]
+    assert 0 < min(parts.values()) and sum(parts.values()) <= inline.seconds["total"] + 0.002
     names = [Path(p).name for p in parallel.segmented]
     assert names == [Path(p).name for p in inline.segmented] == [f"{n}_labels.tif" for n in "abcde"]
     for name in "abcde":
