@@ -83,5 +83,7 @@ def test_slots_are_reused_by_arrays_of_their_shape_and_only_when_released():
         slots.release(other)  # three idle, two kept: the oldest goes
         assert not Path(first).exists() and sorted(slots.idle) == sorted([second, other])
         assert sorted(os.listdir(parcels.folder)) == sorted(Path(p).name for p in slots.idle)
+        with pytest.raises(ValueError, match="objects"):  # a slot never holds a pickle either
+            slots.put(np.array([{"a": 1}], dtype=object))
     with ho.handoff(False) as parcels:
         assert ho.Slots(parcels, keep=1).put(a) is a
