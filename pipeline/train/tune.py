@@ -16,7 +16,6 @@ nuclei into 0.826 and 0.896 F1 (docs/experiments.md, leave one dataset out)."""
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 
 import numpy as np
@@ -25,6 +24,7 @@ import torch
 from pipeline.config.sections import PostprocessConfig
 from pipeline.evaluate.metrics import score_image
 from pipeline.segment.card import ModelCard
+from pipeline.segment.filters import edt
 from pipeline.segment.inference import card_maps
 from pipeline.segment.postprocess import (
     drop_small_objects,
@@ -78,24 +78,22 @@ def tune_seed_threshold(
     ]
     dists = [seed_distance(m, card.outputs) for m in maps]
     trials: list[Trial] = []
-    fgs, sizes = {}, {}  # per threshold: each field's foreground and its objects' size, once
-    for t in THRESHOLDS:
-        fgs[t] = [foreground(m[0], dataclasses.replace(post, threshold=t)) for m in maps]
-        sizes[t] = [foreground_diameter(fg) for fg in fgs[t]]
-    for fg_threshold, (seed, h, shape) in itertools.product(THRESHOLDS, SEEDS):
-        cut = dataclasses.replace(
-            post, threshold=fg_threshold, seed_threshold=seed, seed_h=h, seed_shape=shape
-        )
-        split = [
-            split_at_seeds(fg, dist, cut, size, card.diameter, m[0])
-            for fg, dist, size, m in zip(
-                fgs[fg_threshold], dists, sizes[fg_threshold], maps, strict=True
+    for fg_threshold in THRESHOLDS:  # each field's foreground, distances and size, once
+        fgs = [foreground(m[0], dataclasses.replace(post, threshold=fg_threshold)) for m in maps]
+        insides = [edt(fg) for fg in fgs]
+        sizes = [foreground_diameter(fg, inside) for fg, inside in zip(fgs, insides, strict=True)]
+        for seed, h, shape in SEEDS:
+            cut = dataclasses.replace(
+                post, threshold=fg_threshold, seed_threshold=seed, seed_h=h, seed_shape=shape
             )
-        ]
-        for rel in RELATIVE_SIZES:
-            trial = dataclasses.replace(cut, min_relative_size=rel)
-            labels = [drop_small_objects(x, trial) for x in split]
-            trials.append(scored(trial, labels, gts, border_policy))
+            split = [
+                split_at_seeds(fg, dist, cut, size, card.diameter, m[0], inside)
+                for fg, dist, size, m, inside in zip(fgs, dists, sizes, maps, insides, strict=True)
+            ]
+            for rel in RELATIVE_SIZES:
+                trial = dataclasses.replace(cut, min_relative_size=rel)
+                labels = [drop_small_objects(x, trial) for x in split]
+                trials.append(scored(trial, labels, gts, border_policy))
     best = one_standard_error_choice(trials)
     # then, with those settings, the dim objects' cut (INTENSITIES), by the same rule
     fgs = [foreground(m[0], best.post) for m in maps]
