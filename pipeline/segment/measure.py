@@ -99,9 +99,9 @@ def overlay_png(raw: np.ndarray, labels: np.ndarray, grey: np.ndarray | None = N
     if raw.ndim != 3 or raw.shape[1:] != labels.shape or not labels.size:
         raise DataError(f"an overlay needs a (C, H, W) image of the labels' {labels.shape}")
     if grey is None:
-        first = raw[0].astype(np.float32)
-        lo, hi = np.percentile(first, (1, 99.8))
-        grey = (first - lo) / max(hi - lo, 1e-6)
+        from pipeline.preprocess.samples import normalise
+
+        grey = normalise(raw[:1], 1.0, 99.8)[0]
     elif grey.shape != labels.shape:
         raise DataError(f"an overlay's grey image {grey.shape} != the labels' {labels.shape}")
     index = np.round(np.clip(grey, 0, 1) * 254).astype(np.uint8)

@@ -61,9 +61,9 @@ def foreground_diameter(fg: np.ndarray, inside: np.ndarray | None = None) -> flo
         return 0.0
     dist = edge_bounded(fg, inside).ravel()
     ids = ids.ravel()
-    inside = ids > 0
+    on = ids > 0
     radius = np.zeros(n + 1, dist.dtype)  # of edt's dtype: ufunc.at's fast path, no casts
-    np.maximum.at(radius, ids[inside], dist[inside])  # per part; 30x faster than ndi.maximum
+    np.maximum.at(radius, ids[on], dist[on])  # per part; 30x faster than ndi.maximum
     radius = radius[1:]
     area = np.bincount(ids, minlength=n + 1)[1:]
     return 2 * weighted_median(radius, area)
