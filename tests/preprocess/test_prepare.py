@@ -19,6 +19,28 @@ def test_normalise_percentiles():
         normalise(img[0], 1, 99)
 
 
+@pytest.mark.parametrize(
+    ("dtype", "low", "high", "n"),
+    [
+        ("uint8", 0, 255, 1),
+        ("uint8", 7, 7, 50),
+        ("uint16", 100, 4100, 1001),
+        ("int16", -900, 300, 99),
+    ]
+    + [("int32", -5, 70000, 2000), ("uint32", 3_000_000_000, 3_000_000_300, 77)]
+    + [("uint64", 0, 1000, 64), ("int64", -(2**40), -(2**40) + 1000, 64)],
+)
+def test_integer_channels_are_counted_into_numpys_percentile_stretch(dtype, low, high, n):
+    """Integer channels take a histogram and a lookup table: the same float32 numbers as
+    NumPy's percentiles and stretch of the float32 pixels (large uint32 values round alike)."""
+    ch = np.random.default_rng(n).integers(low, high + 1, (1, n)).astype(dtype)
+    pixels = ch.astype(np.float32)
+    for q in ((1.0, 99.8), (0.0, 100.0), (50.0, 50.0), (33.3, 66.7)):
+        lo, hi = np.percentile(pixels, q)
+        want = np.clip((pixels - lo) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)
+        np.testing.assert_array_equal(normalise(ch[None], *q)[0], want)
+
+
 @pytest.mark.parametrize("method", sorted(NORMALISERS))
 def test_every_normalisation_keeps_order_per_channel_in_the_unit_range(method):
     rng = np.random.default_rng(0)
