@@ -168,9 +168,11 @@ def drop_small_objects(
     ``post.min_relative_size`` x the typical object's area (`typical_area`), nor, when
     ``post.min_relative_intensity`` > 0, those whose mean intensity in the (H, W) float `image`
     is under it x the typical object's (the area-weighted median of the means of the objects
-    large enough), relabelled 1..n (a new array)."""
-    flat = labels.ravel().astype(np.intp)  # cast once for both counts
-    areas = np.bincount(flat)
+    large enough), relabelled 1..n (a new array). Counted over the objects' pixels alone (a
+    sparse field is mostly background), in the same order: the same sums."""
+    objects = labels > 0
+    flat = labels[objects].astype(np.intp)  # cast once for both counts
+    areas = np.bincount(flat, minlength=1)
     smallest = post.min_object_size
     if post.min_relative_size and areas.size > 1:
         smallest = max(smallest, post.min_relative_size * typical_area(areas[1:][areas[1:] > 0]))
@@ -181,7 +183,7 @@ def drop_small_objects(
                 f"min_relative_intensity={post.min_relative_intensity} needs the (H, W) image "
                 f"of the {labels.shape} labels; got {None if image is None else image.shape}"
             )
-        sums = np.bincount(flat, weights=image.ravel(), minlength=areas.size)
+        sums = np.bincount(flat, weights=image[objects], minlength=areas.size)
         kept = (areas > 0) & ~drop
         means = np.divide(sums, areas, out=np.zeros(areas.size), where=kept)
         kept[0] = False
