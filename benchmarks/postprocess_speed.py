@@ -95,6 +95,9 @@ def main() -> None:
     parser.add_argument("--frame", choices=sorted(FRAMES), default="HeLa")
     parser.add_argument("--size", type=int, nargs=2, default=(1024, 1024))
     parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument(
+        "--profile", action="store_true", help="and where a worker's share goes (cProfile)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     import cv2
@@ -149,7 +152,7 @@ def main() -> None:
         f"{t_meas:.1f}, overlay {t_over:.1f}, {len(png) // 1024} KiB); "
         f"{1e3 / total:.1f} images/s per core"
     )
-    t_all = worker_share(raw, maps, card, args.repeat)
+    t_all = worker_share(raw, maps, card, args.repeat, args.profile)
     print(
         f"a post-processing worker's whole share of one field (segment_folder's prepare_image "
         f"and finish_image: read, checksum, the above, write the label image, overlay and table; "
@@ -158,9 +161,12 @@ def main() -> None:
     )
 
 
-def worker_share(raw: np.ndarray, maps: np.ndarray, card: ModelCard, repeat: int) -> float:
+def worker_share(
+    raw: np.ndarray, maps: np.ndarray, card: ModelCard, repeat: int, profile: bool = False
+) -> float:
     """Median ms of `prepare_image` + `finish_image` on the (1, H, W) `raw` field as a TIF with
-    `maps` for its network output, as one of `segment_folder`'s workers runs them."""
+    `maps` for its network output, as one of `segment_folder`'s workers runs them; with
+    `profile`, the 25 functions that took most of `repeat` more calls' time are printed too."""
     from pipeline.segment.batch import finish_image, prepare_image
     from pipeline.segment.handoff import Slots, handoff
 
@@ -178,7 +184,16 @@ def worker_share(raw: np.ndarray, maps: np.ndarray, card: ModelCard, repeat: int
             path, _, image_raw, image, _, size = prepare_image(tif, card, 0.0, None, parcels)
             finish_image(out, path, image_raw, image, slot, card, size, ids, False)
 
-        return ms(one, repeat)[0]
+        median = ms(one, repeat)[0]
+        if profile:
+            import cProfile
+            import pstats
+
+            with cProfile.Profile() as prof:
+                for _ in range(repeat):
+                    one()
+            pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+        return median
 
 
 if __name__ == "__main__":

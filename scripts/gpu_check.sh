@@ -100,20 +100,20 @@ PY
         model="$work/runs/gpu/train/model"
         frame=(--model "$model" --size 1024 1024 --image "$HELA/01/t004.tif")
         echo "== one core's post-processing of a 1024x1024 field, and the processes' handoff"
-        CELLSEG_SHARED=.gpudata python3 benchmarks/postprocess_speed.py --repeat 5
+        CELLSEG_SHARED=.gpudata python3 benchmarks/postprocess_speed.py --repeat 5 --profile
         python3 benchmarks/handoff_speed.py --images 20
         echo "== end to end predict: that model on a real HeLa frame mirrored to 1024x1024"
-        python3 benchmarks/predict_speed.py "${frame[@]}" --fields "${GPU_CHECK_FIELDS:-200}" \
+        python3 benchmarks/predict_speed.py "${frame[@]}" --fields "${GPU_CHECK_FIELDS:-600}" \
             --serial 10 --flip-tta off
-        echo "== the same with 8 post-processing workers"
-        python3 benchmarks/predict_speed.py "${frame[@]}" --fields "${GPU_CHECK_FIELDS:-200}" \
-            --serial 1 --flip-tta off --workers 8
+        echo "== the same with 22 post-processing workers (more than cores: do they wait on files?)"
+        python3 benchmarks/predict_speed.py "${frame[@]}" --fields "${GPU_CHECK_FIELDS:-600}" \
+            --serial 1 --flip-tta off --workers 22
         echo "== the same with flip TTA (four network passes)"
-        python3 benchmarks/predict_speed.py "${frame[@]}" --fields $(("${GPU_CHECK_FIELDS:-200}" / 2)) \
+        python3 benchmarks/predict_speed.py "${frame[@]}" --fields $(("${GPU_CHECK_FIELDS:-600}" / 2)) \
             --serial 5 --flip-tta on
         echo "== a GOWT1 frame (nuclei 2-3x larger than the model's: shrunk for the network)"
         python3 benchmarks/predict_speed.py --model "$model" --size 1024 1024 --flip-tta off \
-            --image "$GOWT1/02/t000.tif" --fields "${GPU_CHECK_FIELDS:-200}" --serial 10
+            --image "$GOWT1/02/t000.tif" --fields "${GPU_CHECK_FIELDS:-600}" --serial 10
     fi
     if part network; then
         echo "== network alone (compiling: at most ${GPU_CHECK_COMPILE_S:-240} s)"

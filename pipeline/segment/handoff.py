@@ -59,21 +59,40 @@ class Slots:
         self.idle: dict[str, np.memmap] = {}  # path -> its mapping, oldest first
         self.busy: dict[str, np.memmap] = {}
 
+    def array(self, shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+        """A writable array of `shape` and `dtype` to fill in place and hand over with
+        `parcel` (the network writes its maps straight into it, no copy): an idle slot's
+        mapping or a new slot's, busy from now until `release`; without a folder a new array."""
+        if self.folder is None:
+            return np.empty(shape, dtype)
+        shape, dtype = tuple(shape), np.dtype(dtype)
+        fits = (p for p, m in self.idle.items() if (m.shape, m.dtype) == (shape, dtype))
+        path = next(fits, None)
+        if path is None:
+            path = os.path.join(self.folder, f"slot-{uuid.uuid4().hex}.npy")
+            mapping = np.lib.format.open_memmap(path, "w+", dtype, shape)
+        else:
+            mapping = self.idle.pop(path)
+        self.busy[path] = mapping
+        return mapping
+
+    def parcel(self, array: np.ndarray) -> Parcel:
+        """The parcel of an array `array` gave: its slot's path (itself without a folder)."""
+        if self.folder is None:
+            return array
+        path = next((p for p, m in self.busy.items() if m is array), None)
+        if path is None:
+            raise ValueError("not an array of these slots: take one with Slots.array")
+        return path
+
     def put(self, array: np.ndarray) -> Parcel:
         """`array` as a parcel: itself without a folder, else the path of a slot holding a copy
         of it, busy until `release`."""
         if self.folder is None:
             return array
-        fits = (p for p, m in self.idle.items() if (m.shape, m.dtype) == (array.shape, array.dtype))
-        path = next(fits, None)
-        if path is None:
-            path = os.path.join(self.folder, f"slot-{uuid.uuid4().hex}.npy")
-            mapping = np.lib.format.open_memmap(path, "w+", array.dtype, array.shape)
-        else:
-            mapping = self.idle.pop(path)
-        mapping[...] = array
-        self.busy[path] = mapping
-        return path
+        slot = self.array(array.shape, array.dtype)
+        slot[...] = array
+        return self.parcel(slot)
 
     def release(self, parcel: Parcel) -> None:
         """Make a slot `put` returned idle again (its reader is done); nothing for an array."""

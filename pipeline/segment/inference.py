@@ -64,8 +64,10 @@ def predict_maps(
     objects: float = 0.0,
     channel: int = 0,
     measure_on: np.ndarray | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(C, H, W) float32 normalised image -> (K, H, W) float32 output probabilities.
+    """(C, H, W) float32 normalised image -> (K, H, W) float32 output probabilities, written
+    into `out` when given (see `network_maps`).
 
     `diameter` is the object diameter the network was trained at (the card's; 0: no
     rescaling). `objects` is the diameter of this image's objects when known (validation
@@ -87,8 +89,12 @@ def predict_maps(
         _, h, w = image.shape
         size = (max(32, round(h * factor)), max(32, round(w * factor)))
         log.debug("objects of %.1f px, trained at %.1f: x%.2f", objects, diameter, factor)
-        return network_maps(model, image, device, post, precision, batch, size)
-    return network_maps(model, image, device, post, precision, batch) if maps is None else maps
+        return network_maps(model, image, device, post, precision, batch, size, out)
+    if maps is None:
+        return network_maps(model, image, device, post, precision, batch, out=out)
+    if out is not None:
+        out[...] = maps
+    return maps if out is None else out
 
 
 @torch.no_grad()
@@ -100,10 +106,13 @@ def network_maps(
     precision: str = "auto",
     batch: int = 4,
     size: tuple[int, int] | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """(C, H, W) float32 normalised image -> (K, H, W) float32 output probabilities. With
     `size`, the network sees the image resized to that (h, w) and the maps are resized back
     (`scale.resize_tensor`), both on `device`: a GPU machine's CPU is left to the workers.
+    With `out`, a (K, H, W) float32 array (a handoff slot: `handoff.Slots.array`), the maps are
+    copied from the device straight into it and it is returned: no new host array, no copy.
 
     Images of up to one tile's area (``post.tile_size`` squared) run whole, padded to a
     multiple of 32 (cheapest: no overlap); larger ones as overlapping tiles, `batch` at a time,
@@ -150,7 +159,14 @@ def network_maps(
     if not was_nhwc:
         model.to(memory_format=torch.contiguous_format)
     maps = torch.sigmoid(logits.float())
-    return (maps if size is None else resize_tensor(maps, image.shape[1:]))[0].cpu().numpy()
+    maps = (maps if size is None else resize_tensor(maps, image.shape[1:]))[0]
+    if out is None:
+        return maps.cpu().numpy()
+    if out.shape != tuple(maps.shape) or out.dtype != np.float32:
+        want = tuple(maps.shape)
+        raise ValueError(f"out is {out.dtype} {out.shape}; the maps are float32 {want}")
+    torch.from_numpy(out).copy_(maps)
+    return out
 
 
 def is_channels_last(model: torch.nn.Module) -> bool:
@@ -186,9 +202,11 @@ def card_maps(
     precision: str = "auto",
     objects: float = 0.0,
     raw: np.ndarray | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """`predict_maps` as the model card says: its post-processing, training object diameter and
-    target channel; `objects` as in `predict_maps`, unknown sizes measured on `measure_view`."""
+    target channel; `objects` and `out` as in `predict_maps`, unknown sizes measured on
+    `measure_view`."""
     measured = card.diameter > 0 and not objects
     return predict_maps(
         model,
@@ -200,6 +218,7 @@ def card_maps(
         objects=objects,
         channel=card.channel_index,
         measure_on=measure_view(image, card, raw) if measured else None,
+        out=out,
     )
 
 

@@ -3,6 +3,7 @@ is known), and each image exactly once for the segment_new_images DAG."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from dataclasses import replace
@@ -17,6 +18,7 @@ import torch
 from pipeline.errors import DataError
 from pipeline.evaluate.plots import PRED_COLOUR
 from pipeline.preprocess.samples import Sample, normalise
+from pipeline.segment import batch
 from pipeline.segment.artifact import load_model, save_model
 from pipeline.segment.batch import segment_folder
 from pipeline.segment.card import ModelCard
@@ -146,6 +148,11 @@ def test_worker_processes_write_what_one_process_writes(model, tmp_path):
             assert one.read_bytes() == many.read_bytes(), f"{name}{suffix}"
     tables = [pd.read_csv(r.table).drop(columns="segmented_at") for r in (inline, parallel)]
     pd.testing.assert_frame_equal(*tables)
+
+
+def test_workers_yield_the_cores_to_the_networks_process():
+    with batch._pool(1) as pool:
+        assert pool.submit(os.nice, 0).result() == os.nice(0) + batch.WORKER_NICE
 
 
 def test_a_rank_model_segments_a_display_lookup_of_an_image_alike(tmp_path):

@@ -87,3 +87,21 @@ def test_slots_are_reused_by_arrays_of_their_shape_and_only_when_released():
             slots.put(np.array([{"a": 1}], dtype=object))
     with ho.handoff(False) as parcels:
         assert ho.Slots(parcels, keep=1).put(a) is a
+
+
+def test_a_slot_is_filled_in_place_and_handed_over_as_its_path():
+    with ho.handoff(True) as parcels:
+        slots = ho.Slots(parcels, keep=1)
+        into = slots.array((2, 3, 4), np.float32)
+        into[...] = 7  # as the network's maps are copied from the device into it
+        path = slots.parcel(into)
+        assert np.array_equal(ho.load(path), np.full((2, 3, 4), 7, np.float32))
+        assert slots.array((2, 3, 4), np.float32) is not into  # busy until released
+        slots.release(path)
+        assert slots.array((2, 3, 4), np.float32) is into  # idle again: reused
+        with pytest.raises(ValueError, match="Slots.array"):
+            slots.parcel(np.zeros((2, 3, 4), np.float32))  # not one of its arrays
+    with ho.handoff(False) as parcels:
+        slots = ho.Slots(parcels, keep=1)
+        plain = slots.array((2, 3), np.uint8)
+        assert plain.shape == (2, 3) and slots.parcel(plain) is plain

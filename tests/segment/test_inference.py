@@ -1,6 +1,7 @@
 """Inference at any size: tiled and whole-image prediction agree."""
 
 import numpy as np
+import pytest
 import torch
 
 from pipeline.config import PostprocessConfig
@@ -55,6 +56,20 @@ def test_inference_leaves_the_model_as_it_was_and_bf16_stays_close_to_fp32():
     folded = predict_maps(fast, image, cpu, post, precision="fp32")
     assert is_channels_last(fast) and not fast.training
     assert np.abs(folded - full).max() < 1e-4
+
+
+def test_maps_written_into_a_given_array_are_the_maps_returned():
+    torch.manual_seed(0)
+    model = build_model("resnet18", in_channels=1, classes=2).eval()
+    image = np.random.default_rng(3).random((1, 90, 130)).astype(np.float32)
+    cpu, post = torch.device("cpu"), PostprocessConfig(tile_size=64)  # tiled
+    for kwargs in ({}, {"diameter": 20.0, "objects": 40.0}):  # as it is; rescaled x0.5
+        want = predict_maps(model, image, cpu, post, precision="fp32", **kwargs)
+        into = np.full((2, 90, 130), np.nan, np.float32)
+        got = predict_maps(model, image, cpu, post, precision="fp32", out=into, **kwargs)
+        assert got is into and np.array_equal(into, want)
+    with pytest.raises(ValueError, match=r"float32 \(2, 90, 130\)"):
+        predict_maps(model, image, cpu, post, out=np.zeros((1, 90, 130), np.float32))
 
 
 def test_flip_tta_makes_the_output_flip_equivariant_and_leaves_a_pointwise_model_unchanged():
