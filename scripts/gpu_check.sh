@@ -58,7 +58,7 @@ if [ "${GPU_CHECK_INSTALL:-1}" != 0 ]; then
 fi
 export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
 LOG="${OUT:-/tmp}/gpu_check.log"
-work="$(mktemp -d)"
+work="${GPU_CHECK_WORK:-$(mktemp -d)}"  # the trained model: $work/runs/gpu/train/model
 HELA=.gpudata/data/ctc/Fluo-N2DL-HeLa GOWT1=.gpudata/data/ctc/Fluo-N2DH-GOWT1
 PARTS="${GPU_CHECK_PARTS:-train predict network}"  # predict needs train's model
 part() { [[ " $PARTS " == *" $1 "* ]]; }
