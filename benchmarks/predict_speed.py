@@ -37,6 +37,7 @@ from pipeline.preprocess.samples import normalise
 from pipeline.segment.artifact import load_model, save_model
 from pipeline.segment.batch import default_workers, first_view, segment_folder
 from pipeline.segment.card import OUTPUTS, ModelCard
+from pipeline.segment.graphs import replayed
 from pipeline.segment.inference import as_chw, card_maps, image_objects
 from pipeline.segment.measure import measure, overlay_png
 from pipeline.segment.network import build_model, for_inference, resolve_device
@@ -58,6 +59,24 @@ def fields(path: Path | None, channels: int, size: tuple[int, int], n: int) -> l
     frame = frame if frame.ndim == 2 else frame.max(axis=-1)
     big = np.pad(frame, ((0, h + n), (0, w + n)), mode="symmetric")
     return [np.repeat(big[None, i : i + h, i : i + w], channels, axis=0) for i in range(n)]
+
+
+def graphs_check(model, state: dict, device: torch.device, card: ModelCard, n: int = 20) -> str:
+    """The network step of one field (`state`: the serial loop's) run eagerly and replayed as
+    CUDA graphs (`segment_folder`'s way on a GPU), cores idle: ms per field, mean of `n` after
+    three warm-up calls, and whether the graphs' maps equal the eager ones exactly."""
+    run = {"objects": state["objects"], "raw": state["raw"]}
+    want = card_maps(model, state["image"], device, card, **run)
+    ms, same = {}, True
+    for name, net in (("eager", model), ("CUDA graphs", replayed(model, device))):
+        for _ in range(3):
+            card_maps(net, state["image"], device, card, **run)
+        t = time.perf_counter()
+        for _ in range(n):
+            same &= np.array_equal(card_maps(net, state["image"], device, card, **run), want)
+        ms[name] = 1e3 * (time.perf_counter() - t) / n
+    times = ", ".join(f"{k} {v:.2f} ms" for k, v in ms.items())
+    return f"the network step alone ({n} calls each): {times}; the maps equal: {same}"
 
 
 def main() -> None:
@@ -123,6 +142,8 @@ def main() -> None:
     total = sum(parts.values()) / serial
     detail = ", ".join(f"{k} {v / serial:.3f}" for k, v in parts.items())
     print(f"one {h}x{w} field end to end, in turn ({serial} fields): {total:.3f} s ({detail})")
+    if device.type == "cuda":
+        print(graphs_check(model, state, device, card))
     workers = default_workers(device) if args.workers < 0 else args.workers
     few = folder.parent / "few"  # the first fields alone: what starting up costs
     few.mkdir()

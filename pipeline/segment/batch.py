@@ -112,6 +112,7 @@ def segment_folder(
     card's ``postprocess.flip_tta``) switches flip test-time augmentation on or off;
     `min_relative_intensity` (None: the card's) sets the faint objects' cut (0: keep them)."""
     from pipeline.segment.artifact import load_model, model_id
+    from pipeline.segment.graphs import replayed
     from pipeline.segment.inference import card_maps
     from pipeline.segment.network import for_inference, resolve_device
 
@@ -123,7 +124,7 @@ def segment_folder(
     device = resolve_device("auto")
     model, card = load_model(model_dir, device)
     card = card.for_prediction(flip_tta, min_relative_intensity)
-    model = for_inference(model)
+    model = replayed(for_inference(model), device)  # on a GPU, CUDA graphs per image size
     mid, result, rows = model_id(model_dir), SegmentResult(str(out)), []
     workers = default_workers(device) if workers < 0 else workers
     start = time.perf_counter()
