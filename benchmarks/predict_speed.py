@@ -13,7 +13,7 @@ size, network, instances, measurements and overlay, write (`--serial` fields). T
 folder through `segment_folder` itself with `--workers` post-processing processes (-1: its
 default), in images per second with and without what starting up costs (a run on the first
 fields alone, subtracted), and how long the network's process ran the network and waited
-for workers' prepared images: the GPU figure (`--size 1024 1024 --encoder resnet34 --fields 200`).
+for workers' prepared images: the GPU figure (`--size 1024 1024 --encoder resnet34 --fields 600`).
 `--flip-tta on|off` overrides the card's flip test-time augmentation (four network passes), as
 `cellseg predict --set predict.flip_tta=...` does.
 """

@@ -17,7 +17,8 @@
 # (benchmarks/network_speed.py: eager fp32 one image at a time, eager bf16 channels-last
 # batches of 32, folded eager and + torch.compile).
 # Everything goes to stdout and, when $OUT is set, to $OUT/gpu_check.log. Measured on an H200
-# on 2026-12-04 (docs/experiments.md): about 6 minutes with all three parts.
+# on 2026-12-04 (docs/experiments.md): about 4.5 minutes with all three parts at 200 fields (a
+# little more at today's 600), plus a minute or two for the machine's start.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 WHEELS=(segmentation-models-pytorch monai albumentations albucore pydantic pydantic-core
