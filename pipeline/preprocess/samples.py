@@ -59,15 +59,20 @@ def _countable(ch: np.ndarray) -> bool:
     return ch.dtype.itemsize <= 2 or int(ch.max()) - int(ch.min()) < 1 << 20
 
 
+def _intensity_index(ch: np.ndarray) -> tuple[int, np.ndarray]:
+    """A countable channel's pixels as flat bins (`start`, `index`): pixel intensity = start +
+    index, 8- and 16-bit unsigned intensities as they are, others shifted by the minimum."""
+    if ch.dtype.kind == "u" and ch.dtype.itemsize <= 2:
+        return 0, ch.ravel()
+    start = int(ch.min())
+    return start, ch.ravel().astype(np.int64) - start
+
+
 def _counted_percentile(ch: np.ndarray, low: float, high: float) -> np.ndarray:
     """`_percentile` of an integer channel from its histogram: NumPy's linear percentile
     (`np.percentile`'s arithmetic on the two order statistics around each rank) and a lookup
     table of the stretched value of every intensity, so that each pixel costs one lookup."""
-    if ch.dtype.kind == "u" and ch.dtype.itemsize <= 2:
-        start, index = 0, ch.ravel()  # 8- and 16-bit intensities index the table as they are
-    else:
-        start = int(ch.min())
-        index = ch.ravel().astype(np.int64) - start
+    start, index = _intensity_index(ch)
     counts = np.bincount(index)
     cumulative = np.cumsum(counts)
     rank = (ch.size - 1) * np.true_divide([low, high], 100)  # np.percentile's virtual index
@@ -88,8 +93,7 @@ def _rank(ch: np.ndarray, low: float, high: float) -> np.ndarray:
     the intensities (gain, offset, a display gamma) gives the same image, ties apart. The
     percentiles are not used."""
     if _countable(ch):  # counting: O(pixels)
-        index = (ch.astype(np.int64) - int(ch.min())).ravel()
-        counts = np.bincount(index)
+        counts = np.bincount(index := _intensity_index(ch)[1])
     else:
         _, index, counts = np.unique(ch.astype(np.float32), return_inverse=True, return_counts=True)
     mid = (np.cumsum(counts) - counts / 2) / ch.size
