@@ -275,8 +275,9 @@ def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
 def _worker_start() -> None:
     """A worker's start: one thread for torch and for OpenCV, and a lower priority than the
     network's process (WORKER_NICE), which feeds the GPU one image at a time and so sets the
-    pace: among workers that keep every core busy it waited for a core at each step (on an
-    H200's 16 cores with 15 workers its network step took 11 ms an image instead of 6)."""
+    pace: among workers that keep every core busy it waits for a core at each step (on an
+    H200's 16 cores beside 15 workers its network step took 11-14 ms an image, 6-9 with the
+    cores idle; how much of that the priority wins back was not measured apart)."""
     import cv2
     import torch
 
