@@ -73,6 +73,27 @@ def parts(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels, n - 1
 
 
+def label_sparse(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """(H, W) bool -> ((H, W) int32 labels, n): `scipy.ndimage.label` (4-connected parts
+    numbered in raster order, which the watershed's seeds need), answered directly for a mask
+    whose pixels are all isolated (h-maxima seeds, nearly always single pixels) or that is
+    empty (no orphans left by the watershed, the usual case): SciPy scans the whole field,
+    3 ms for a 1024x1024 one, to find a few dozen pixels or none."""
+    if mask.ndim != 2 or mask.dtype != bool:
+        raise ValueError(f"label_sparse needs an (H, W) bool mask, got {mask.dtype} {mask.shape}")
+    at = np.flatnonzero(mask)  # raster order: SciPy's numbering of isolated pixels
+    h, w = mask.shape
+    flat = mask.ravel()
+    right = at[(at % w) < w - 1] + 1
+    below = at[at < (h - 1) * w] + w
+    if flat[right].any() or flat[below].any():  # touching pixels: SciPy's own labelling
+        labels, n = ndi.label(mask)
+        return labels.astype(np.int32, copy=False), n
+    labels = np.zeros(mask.shape, np.int32)
+    labels.ravel()[at] = np.arange(1, at.size + 1, dtype=np.int32)
+    return labels, int(at.size)
+
+
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """(H, W) bool with its holes filled: background parts (4-connected) that do not touch the
     image edge become foreground (`scipy.ndimage.binary_fill_holes`, in a third of the time)."""

@@ -37,7 +37,7 @@ from pipeline.config import PostprocessConfig
 from pipeline.config.sections import INSTANCE_METHODS
 from pipeline.errors import ConfigError
 from pipeline.segment.card import ModelCard
-from pipeline.segment.filters import edt, gaussian, h_maxima, parts
+from pipeline.segment.filters import edt, gaussian, h_maxima, label_sparse, parts
 from pipeline.segment.watershed import drop_small, split_foreground
 
 
@@ -132,13 +132,13 @@ def split_at_seeds(
         dist = (dist + np.float32(post.seed_shape) * shape) / np.float32(1 + post.seed_shape)
     if post.seed_h > 0:
         dist = gaussian(dist, post.seed_sigma * seed_scale(size, diameter))
-        seeds, _ = ndi.label(h_maxima_inside(dist, fg, post.seed_h))
+        seeds, _ = label_sparse(h_maxima_inside(dist, fg, post.seed_h))
     else:
         seeds, _ = ndi.label(fg & (dist > post.seed_threshold))
     prob = fg if prob is None else prob
     surface = FLOODS[post.flood](prob, dist)
     labels = watershed(surface, seeds, mask=fg).astype(np.int32)
-    orphans, n = ndi.label(fg & (labels == 0))
+    orphans, n = label_sparse(fg & (labels == 0))
     if n:
         labels[orphans > 0] = orphans[orphans > 0] + labels.max()
     return labels

@@ -9,7 +9,15 @@ from scipy import ndimage as ndi
 from skimage.morphology import h_maxima as reconstructed
 from skimage.segmentation import find_boundaries
 
-from pipeline.segment.filters import edt, fill_holes, gaussian, h_maxima, inner_boundaries, parts
+from pipeline.segment.filters import (
+    edt,
+    fill_holes,
+    gaussian,
+    h_maxima,
+    inner_boundaries,
+    label_sparse,
+    parts,
+)
 
 RNG = np.random.default_rng(0)
 SHAPES = [(1, 1), (1, 9), (7, 3), (40, 33)]
@@ -30,6 +38,20 @@ def test_the_blur_is_scipys_up_to_float32_rounding(shape, sigma):
     image = RNG.random(shape)
     want = ndi.gaussian_filter(image.astype(np.float32), sigma)
     assert np.allclose(gaussian(image, sigma), want, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_sparse_masks_are_labelled_as_scipy_labels_them(shape):
+    for fill in (0.0, 0.01, 0.05, 0.3, 1.0):  # isolated pixels, then touching ones
+        mask = RNG.random(shape) < fill
+        labels, n = label_sparse(mask)
+        want, m = ndi.label(mask)
+        assert labels.dtype == np.int32 and n == m and np.array_equal(labels, want)
+    wrap = np.zeros((3, 4), bool)
+    wrap[0, -1] = wrap[1, 0] = wrap[2, 1] = True  # a row's end and the next row's start, a diagonal
+    assert np.array_equal(label_sparse(wrap)[0], ndi.label(wrap)[0]) and label_sparse(wrap)[1] == 3
+    with pytest.raises(ValueError, match="bool"):
+        label_sparse(np.ones((3, 3), np.uint8))
 
 
 @pytest.mark.parametrize("shape", SHAPES)
