@@ -92,9 +92,7 @@ def predict_maps(
         return network_maps(model, image, device, post, precision, batch, size, out)
     if maps is None:
         return network_maps(model, image, device, post, precision, batch, out=out)
-    if out is not None:
-        out[...] = maps
-    return maps if out is None else out
+    return maps if out is None else written(torch.from_numpy(maps), out)
 
 
 @torch.no_grad()
@@ -160,8 +158,12 @@ def network_maps(
         model.to(memory_format=torch.contiguous_format)
     maps = torch.sigmoid(logits.float())
     maps = (maps if size is None else resize_tensor(maps, image.shape[1:]))[0]
-    if out is None:
-        return maps.cpu().numpy()
+    return maps.cpu().numpy() if out is None else written(maps, out)
+
+
+def written(maps: torch.Tensor, out: np.ndarray) -> np.ndarray:
+    """`out`, a (K, H, W) float32 array, with the (K, H, W) float32 `maps` copied into it from
+    their device; a ValueError naming both when they do not match (no silent broadcast)."""
     if out.shape != tuple(maps.shape) or out.dtype != np.float32:
         want = tuple(maps.shape)
         raise ValueError(f"out is {out.dtype} {out.shape}; the maps are float32 {want}")
