@@ -30,13 +30,21 @@ import tifffile
 import torch
 from scipy import ndimage as ndi
 from skimage.measure import label
-from skimage.segmentation import find_boundaries
+from skimage.segmentation import find_boundaries, watershed
 
 from pipeline.config import PostprocessConfig
 from pipeline.preprocess.samples import normalise
 from pipeline.segment import postprocess
 from pipeline.segment.card import OUTPUTS, ModelCard
-from pipeline.segment.filters import edt, fill_holes, gaussian, inner_boundaries, parts
+from pipeline.segment.filters import (
+    edt,
+    fill_holes,
+    flood,
+    gaussian,
+    inner_boundaries,
+    label_sparse,
+    parts,
+)
 from pipeline.segment.inference import image_objects
 from pipeline.segment.measure import measure, overlay_png
 from pipeline.segment.postprocess import h_maxima_inside, to_instances
@@ -110,6 +118,7 @@ def main() -> None:
     maps = target_maps(truth)[:2]
     fg, dist = maps[0] > 0.5, maps[1]
     blurred = gaussian(dist, 2.0)
+    seeds = label_sparse(h_maxima_inside(blurred, fg, 0.03))[0]
     print(f"{args.frame} frame mirrored to {h}x{w}, {truth.max()} objects, one core")
     pairs = {  # name -> (this project's, the original)
         "percentile normalisation (counted)": (
@@ -123,6 +132,10 @@ def main() -> None:
         "h-maxima, part by part": (
             lambda: h_maxima_inside(blurred, fg, 0.03),
             lambda: per_part(blurred, fg, 0.03),
+        ),
+        "watershed, only parts with several seeds flooded": (
+            lambda: flood(-blurred, seeds, fg),
+            lambda: watershed(-blurred, seeds, mask=fg).astype(np.int32),
         ),
         "outlines (3 px)": (
             lambda: inner_boundaries(truth, 3),

@@ -94,6 +94,56 @@ def label_sparse(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels, int(at.size)
 
 
+def flood(
+    surface: np.ndarray,
+    markers: np.ndarray,
+    mask: np.ndarray,
+    mask_parts: tuple[np.ndarray, int] | None = None,
+) -> np.ndarray:
+    """(H, W) float `surface`, (H, W) integer `markers` (0: none), (H, W) bool `mask` -> (H, W)
+    int32 labels: scikit-image's watershed (``watershed(surface, markers, mask=mask)``,
+    4-connected), flooded only where it has a choice. A 4-connected part of the mask whose
+    markers all carry one label is that label whole (where the flood would spread it), one
+    without markers stays 0, and only the parts holding several labels (in a field of nuclei,
+    the touching ones) are flooded, each in its bounding box: the cost of the whole field's
+    heap and padding is paid by a few boxes. `mask_parts`: `parts(mask)` when the caller has
+    them.
+
+    The same labels as the whole-field call, but for one case: scikit-image pops markers of
+    equal height in an order set by everything in its heap, so where markers of different
+    labels in one part lie at exactly the same height a tied pixel may go the other way
+    (random integer surfaces: 309 of 3000 fields differ; random continuous ones and the real
+    maps checked: none)."""
+    from skimage.segmentation import watershed
+
+    if not surface.shape == markers.shape == mask.shape or mask.ndim != 2:
+        raise ValueError(
+            f"flood needs (H, W) surface, markers and mask of one shape: "
+            f"{surface.shape} {markers.shape} {mask.shape}"
+        )
+    ids, n = parts(mask) if mask_parts is None else mask_parts
+    at = np.flatnonzero(markers)
+    part, label = ids.ravel()[at], markers.ravel()[at].astype(np.int64)
+    part, label = part[part > 0], label[part > 0]  # markers outside the mask count for nothing
+    span = int(label.max()) + 1 if label.size else 1
+    pairs = np.unique(part * span + label)  # one per (part, label)
+    part, label = pairs // span, pairs % span
+    count = np.bincount(part, minlength=n + 1)
+    whole = np.zeros(n + 1, np.int32)
+    one = count[part] == 1
+    whole[part[one]] = label[one]
+    labels = whole[ids]
+    several = np.flatnonzero(count > 1)
+    if several.size:
+        boxes = ndi.find_objects(ids)
+        for i in several:
+            box = boxes[i - 1]
+            inside = ids[box] == i
+            grown = watershed(surface[box], np.where(inside, markers[box], 0), mask=inside)
+            labels[box][inside] = grown[inside]
+    return labels
+
+
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """(H, W) bool with its holes filled: background parts (4-connected) that do not touch the
     image edge become foreground (`scipy.ndimage.binary_fill_holes`, in a third of the time)."""

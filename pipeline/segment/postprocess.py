@@ -37,7 +37,7 @@ from pipeline.config import PostprocessConfig
 from pipeline.config.sections import INSTANCE_METHODS
 from pipeline.errors import ConfigError
 from pipeline.segment.card import ModelCard
-from pipeline.segment.filters import edt, gaussian, h_maxima, label_sparse, parts
+from pipeline.segment.filters import edt, flood, gaussian, h_maxima, label_sparse, parts
 from pipeline.segment.watershed import drop_small, split_foreground
 
 
@@ -47,12 +47,15 @@ def foreground(prob: np.ndarray, post: PostprocessConfig) -> np.ndarray:
     return drop_small(prob > post.threshold, post.min_object_size)
 
 
-def h_maxima_inside(dist: np.ndarray, fg: np.ndarray, h: float) -> np.ndarray:
+def h_maxima_inside(
+    dist: np.ndarray, fg: np.ndarray, h: float, fg_parts: tuple[np.ndarray, int] | None = None
+) -> np.ndarray:
     """(H, W) bool: the maxima of the (H, W) float32 `dist` at least `h` deep within each
     connected part of the (H, W) bool foreground, found part by part (the background costs
-    nothing; a part with one maximum, most of them, costs least: `filters.h_maxima`)."""
+    nothing; a part with one maximum, most of them, costs least: `filters.h_maxima`).
+    `fg_parts`: `filters.parts(fg)` when the caller has them."""
     out = np.zeros(fg.shape, bool)
-    labels, _ = parts(fg)
+    labels, _ = parts(fg) if fg_parts is None else fg_parts
     for i, box in enumerate(ndi.find_objects(labels), 1):
         box = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)
         part = labels[box] == i
@@ -73,22 +76,26 @@ def network_instances(
     the (H, W) float foreground probability (`split_at_seeds`); `image`: the (H, W) float
     normalised intensities (`drop_small_objects`)."""
     inside = edt(fg) if post.seed_h > 0 or post.seed_shape > 0 else None  # computed once
-    size = objects_size(fg, post, inside)
-    labels = split_at_seeds(fg, dist, post, size, diameter, prob, inside)
+    fg_parts = parts(fg)  # likewise
+    size = objects_size(fg, post, inside, fg_parts)
+    labels = split_at_seeds(fg, dist, post, size, diameter, prob, inside, fg_parts)
     return drop_small_objects(labels, post, image)
 
 
 def objects_size(
-    fg: np.ndarray, post: PostprocessConfig, inside: np.ndarray | None = None
+    fg: np.ndarray,
+    post: PostprocessConfig,
+    inside: np.ndarray | None = None,
+    fg_parts: tuple[np.ndarray, int] | None = None,
 ) -> float:
     """The (H, W) bool foreground's object diameter in px (`scale.foreground_diameter`, which
-    takes `inside`) when `post`'s seeds depend on it (h-maxima or the shape term), else 0.0 (not
-    measured)."""
+    takes `inside` and `fg_parts`) when `post`'s seeds depend on it (h-maxima or the shape
+    term), else 0.0 (not measured)."""
     if post.seed_h <= 0 and post.seed_shape <= 0:
         return 0.0
     from pipeline.segment.scale import foreground_diameter  # imports torch
 
-    return foreground_diameter(fg, inside)
+    return foreground_diameter(fg, inside, fg_parts)
 
 
 def seed_scale(size: float, diameter: float) -> float:
@@ -115,29 +122,31 @@ def split_at_seeds(
     diameter: float = 0.0,
     prob: np.ndarray | None = None,
     inside: np.ndarray | None = None,
+    fg_parts: tuple[np.ndarray, int] | None = None,
 ) -> np.ndarray:
     """(H, W) bool foreground split at seeds of the (H, W) predicted distance (``post.seed_*``)
     -> (H, W) int32 labels; foreground parts without a seed become objects of their own.
     `size`: the image's object diameter in px (`objects_size`; 0: unknown, no shape term);
     `diameter`: the training one (the blur is ``seed_sigma`` x `seed_scale` px); `prob`: the
     (H, W) float foreground probability the seeds grow over (``post.flood``; default: `fg`);
-    `inside`: `edt(fg)` when the caller has it (the shape term's)."""
-    from skimage.segmentation import watershed
-
+    `inside`: `edt(fg)` when the caller has it (the shape term's), `fg_parts`: `parts(fg)`
+    likewise. The watershed floods only the parts of the foreground with several seeds
+    (`filters.flood`)."""
     if post.flood not in FLOODS:
         raise ConfigError(f"unknown flood {post.flood!r}; use one of {', '.join(FLOODS)}")
     dist = dist.astype(np.float32)
     if post.seed_shape > 0 and size > 0:
         shape = (edt(fg) if inside is None else inside) / np.float32(size / 2)
         dist = (dist + np.float32(post.seed_shape) * shape) / np.float32(1 + post.seed_shape)
+    fg_parts = parts(fg) if fg_parts is None else fg_parts
     if post.seed_h > 0:
         dist = gaussian(dist, post.seed_sigma * seed_scale(size, diameter))
-        seeds, _ = label_sparse(h_maxima_inside(dist, fg, post.seed_h))
+        seeds, _ = label_sparse(h_maxima_inside(dist, fg, post.seed_h, fg_parts))
     else:
         seeds, _ = ndi.label(fg & (dist > post.seed_threshold))
     prob = fg if prob is None else prob
     surface = FLOODS[post.flood](prob, dist)
-    labels = watershed(surface, seeds, mask=fg).astype(np.int32)
+    labels = flood(surface, seeds, fg, fg_parts)
     orphans, n = label_sparse(fg & (labels == 0))
     if n:
         labels[orphans > 0] = orphans[orphans > 0] + labels.max()

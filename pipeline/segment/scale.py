@@ -52,11 +52,16 @@ def median_diameter(labels: np.ndarray) -> float:
     return float(np.median(d)) if len(d) else 0.0
 
 
-def foreground_diameter(fg: np.ndarray, inside: np.ndarray | None = None) -> float:
+def foreground_diameter(
+    fg: np.ndarray,
+    inside: np.ndarray | None = None,
+    fg_parts: tuple[np.ndarray, int] | None = None,
+) -> float:
     """Inscribed diameter (px) of the connected parts of an (H, W) bool foreground, their
     median weighted by area (specks barely count); 0.0 when it is empty. `inside`: `edt(fg)`,
-    (H, W) float32, when the caller has it (the image's edge, background here, is applied)."""
-    ids, n = parts(fg)
+    (H, W) float32, when the caller has it (the image's edge, background here, is applied);
+    `fg_parts`: `filters.parts(fg)` likewise."""
+    ids, n = parts(fg) if fg_parts is None else fg_parts
     if not n:
         return 0.0
     on = np.nonzero(fg)  # most of a sparse field is background: only its parts' pixels count

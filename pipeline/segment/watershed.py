@@ -25,12 +25,11 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage import filters
 from skimage.feature import peak_local_max
-from skimage.segmentation import watershed
 
 from pipeline.config import WatershedConfig
 from pipeline.config.sections import WATERSHED_THRESHOLDS as THRESHOLDS
 from pipeline.preprocess.samples import normalise
-from pipeline.segment.filters import parts
+from pipeline.segment.filters import flood, parts
 
 
 def _smooth(channel: np.ndarray, sigma: float) -> np.ndarray:
@@ -115,7 +114,7 @@ def split_foreground(
         elevation = filters.sobel(img)
     else:
         markers, elevation = _distance_markers(fg, cfg)
-    labels = watershed(elevation, markers, mask=fg).astype(np.int32)
+    labels = flood(elevation, markers, fg)
     orphans, n = ndi.label(fg & (labels == 0))
     if n:
         orphans = np.where(drop_small(orphans > 0, cfg.min_object_size), orphans, 0)

@@ -24,7 +24,7 @@ import torch
 from pipeline.config.sections import PostprocessConfig
 from pipeline.evaluate.metrics import score_image
 from pipeline.segment.card import ModelCard
-from pipeline.segment.filters import edt
+from pipeline.segment.filters import edt, parts
 from pipeline.segment.inference import card_maps
 from pipeline.segment.postprocess import (
     drop_small_objects,
@@ -80,15 +80,16 @@ def tune_seed_threshold(
     trials: list[Trial] = []
     for fg_threshold in THRESHOLDS:  # each field's foreground, distances and size, once
         fgs = [foreground(m[0], dataclasses.replace(post, threshold=fg_threshold)) for m in maps]
-        insides = [edt(fg) for fg in fgs]
-        sizes = [foreground_diameter(fg, inside) for fg, inside in zip(fgs, insides, strict=True)]
+        insides, fg_parts = [edt(fg) for fg in fgs], [parts(fg) for fg in fgs]
+        sizes = [foreground_diameter(*field) for field in zip(fgs, insides, fg_parts, strict=True)]
         for seed, h, shape in SEEDS:
             cut = dataclasses.replace(
                 post, threshold=fg_threshold, seed_threshold=seed, seed_h=h, seed_shape=shape
             )
+            fields = zip(fgs, dists, sizes, maps, insides, fg_parts, strict=True)
             split = [
-                split_at_seeds(fg, dist, cut, size, card.diameter, m[0], inside)
-                for fg, dist, size, m, inside in zip(fgs, dists, sizes, maps, insides, strict=True)
+                split_at_seeds(fg, dist, cut, size, card.diameter, m[0], inside, labelled)
+                for fg, dist, size, m, inside, labelled in fields
             ]
             for rel in RELATIVE_SIZES:
                 trial = dataclasses.replace(cut, min_relative_size=rel)

@@ -7,11 +7,12 @@ import pytest
 import tifffile
 from scipy import ndimage as ndi
 from skimage.morphology import h_maxima as reconstructed
-from skimage.segmentation import find_boundaries
+from skimage.segmentation import find_boundaries, watershed
 
 from pipeline.segment.filters import (
     edt,
     fill_holes,
+    flood,
     gaussian,
     h_maxima,
     inner_boundaries,
@@ -95,6 +96,33 @@ def test_h_maxima_are_scikit_images_whether_one_maximum_or_many():
         for h in (0.001, 0.01, 0.05, 0.2):
             image = field.astype(np.float32)
             assert np.array_equal(h_maxima(image, h), reconstructed(image, h).astype(bool))
+
+
+def test_the_flood_is_scikit_images_watershed_on_fields_without_ties():
+    rng = np.random.default_rng(2)
+    for k in range(300):
+        shape = tuple(rng.integers(1, 40, 2))
+        mask = rng.random(shape) < rng.uniform(0.2, 0.9)
+        mask = ndi.binary_opening(mask) if k % 2 else mask  # blobs, or scattered pixels
+        seeds = rng.random(shape) < rng.uniform(0.0, 0.2)  # outside the mask too: ignored
+        markers = ndi.label(seeds)[0] if k % 3 else np.where(seeds, rng.integers(1, 4, shape), 0)
+        surface = rng.random(shape).astype(np.float32)  # continuous: no two pixels tie
+        got = flood(surface, markers, mask)
+        assert got.dtype == np.int32
+        assert np.array_equal(got, watershed(surface, markers, mask=mask))
+
+
+def test_a_part_with_one_label_is_that_label_and_one_without_stays_empty():
+    mask = np.zeros((5, 9), bool)
+    mask[1:4, 1:4] = mask[1:4, 5:8] = True  # two parts
+    markers = np.zeros((5, 9), int)
+    markers[1, 1] = markers[3, 3] = 7  # one label, two pixels, in the first part only
+    markers[0, 6] = 9  # outside the mask
+    want = np.where(mask[:, :4], 7, 0)
+    got = flood(np.zeros((5, 9)), markers, mask)
+    assert np.array_equal(got[:, :4], want) and not got[:, 4:].any()
+    with pytest.raises(ValueError, match=r"\(5, 9\) \(5, 8\) \(5, 9\)"):
+        flood(np.zeros((5, 9)), markers[:, :8], mask)
 
 
 @pytest.mark.parametrize("width", [1, 2, 3])
