@@ -45,6 +45,18 @@ def test_labels_keep_their_ids_beyond_uint16(tmp_path):
         write_labels(tmp_path / "bad.tif", labels - 5)
 
 
+def test_label_images_are_deflate_compressed_and_read_back_exactly(tmp_path):
+    import tifffile
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(0)
+    labels = ndi.label(ndi.binary_opening(rng.random((512, 512)) < 0.5))[0]  # blobs, 0 around
+    path = write_labels(tmp_path / "labels.tif", labels)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages[0].compression == tifffile.COMPRESSION.ADOBE_DEFLATE
+    assert np.array_equal(read_tif(path), labels) and path.stat().st_size < labels.size
+
+
 def test_unreadable_tif_names_the_file(tmp_path):
     bad = tmp_path / "x.tif"
     bad.write_bytes(b"junk")
