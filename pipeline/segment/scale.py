@@ -102,14 +102,23 @@ def image_diameter(channel: np.ndarray) -> float:
 
     h, w = channel.shape
     shrink = 2 if min(h, w) >= HALF_RES_FROM else 1
-    small = channel.astype(np.float32)
-    if shrink > 1:
-        small = resize(small[None], (h // shrink, w // shrink))[0]
+    small = halved(channel) if shrink > 1 else channel.astype(np.float32)
     smooth = gaussian(small, 2.0 / shrink)
     if smooth.max() - smooth.min() < 1e-6:
         return 0.0
     fg = fill_holes(smooth > threshold_otsu(smooth))
     return shrink * foreground_diameter(fg)
+
+
+def halved(channel: np.ndarray) -> np.ndarray:
+    """(H, W) float -> (H // 2, W // 2) float32: `resize`'s area average. With even sides each
+    2x2 block's mean, summed in the order torch sums it (the same bits; a fifth of the time of
+    torch's one-thread pooling), otherwise `resize` itself."""
+    h, w = channel.shape
+    if h % 2 or w % 2:
+        return resize(channel[None], (h // 2, w // 2))[0]
+    c = channel.astype(np.float32, copy=False)
+    return (c[0::2, 0::2] + c[0::2, 1::2] + c[1::2, 0::2] + c[1::2, 1::2]) / np.float32(4)
 
 
 def rescale_factor(measured: float, trained: float) -> float:

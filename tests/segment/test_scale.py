@@ -14,6 +14,7 @@ from pipeline.segment.scale import (
     diameters,
     edge_bounded,
     foreground_diameter,
+    halved,
     image_diameter,
     median_diameter,
     rescale_factor,
@@ -148,3 +149,12 @@ def test_a_large_field_is_measured_at_half_resolution_to_within_a_tenth(radius):
     image = fg.astype(np.float32) * 0.8 + 0.1
     noisy = image + np.random.default_rng(0).normal(0, 0.05, image.shape).astype(np.float32)
     assert image_diameter(noisy) == pytest.approx(2 * radius, rel=0.1)
+
+
+@pytest.mark.parametrize("shape", [(2, 2), (6, 10), (512, 700), (7, 10), (513, 513)])
+def test_halving_is_resizes_area_average_to_the_bit(shape):
+    rng = np.random.default_rng(3)
+    for channel in (rng.random(shape), rng.normal(0, 1e4, shape), rng.integers(0, 255, shape)):
+        want = resize(channel.astype(np.float32)[None], (shape[0] // 2, shape[1] // 2))[0]
+        got = halved(channel)
+        assert got.dtype == np.float32 and np.array_equal(got, want)
