@@ -36,6 +36,7 @@ from pipeline.config import PostprocessConfig
 from pipeline.preprocess.samples import normalise
 from pipeline.segment import postprocess
 from pipeline.segment.card import OUTPUTS, ModelCard
+from pipeline.segment.fields import image_objects
 from pipeline.segment.filters import (
     edt,
     fill_holes,
@@ -45,7 +46,6 @@ from pipeline.segment.filters import (
     label_sparse,
     parts,
 )
-from pipeline.segment.inference import image_objects
 from pipeline.segment.measure import measure, overlay_png
 from pipeline.segment.postprocess import h_maxima_inside, to_instances
 from pipeline.train.targets import target_maps

@@ -37,8 +37,9 @@ from pipeline.preprocess.samples import normalise
 from pipeline.segment.artifact import load_model, save_model
 from pipeline.segment.batch import default_workers, first_view, segment_folder
 from pipeline.segment.card import OUTPUTS, ModelCard
+from pipeline.segment.fields import as_chw, image_objects
 from pipeline.segment.graphs import replayed
-from pipeline.segment.inference import as_chw, card_maps, image_objects
+from pipeline.segment.inference import card_maps
 from pipeline.segment.measure import measure, overlay_png
 from pipeline.segment.network import build_model, for_inference, resolve_device
 from pipeline.segment.postprocess import to_instances

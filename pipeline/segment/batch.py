@@ -22,6 +22,7 @@ import json
 import logging
 import multiprocessing
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -180,10 +181,10 @@ def prepare_image(
 ) -> tuple[Path, str, Parcel, Parcel, float, float | None]:
     """One image's CPU work before the network: (`path`, its sha256, its (C, H, W) intensities
     as read and normalised float32 (C, H, W), as `parcels`, its objects' diameter in px
-    (`object_diameter`, or measured: `inference.image_objects`; 0.0: left to the network), its
+    (`object_diameter`, or measured: `fields.image_objects`; 0.0: left to the network), its
     pixel size in µm (`pixel_size_um`, or the TIF's own, or None))."""
     from pipeline.preprocess.samples import normalise
-    from pipeline.segment.inference import as_chw, image_objects
+    from pipeline.segment.fields import as_chw, image_objects
     from pipeline.segment.measure import pixel_size_from_tif
 
     digest = sha256_file(path)
@@ -273,17 +274,19 @@ def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
 
 
 def _worker_start() -> None:
-    """A worker's start: one thread for torch and for OpenCV, and a lower priority than the
-    network's process (WORKER_NICE), which feeds the GPU one image at a time and so sets the
-    pace: among workers that keep every core busy it waits for a core at each step (on an
-    H200's 16 cores beside 15 workers its network step took 11-14 ms an image, 6-9 with the
-    cores idle; how much of that the priority wins back was not measured apart)."""
+    """A worker's start: one thread for OpenCV and for torch (imported only if a field needs it:
+    `pipeline.segment.fields` does not), and a lower priority than the network's process
+    (WORKER_NICE), which feeds the GPU one image at a time and so sets the pace: among workers
+    that keep every core busy it waits for a core at each step (on an H200's 16 cores beside 15
+    workers its network step took 11-14 ms an image, 6-9 with the cores idle; how much of that
+    the priority wins back was not measured apart)."""
     import cv2
-    import torch
 
     os.nice(WORKER_NICE)
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)  # OpenCV's filters (pipeline.segment.filters) likewise
+    os.environ["OMP_NUM_THREADS"] = "1"  # read by torch when it is imported
+    if "torch" in sys.modules:  # imported already: by the main script, which spawn runs again
+        sys.modules["torch"].set_num_threads(1)
+    cv2.setNumThreads(1)  # OpenCV's filters (pipeline.segment.filters)
 
 
 def _submit(pool: ProcessPoolExecutor | None, fn: Callable, *args) -> Future:

@@ -20,9 +20,8 @@ import numpy as np
 import torch
 
 from pipeline.config import PostprocessConfig
-from pipeline.errors import DataError
-from pipeline.preprocess.samples import measures_on_percentiles, normalise
 from pipeline.segment.card import ModelCard
+from pipeline.segment.fields import measure_view
 from pipeline.segment.postprocess import foreground, to_instances
 from pipeline.segment.scale import (
     foreground_diameter,
@@ -208,7 +207,7 @@ def card_maps(
 ) -> np.ndarray:
     """`predict_maps` as the model card says: its post-processing, training object diameter and
     target channel; `objects` and `out` as in `predict_maps`, unknown sizes measured on
-    `measure_view`."""
+    `fields.measure_view`."""
     measured = card.diameter > 0 and not objects
     return predict_maps(
         model,
@@ -222,31 +221,6 @@ def card_maps(
         measure_on=measure_view(image, card, raw) if measured else None,
         out=out,
     )
-
-
-def measure_view(
-    image: np.ndarray, card: ModelCard, raw: np.ndarray | None = None
-) -> np.ndarray | None:
-    """The (C, H, W) view of a field its objects' size is measured on: a percentile
-    normalisation, the `image`'s own (None), or for another normalisation, one of `raw`, the
-    (C, H, W) intensities (a rank-normalised image spreads the background over half the range,
-    and its Otsu threshold finds one field-wide object)."""
-    if measures_on_percentiles(card.normalisation):
-        return None
-    if raw is None:
-        log.warning("object size measured on a %s-normalised image", card.normalisation)
-        return None
-    return normalise(raw, card.low_percentile, card.high_percentile)
-
-
-def image_objects(image: np.ndarray, card: ModelCard, raw: np.ndarray | None = None) -> float:
-    """The diameter (px) of the objects of a new (C, H, W) normalised `image`, measured without
-    the network as `card_maps` does (its `objects`; 0.0: nothing found or none needed, then
-    `card_maps` decides)."""
-    if card.diameter <= 0:
-        return 0.0
-    view = measure_view(image, card, raw)
-    return image_diameter((image if view is None else view)[card.channel_index])
 
 
 def predict_labels(
@@ -263,21 +237,6 @@ def predict_labels(
     when known (0: measured, see `card_maps`, which takes `raw`)."""
     maps = card_maps(model, image, device, card, objects=objects, raw=raw)
     return to_instances(maps, image, card, instances)
-
-
-def as_chw(raw: np.ndarray, path: Path, card: ModelCard) -> np.ndarray:
-    """A new image as (C, H, W) with the card's channels: accepts (H, W) for one channel and
-    (H, W, C) when C matches."""
-    n_in = len(card.channels)
-    raw = raw[None] if raw.ndim == 2 else raw
-    if raw.ndim == 3 and raw.shape[0] != n_in and raw.shape[-1] == n_in:
-        raw = np.moveaxis(raw, -1, 0)  # (H, W, C) -> (C, H, W)
-    if raw.ndim != 3 or raw.shape[0] != n_in:
-        raise DataError(
-            f"{path}: shape {raw.shape}, model expects {n_in} channel(s) "
-            f"({', '.join(card.channels)}) as (C, H, W) or (H, W, C)"
-        )
-    return raw
 
 
 def predict_folder(

@@ -93,7 +93,7 @@ def objects_size(
     term), else 0.0 (not measured)."""
     if post.seed_h <= 0 and post.seed_shape <= 0:
         return 0.0
-    from pipeline.segment.scale import foreground_diameter  # imports torch
+    from pipeline.segment.scale import foreground_diameter  # scale imports this module
 
     return foreground_diameter(fg, inside, fg_parts)
 

@@ -14,13 +14,16 @@ keep the larger one's, so it can be measured on a foreground alone.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from scipy import ndimage as ndi
 
 from pipeline.segment.filters import edt, fill_holes, gaussian, parts
 from pipeline.segment.postprocess import weighted_median
+
+if TYPE_CHECKING:
+    import torch
 
 TOLERANCE = 1.3  # rescale only when the objects differ in size by more than this factor
 LIMITS = (0.25, 4.0)  # never shrink or enlarge an image by more than this
@@ -134,12 +137,16 @@ def rescale_factor(measured: float, trained: float) -> float:
 
 def resize(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """(C, H, W) float32 -> (C, *shape) float32, bilinear (area-averaged when shrinking)."""
+    import torch  # here: measuring sizes does not need it (`pipeline.segment.fields`)
+
     x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None]
     return resize_tensor(x, shape)[0].numpy()
 
 
 def resize_tensor(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     """`resize` of an (N, C, H, W) float32 tensor on its device: (N, C, *shape), contiguous."""
+    import torch
+
     smaller = shape[0] * shape[1] < x.shape[-2] * x.shape[-1]
     mode = "area" if smaller else "bilinear"
     kwargs = {} if smaller else {"align_corners": False}

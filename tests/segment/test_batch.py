@@ -155,6 +155,35 @@ def test_workers_yield_the_cores_to_the_networks_process():
         assert pool.submit(os.nice, 0).result() == min(19, os.nice(0) + batch.WORKER_NICE)
 
 
+# In a worker: whether torch is imported, and its threads if so (None if not). An expression for
+# the builtin eval, as a function of this module would import the module, and torch with it
+TORCH_HERE = (
+    "(lambda t: (t is not None, t and t.get_num_threads()))(__import__('sys').modules.get('torch'))"
+)
+
+
+def test_workers_start_without_torch_and_give_it_one_thread_when_a_field_needs_it(tmp_path):
+    card = ModelCard("resnet18", 1, ["foreground", "distance"], ["fluo"], "nuclei", "fluo", 1, 99)
+    card.diameter = 20.0  # the objects' size is measured: at half size past 512 px a side
+    rng = np.random.default_rng(0)
+    fields = {}
+    for name, shape in (("even", (600, 520)), ("odd", (601, 520))):  # odd: torch's resize
+        fields[name] = tmp_path / f"{name}.tif"
+        tifffile.imwrite(fields[name], rng.integers(0, 4000, shape, np.uint16))
+    with batch._pool(1) as pool, batch.handoff(True) as parcels:
+        args = (card, 0.0, None, parcels)
+        path, _, raw, image, objects, size = pool.submit(
+            batch.prepare_image, fields["even"], *args
+        ).result()
+        maps = parcels.put(np.zeros((2, 600, 520), np.float32))
+        ids = {"sha256": "", "model_id": ""}
+        job = (tmp_path, path, raw, image, maps, card, size, ids, False)
+        assert pool.submit(batch.finish_image, *job).result()["n_objects"] == 0
+        assert pool.submit(eval, TORCH_HERE).result() == (False, None)  # a whole field
+        pool.submit(batch.prepare_image, fields["odd"], *args).result()
+        assert pool.submit(eval, TORCH_HERE).result() == (True, 1)
+
+
 def test_a_rank_model_segments_a_display_lookup_of_an_image_alike(tmp_path):
     card = ModelCard("resnet18", 1, ["foreground", "distance"], ["fluo"], "nuclei", "fluo", 1, 99)
     card.normalisation = "rank"
