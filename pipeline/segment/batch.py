@@ -268,9 +268,28 @@ def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
     try:
         torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - workers)))
         with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_worker_start) as pool:
+            with _main_script_hidden():  # each submit starts a worker while none is idle
+                for _ in range(workers):
+                    pool.submit(os.getpid)
             yield pool
     finally:
         torch.set_num_threads(threads)
+
+
+@contextmanager
+def _main_script_hidden() -> Iterator[None]:
+    """Processes spawned inside do not run this process's main script again (spawn imports it
+    in each child, for functions defined there): the workers run `pipeline` functions alone, and
+    an Airflow task's or a benchmark's main script imports torch and more, seconds per worker."""
+    main = sys.modules["__main__"]
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
 
 
 def _worker_start() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -155,6 +157,31 @@ def test_workers_yield_the_cores_to_the_networks_process():
         assert pool.submit(os.nice, 0).result() == min(19, os.nice(0) + batch.WORKER_NICE)
 
 
+MAIN_SCRIPT = """
+import os, sys
+with open(sys.argv[1], "a") as runs:
+    runs.write(str(os.getpid()) + "\\n")  # each time this script runs, in any process
+if __name__ == "__main__":
+    from pipeline.segment import batch
+    with batch._pool(2) as pool:
+        nap = "__import__('time').sleep(1) or __import__('os').getpid()"  # both busy at once
+        pids = {job.result() for job in [pool.submit(eval, nap) for _ in range(2)]}
+    print(len(pids), "__file__" in vars(sys.modules["__main__"]))
+"""
+
+
+def test_workers_do_not_run_the_main_script_again(tmp_path):
+    script, runs = tmp_path / "main.py", tmp_path / "runs.txt"
+    script.write_text(MAIN_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    done = subprocess.run(
+        [sys.executable, str(script), str(runs)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["2", "True"]  # two workers; the script's __file__ put back
+    assert len(runs.read_text().split()) == 1  # by this process alone, not by the workers
+
+
 # In a worker: whether torch is imported, and its threads if so (None if not). An expression for
 # the builtin eval, as a function of this module would import the module, and torch with it
 TORCH_HERE = (
@@ -170,7 +197,9 @@ def test_workers_start_without_torch_and_give_it_one_thread_when_a_field_needs_i
     for name, shape in (("even", (600, 520)), ("odd", (601, 520))):  # odd: torch's resize
         fields[name] = tmp_path / f"{name}.tif"
         tifffile.imwrite(fields[name], rng.integers(0, 4000, shape, np.uint16))
-    with batch._pool(1) as pool, batch.handoff(True) as parcels:
+    (tmp_path / "handoff").mkdir()
+    parcels = batch.Handoff(str(tmp_path / "handoff"))  # not /dev/shm: a test beside checks it
+    with batch._pool(1) as pool:
         args = (card, 0.0, None, parcels)
         path, _, raw, image, objects, size = pool.submit(
             batch.prepare_image, fields["even"], *args
