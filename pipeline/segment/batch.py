@@ -303,7 +303,7 @@ def _worker_start() -> None:
 
     os.nice(WORKER_NICE)
     os.environ["OMP_NUM_THREADS"] = "1"  # read by torch when it is imported
-    if "torch" in sys.modules:  # imported already: by the main script, which spawn runs again
+    if "torch" in sys.modules:  # imported already: by a main script spawn ran again here
         sys.modules["torch"].set_num_threads(1)
     cv2.setNumThreads(1)  # OpenCV's filters (pipeline.segment.filters)
 
