@@ -112,7 +112,7 @@ def segment_folder(
     images itself. `flip_tta` (None: the
     card's ``postprocess.flip_tta``) switches flip test-time augmentation on or off;
     `min_relative_intensity` (None: the card's) sets the faint objects' cut (0: keep them)."""
-    from pipeline.segment.artifact import load_model, model_id
+    from pipeline.segment.artifact import load_model, model_id, read_card
     from pipeline.segment.graphs import replayed
     from pipeline.segment.inference import card_maps
     from pipeline.segment.network import for_inference, resolve_device
@@ -123,13 +123,14 @@ def segment_folder(
         raise DataError(f"{out}: exists and is not a folder; pass --out a folder")
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device("auto")
-    model, card = load_model(model_dir, device)
-    card = card.for_prediction(flip_tta, min_relative_intensity)
-    model = replayed(for_inference(model), device)  # on a GPU, CUDA graphs per image size
-    mid, result, rows = model_id(model_dir), SegmentResult(str(out)), []
+    read_card(model_dir)  # a model folder without a readable card stops before workers start
     workers = default_workers(device) if workers < 0 else workers
-    start = time.perf_counter()
     with _pool(workers if len(paths) > 1 else 0) as pool, handoff(pool is not None) as parcels:
+        model, card = load_model(model_dir, device)  # while the workers start
+        card = card.for_prediction(flip_tta, min_relative_intensity)
+        model = replayed(for_inference(model), device)  # on a GPU, CUDA graphs per image size
+        mid, result, rows = model_id(model_dir), SegmentResult(str(out)), []
+        start = time.perf_counter()
         # without workers this process prepares each image as it reads ahead and finishes it
         # as it hands it off
         prep = "waiting for prepared images" if pool else "preparing (read, normalise, size)"
