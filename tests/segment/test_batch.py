@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import torch
 from pipeline.errors import DataError
 from pipeline.evaluate.plots import PRED_COLOUR
 from pipeline.preprocess.samples import Sample, normalise
-from pipeline.segment import batch
+from pipeline.segment import batch, handoff
 from pipeline.segment.artifact import load_model, save_model
 from pipeline.segment.batch import segment_folder
 from pipeline.segment.card import ModelCard
@@ -123,20 +122,22 @@ def test_a_folder_is_segmented_with_overlays_measurements_and_once(model, tmp_pa
     ]
 
 
-def test_worker_processes_write_what_one_process_writes(model, tmp_path):
+def test_worker_processes_write_what_one_process_writes(model, tmp_path, monkeypatch):
     images = tmp_path / "in"
     images.mkdir()
     rng = np.random.default_rng(1)
     for name in "abcde":  # two sizes: the maps' slots of each are reused
         size = (2, 72, 96) if name in "bd" else (2, 64, 80)
         tifffile.imwrite(images / f"{name}.tif", rng.integers(0, 4000, size, np.uint16))
-    folders = [Path("/dev/shm"), Path(tempfile.gettempdir())]
-    before = {p for f in folders for p in f.glob("cellseg-handoff-*")}
+    ram = tmp_path / "ram"  # this test's own RAM folder: tests beside it use /dev/shm
+    ram.mkdir()
+    monkeypatch.setattr(handoff, "RAM_FOLDER", ram)
+    monkeypatch.setattr(handoff, "RAM_FREE_BYTES", 0)
     threads = torch.get_num_threads()
     inline = segment_folder(model, images, tmp_path / "inline", workers=0)
     parallel = segment_folder(model, images, tmp_path / "parallel", workers=2)
     assert torch.get_num_threads() == threads  # cut to the cores the workers leave, then back
-    assert not {p for f in folders for p in f.glob("cellseg-handoff-*")} - before  # cleaned up
+    assert not list(ram.iterdir())  # the handoff folder and its files cleaned up
     assert 0 < parallel.seconds["network"] < parallel.seconds["total"]
     assert "handing off" in parallel.seconds and "preparing" not in " ".join(parallel.seconds)
     parts = {k: v for k, v in inline.seconds.items() if k != "total"}  # each rounded to 1 ms
@@ -162,7 +163,7 @@ import os, sys
 with open(sys.argv[1], "a") as runs:
     runs.write(str(os.getpid()) + "\\n")  # each time this script runs, in any process
 if __name__ == "__main__":
-    from pipeline.segment import batch
+    from pipeline.segment import batch, handoff
     with batch._pool(2) as pool:
         nap = "__import__('time').sleep(1) or __import__('os').getpid()"  # both busy at once
         pids = {job.result() for job in [pool.submit(eval, nap) for _ in range(2)]}
