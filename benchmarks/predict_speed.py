@@ -2,6 +2,7 @@
 
     python benchmarks/predict_speed.py [--model MODEL_FOLDER] [--image TIF] [--size 1040 1388]
         [--fields 3] [--serial N] [--encoder resnet18] [--workers -1] [--flip-tta card|on|off]
+        [--compile off|on]
 
 Fields are a real frame (--image; default: the first GOWT1 frame in ../shared when present)
 mirrored out to --size, or noise without one. Without --model a resnet18 network with the
@@ -15,7 +16,9 @@ default), in images per second with and without what starting up costs (a run on
 fields alone, subtracted), and how long the network's process ran the network and waited
 for workers' prepared images: the GPU figure (`--size 1024 1024 --encoder resnet34 --fields 600`).
 `--flip-tta on|off` overrides the card's flip test-time augmentation (four network passes), as
-`cellseg predict --set predict.flip_tta=...` does.
+`cellseg predict --set predict.flip_tta=...` does. `--compile on` runs the network through
+torch.compile on a CPU (`predict.compile`); the first field's network step, which compiles, is
+printed apart (the warm-up pass is never in the figures).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from pipeline.preprocess.samples import normalise
 from pipeline.segment.artifact import load_model, save_model
 from pipeline.segment.batch import default_workers, first_view, segment_folder
 from pipeline.segment.card import OUTPUTS, ModelCard
+from pipeline.segment.compiled import compiled
 from pipeline.segment.fields import as_chw, image_objects
 from pipeline.segment.graphs import replayed
 from pipeline.segment.inference import card_maps
@@ -91,6 +95,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=-1, help="post-processing processes")
     parser.add_argument("--serial", type=int, help="fields timed part by part (default all)")
     parser.add_argument("--flip-tta", choices=sorted(FLIPS), default="card")
+    parser.add_argument("--compile", choices=("off", "on"), default="off")
     args = parser.parse_args()
     device = resolve_device(args.device)
     work = Path(tempfile.mkdtemp(prefix="cellseg-speed-"))
@@ -102,13 +107,15 @@ def main() -> None:
     model, card = load_model(model_dir, device)
     flip = FLIPS[args.flip_tta]
     card = card.for_prediction(flip)
-    model = for_inference(model)
+    compile_on = args.compile == "on"
+    model = compiled(for_inference(model), device, compile_on)
     image_path = args.image or (FRAME if FRAME.is_file() else None)
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor()
     print(
         f"device {device} ({name or 'cpu'}), torch {torch.__version__}, "
         f"threads {torch.get_num_threads()}, model {card.encoder} {card.decoder_channels}"
         f"{'' if args.model else ' (untrained)'}, flip TTA {card.postprocess.flip_tta}, "
+        f"compiled {compile_on and device.type == 'cpu'}, "
         f"fields from {image_path or 'noise'}"
     )
     h, w = args.size
@@ -132,17 +139,19 @@ def main() -> None:
         ),
         "write": lambda s: write_labels(work / f"{s['path'].stem}_labels.tif", s["labels"]),
     }
-    parts = dict.fromkeys(steps, 0.0)
+    parts, first = dict.fromkeys(steps, 0.0), dict.fromkeys(steps, 0.0)
     serial = min(args.serial or args.fields, args.fields)
     for n, i in enumerate([0, *range(serial)]):  # the first pass warms up (imports, caches)
         state = {"path": folder / f"f{i}.tif"}
         for part, step in steps.items():
             t = time.perf_counter()
             step(state)
-            parts[part] += (time.perf_counter() - t) * (n > 0)
+            (parts if n else first)[part] += time.perf_counter() - t
     total = sum(parts.values()) / serial
     detail = ", ".join(f"{k} {v / serial:.3f}" for k, v in parts.items())
     print(f"one {h}x{w} field end to end, in turn ({serial} fields): {total:.3f} s ({detail})")
+    warm = first["network"]
+    print(f"the warm-up field's network step (compiling with --compile on): {warm:.2f} s")
     if device.type == "cuda":
         print(graphs_check(model, state, device, card))
     workers = default_workers(device) if args.workers < 0 else args.workers
@@ -154,7 +163,8 @@ def main() -> None:
     for name, images in (("few", few), ("all", folder)):
         t = time.perf_counter()
         out = work / f"out-{name}"  # not the fields folder: outputs apart from the inputs
-        done = segment_folder(model_dir, images, out, workers=args.workers, flip_tta=flip)
+        run = {"workers": args.workers, "flip_tta": flip, "compile": compile_on}
+        done = segment_folder(model_dir, images, out, **run)
         runs[name] = (len(done.segmented), time.perf_counter() - t)
     split = ", ".join(f"{k} {v:.2f} s" for k, v in done.seconds.items())
     (n, seconds), (n0, seconds0) = runs["all"], runs["few"]

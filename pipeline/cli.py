@@ -181,6 +181,7 @@ def _predict(args: argparse.Namespace) -> dict:
             workers=p.workers,
             flip_tta=p.flip_tta,
             min_relative_intensity=p.min_relative_intensity,
+            compile=p.compile,
         )
         return {"model": args.model or "production", "written": written}
 

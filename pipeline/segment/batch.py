@@ -94,6 +94,7 @@ def segment_folder(
     workers: int = -1,
     flip_tta: bool | None = None,
     min_relative_intensity: float | None = None,
+    compile: bool = False,
 ) -> SegmentResult:
     """Segment every .tif in `images` ((H, W) or (C, H, W), C = the model's channels) into
     `out_dir` (layout in the module docstring). `pixel_size_um` (else the TIF's own
@@ -111,8 +112,10 @@ def segment_folder(
     images (they are short of cores); without workers, how long it prepared and finished
     images itself. `flip_tta` (None: the
     card's ``postprocess.flip_tta``) switches flip test-time augmentation on or off;
-    `min_relative_intensity` (None: the card's) sets the faint objects' cut (0: keep them)."""
+    `min_relative_intensity` (None: the card's) sets the faint objects' cut (0: keep them);
+    `compile` runs the network through torch.compile on a CPU (`pipeline.segment.compiled`)."""
     from pipeline.segment.artifact import load_model, model_id, read_card
+    from pipeline.segment.compiled import compiled
     from pipeline.segment.graphs import replayed
     from pipeline.segment.inference import card_maps
     from pipeline.segment.network import for_inference, resolve_device
@@ -128,7 +131,8 @@ def segment_folder(
     with _pool(workers if len(paths) > 1 else 0) as pool, handoff(pool is not None) as parcels:
         model, card = load_model(model_dir, device)  # while the workers start
         card = card.for_prediction(flip_tta, min_relative_intensity)
-        model = replayed(for_inference(model), device)  # on a GPU, CUDA graphs per image size
+        model = for_inference(model)  # on a GPU as CUDA graphs per image size, or compiled
+        model = replayed(compiled(model, device, compile), device)
         mid, result, rows = model_id(model_dir), SegmentResult(str(out)), []
         start = time.perf_counter()
         # without workers this process prepares each image as it reads ahead and finishes it

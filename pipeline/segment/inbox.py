@@ -52,6 +52,7 @@ def segment_new_images(params: dict) -> dict:
             workers=p.workers,
             flip_tta=p.flip_tta,
             min_relative_intensity=p.min_relative_intensity,
+            compile=p.compile,
         ).to_dict()
 
 

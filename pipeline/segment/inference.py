@@ -248,12 +248,13 @@ def predict_folder(
     workers: int = -1,
     flip_tta: bool | None = None,
     min_relative_intensity: float | None = None,
+    compile: bool = False,
 ) -> list[str]:
     """Segment every ``*.tif`` in `images` (each (H, W) or (C, H, W), C = model channels) into
     `out_dir`: labels, overlays and measurements (`pipeline.segment.batch`); returns the paths
     of the ``<stem>_labels.tif`` written. `object_diameter` as in `predict_labels`; `workers`:
-    post-processing processes, `flip_tta` and `min_relative_intensity` (None: the card's) as in
-    `segment_folder`."""
+    post-processing processes, `flip_tta` and `min_relative_intensity` (None: the card's) and
+    `compile` as in `segment_folder`."""
     from pipeline.segment.batch import segment_folder
 
     return segment_folder(
@@ -265,4 +266,5 @@ def predict_folder(
         workers=workers,
         flip_tta=flip_tta,
         min_relative_intensity=min_relative_intensity,
+        compile=compile,
     ).segmented

@@ -3,6 +3,7 @@ is known), and each image exactly once for the segment_new_images DAG."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -401,3 +402,21 @@ def test_the_faint_object_cut_can_be_switched_at_predict_time(model, tmp_path):
         == 0
     )
     assert load_config(None).predict.min_relative_intensity is None
+
+
+@pytest.mark.slow  # a U-Net's compile: about 20 s on 2 cores
+def test_a_compiled_network_segments_a_folder_as_the_eager_one(model, tmp_path, caplog):
+    images = tmp_path / "in"
+    images.mkdir()
+    rng = np.random.default_rng(2)
+    for name in "abc":  # one size: compiled once
+        tifffile.imwrite(images / f"{name}.tif", rng.integers(0, 4000, (2, 64, 80), np.uint16))
+    eager = segment_folder(model, images, tmp_path / "eager", workers=0)
+    with caplog.at_level(logging.INFO, logger="pipeline.segment.compiled"):
+        fast = segment_folder(model, images, tmp_path / "fast", workers=0, compile=True)
+    said = [r.getMessage() for r in caplog.records if r.name == "pipeline.segment.compiled"]
+    assert said == ["compiling the network for input (1, 2, 64, 96) (once per shape)"], said
+    for one, other in zip(eager.segmented, fast.segmented, strict=True):  # bf16 rounding apart
+        assert (tifffile.imread(one) == tifffile.imread(other)).mean() > 0.99, Path(one).name
+    counts = [pd.read_csv(r.table)["n_objects"].tolist() for r in (eager, fast)]
+    assert counts[0] == counts[1]
