@@ -7,7 +7,8 @@ ENV CELLSEG_HOME=/opt/cellseg/work \
     AIRFLOW__CORE__LOAD_EXAMPLES=False
 
 USER root
-RUN apt-get update && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 curl \
+# g++: torch.compile's C++ and Triton launchers (train.compile, predict.compile)
+RUN apt-get update && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 curl g++ \
     && rm -rf /var/lib/apt/lists/* \
     && mkdir -p /opt/cellseg/work /opt/airflow/auth \
     && chown -R airflow: /opt/cellseg /opt/airflow/auth
