@@ -320,7 +320,7 @@ class PredictConfig:
     # (`postprocess.min_relative_intensity`, chosen on the validation fields); 0 keeps them all
     min_relative_intensity: float | None = _rule(None, min=0.0, max=1.0, exclusive_max=True)
     # torch.compile the network on a CPU (pipeline/segment/compiled.py): each pass about a fifth
-    # shorter after about 20 s of compiling per field size, so for folders of many fields
+    # shorter after about 13 s of compiling per field size, so for folders of many fields
     compile: bool = False
 
 

@@ -6,7 +6,7 @@ close to the cores' bf16 rate; what inductor adds is the rest fused around them 
 residual sums in one pass, weights prepacked as constants). On the project's 2-core AMD EPYC a
 resnet18 U-Net pass on a 1056x1408 field took 0.43-0.45 s compiled against 0.53-0.56 s eagerly
 (benchmarks/predict_speed.py --compile on|off, docs/experiments.md), after a compile of about
-20 s per process and input shape (7 s with inductor's on-disk cache warm). So it pays only for
+13 s per process and input shape (4-5 s with inductor's on-disk cache warm). So it pays only for
 a folder of many same-sized fields, and it is off by default. Kernels for dynamic shapes ran
 slower than eager here, so each shape gets its own static graph, up to `Compiled.keep` shapes.
 """
