@@ -40,6 +40,7 @@ class Compiled(torch.nn.Module):
         # layout on each call, and each change would start the compiled graphs over
         self.net = net.to(memory_format=torch.channels_last)
         self.keep, self.failed = keep, False
+        self.train(net.training)  # in `net`'s mode: an eval-mode network is compiled as it is
         self._start()
 
     def _start(self) -> None:

@@ -43,6 +43,7 @@ class Replayed(torch.nn.Module):
         if keep < 1 or after < 1:
             raise ValueError(f"keep and after must be at least 1, got keep={keep} after={after}")
         self.net, self.keep, self.after = net, keep, after
+        self.train(net.training)  # in `net`'s mode: an eval-mode network is recorded as it is
         self._graphs: OrderedDict[tuple, _Graph] = OrderedDict()
         self._seen: Counter[tuple] = Counter()
         self._failed: set[tuple] = set()

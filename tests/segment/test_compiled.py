@@ -50,12 +50,23 @@ def test_compiled_maps_equal_the_eager_ones_and_shapes_past_the_limit_run_eagerl
 def test_training_gradients_and_other_devices_run_the_network_as_it_is(caplog):
     net = small_net()
     x = torch.rand(1, 1, 16, 16)
+    fast = Compiled(net)
     with caplog.at_level(logging.INFO, logger="pipeline.segment.compiled"):
-        out = Compiled(net)(x)  # gradients on: the network itself
+        out = fast(x)  # gradients on: the network itself
         assert out.requires_grad and torch.equal(out, net(x))
+        with torch.no_grad():
+            fast.train()  # training: the network itself
+            assert torch.equal(fast(x), net(x)) and net.training
         assert compiled(net, torch.device("cuda"), True) is net  # a GPU replays CUDA graphs
         assert compiled(net, CPU, False) is net
     assert not [r for r in caplog.records if r.getMessage().startswith("compiling")]
+    caplog.clear()
+    fast = Compiled(net.eval())  # in the network's mode: compiled without network_maps' eval()
+    with torch.no_grad(), caplog.at_level(logging.INFO, logger="pipeline.segment.compiled"):
+        assert not fast.training and torch.allclose(fast(x), net(x), atol=1e-6)
+    assert [r.getMessage() for r in caplog.records if r.name == "pipeline.segment.compiled"] == [
+        "compiling the network for input (1, 1, 16, 16) (once per shape)"
+    ]
     with pytest.raises(ValueError, match="keep must be at least 1, got 0"):
         Compiled(net, keep=0)
 
