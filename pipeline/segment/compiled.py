@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 class Compiled(torch.nn.Module):
     """`net` (eval mode, no gradients, a CPU input) through torch.compile (inductor, weights
-    frozen into the graph, a static graph per input shape and autocast state). The first `keep`
+    frozen into the graph, a static graph per input shape and autocast state; a batch runs one
+    sample at a time, so a field's tiles need one graph whatever their number). The first `keep`
     shapes are compiled; later new shapes run `net` as it is, as does anything else (training,
     gradients, a GPU input) and every call after a compile failed (a warning says why: no C++
     compiler, for instance). (B, C, H, W) in, `net`'s output out.
@@ -53,6 +54,9 @@ class Compiled(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training or torch.is_grad_enabled() or x.is_cuda or self.failed:
             return self.net(x)
+        if len(x) > 1:  # one sample at a time: a field's last batch of tiles is often short,
+            # and every batch size would be a shape to compile
+            return torch.cat([self(x[i : i + 1]) for i in range(len(x))])
         key = (tuple(x.shape), x.stride(), x.dtype, *_autocast_state())
         if key not in self._shapes:
             if len(self._shapes) >= self.keep:

@@ -39,9 +39,12 @@ def test_compiled_maps_equal_the_eager_ones_and_shapes_past_the_limit_run_eagerl
                 np.testing.assert_allclose(
                     maps(fast, image, flips), maps(net, image, flips), rtol=1e-5, atol=1e-6
                 )
+        batch = torch.rand(3, 1, 64, 96)  # a batch of tiles: one sample at a time, compiled
+        with torch.no_grad():
+            torch.testing.assert_close(fast(batch), net(batch), rtol=1e-5, atol=1e-6)
     said = [r.getMessage() for r in caplog.records]
     compiling = [m for m in said if m.startswith("compiling")]
-    assert len(compiling) == 2, said  # one per shape, not per call
+    assert len(compiling) == 2, said  # one per shape, not per call or batch size
     assert any("(1, 1, 32, 32): 2 shapes compiled already, run eagerly" in m for m in said), said
     assert not fast.failed
     assert [f"net.{k}" for k in net.state_dict()] == list(fast.state_dict())  # each weight once
