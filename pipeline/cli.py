@@ -164,6 +164,7 @@ def _config(args: argparse.Namespace):
 
 def _predict(args: argparse.Namespace) -> dict:
     from pipeline.registry.commands import model_for_predict
+    from pipeline.segment.batch import folder_options
     from pipeline.segment.inference import predict_folder
 
     cfg = _config(args)
@@ -178,10 +179,7 @@ def _predict(args: argparse.Namespace) -> dict:
             args.out,
             p.pixel_size_um,
             diameter,
-            workers=p.workers,
-            flip_tta=p.flip_tta,
-            min_relative_intensity=p.min_relative_intensity,
-            compile=p.compile,
+            **folder_options(p),
         )
         return {"model": args.model or "production", "written": written}
 

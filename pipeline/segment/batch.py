@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.config.sections import PredictConfig
 from pipeline.conventions import Record, now
 from pipeline.errors import DataError
 from pipeline.io import atomic_path, read_tif, sha256_file, write_labels
@@ -175,6 +176,13 @@ def segment_folder(
     result.seconds = {k: round(v, 3) for k, v in clock.items()}
     result.table = str(_update_table(out, rows))
     return result
+
+
+def folder_options(predict: PredictConfig) -> dict:
+    """The ``predict`` settings `segment_folder` (and `inference.predict_folder`) takes as they
+    are, by keyword: one place for the CLI and the DAG to pass them from."""
+    keys = ("workers", "flip_tta", "min_relative_intensity", "compile")
+    return {k: getattr(predict, k) for k in keys}
 
 
 def prepare_image(

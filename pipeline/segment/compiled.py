@@ -17,6 +17,8 @@ import logging
 
 import torch
 
+from pipeline.segment.graphs import autocast_state
+
 log = logging.getLogger(__name__)
 
 
@@ -57,7 +59,7 @@ class Compiled(torch.nn.Module):
         if len(x) > 1:  # one sample at a time: a field's last batch of tiles is often short,
             # and every batch size would be a shape to compile
             return torch.cat([self(x[i : i + 1]) for i in range(len(x))])
-        key = (tuple(x.shape), x.stride(), x.dtype, *_autocast_state())
+        key = (tuple(x.shape), x.stride(), x.dtype, *autocast_state("cpu"))
         if key not in self._shapes:
             if len(self._shapes) >= self.keep:
                 log.debug("input %s: %d shapes compiled already, run eagerly", key[0], self.keep)
@@ -80,10 +82,6 @@ class Compiled(torch.nn.Module):
         out = super()._apply(fn, recurse)
         self._start()  # the frozen graphs hold the parameters' old values
         return out
-
-
-def _autocast_state() -> tuple[bool, torch.dtype]:
-    return torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
 
 
 def compiled(model: torch.nn.Module, device: torch.device, enabled: bool) -> torch.nn.Module:

@@ -51,7 +51,7 @@ class Replayed(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training or torch.is_grad_enabled() or not x.is_cuda:
             return self.net(x)
-        key = (tuple(x.shape), x.stride(), x.dtype, x.device, *_autocast_state())
+        key = (tuple(x.shape), x.stride(), x.dtype, x.device, *autocast_state())
         graph = self._graphs.get(key)
         if graph is None:
             self._seen[key] += 1
@@ -95,14 +95,16 @@ class Replayed(torch.nn.Module):
         return super()._apply(fn, recurse)
 
 
-def _autocast_state() -> tuple[bool, torch.dtype]:
-    return torch.is_autocast_enabled("cuda"), torch.get_autocast_dtype("cuda")
+def autocast_state(device_type: str = "cuda") -> tuple[bool, torch.dtype]:
+    """Whether autocast is on for `device_type`, and its dtype: part of what a recorded (or
+    compiled, `pipeline.segment.compiled`) network's input must match."""
+    return torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
 
 
 def _no_cast_cache() -> torch.autocast:
     """The autocast in force, without its cache of cast weights: a cast cached during
     recording would be freed when the autocast ends, under the graph's feet."""
-    enabled, dtype = _autocast_state()
+    enabled, dtype = autocast_state()
     return torch.autocast("cuda", dtype=dtype, enabled=enabled, cache_enabled=False)
 
 

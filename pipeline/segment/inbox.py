@@ -8,7 +8,12 @@ import logging
 from pathlib import Path
 
 from pipeline.io import atomic_path
-from pipeline.segment.batch import IMAGE_SUFFIXES, SegmentResult, segment_folder
+from pipeline.segment.batch import (
+    IMAGE_SUFFIXES,
+    SegmentResult,
+    folder_options,
+    segment_folder,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +54,7 @@ def segment_new_images(params: dict) -> dict:
             p.pixel_size_um,
             p.object_diameter,
             once=True,
-            workers=p.workers,
-            flip_tta=p.flip_tta,
-            min_relative_intensity=p.min_relative_intensity,
-            compile=p.compile,
+            **folder_options(p),
         ).to_dict()
 
 
