@@ -2,7 +2,7 @@
 
     python benchmarks/predict_speed.py [--model MODEL_FOLDER] [--image TIF] [--size 1040 1388]
         [--fields 3] [--serial N] [--encoder resnet18] [--workers -1] [--flip-tta card|on|off]
-        [--compile off|on]
+        [--compile off|on] [--images-per-step N]
 
 Fields are a real frame (--image; default: the first GOWT1 frame in ../shared when present)
 mirrored out to --size, or noise without one. Without --model a resnet18 network with the
@@ -18,7 +18,9 @@ for workers' prepared images: the GPU figure (`--size 1024 1024 --encoder resnet
 `--flip-tta on|off` overrides the card's flip test-time augmentation (four network passes), as
 `cellseg predict --set predict.flip_tta=...` does. `--compile on` runs the network through
 torch.compile on a CPU (`predict.compile`); the first field's network step, which compiles, is
-printed apart (the warm-up pass is never in the figures).
+printed apart (the warm-up pass is never in the figures). `--images-per-step` sets how many
+fields of one size go through the network together (`predict.images_per_step`; 0: 8 on a GPU, 1
+on a CPU); on a GPU the network step alone is also timed for 8 fields in one batch.
 """
 
 from __future__ import annotations
@@ -38,15 +40,17 @@ import torch
 from pipeline.io import read_tif, sha256_file, write_labels
 from pipeline.preprocess.samples import normalise
 from pipeline.segment.artifact import load_model, save_model
-from pipeline.segment.batch import default_workers, first_view, segment_folder
+from pipeline.segment.batch import first_view, segment_folder
 from pipeline.segment.card import OUTPUTS, ModelCard
 from pipeline.segment.compiled import compiled
 from pipeline.segment.fields import as_chw, image_objects
 from pipeline.segment.graphs import replayed
-from pipeline.segment.inference import card_maps
+from pipeline.segment.inference import batch_key, card_maps, card_maps_batch
 from pipeline.segment.measure import measure, overlay_png
 from pipeline.segment.network import build_model, for_inference, resolve_device
 from pipeline.segment.postprocess import to_instances
+from pipeline.segment.steps import default_images_per_step
+from pipeline.segment.workers import default_workers
 
 SHARED = Path(os.environ.get("CELLSEG_SHARED", Path(__file__).parents[2] / "shared")) / "data"
 FRAME = SHARED / "ctc" / "Fluo-N2DH-GOWT1" / "02" / "t000.tif"
@@ -66,10 +70,14 @@ def fields(path: Path | None, channels: int, size: tuple[int, int], n: int) -> l
     return [np.repeat(big[None, i : i + h, i : i + w], channels, axis=0) for i in range(n)]
 
 
-def graphs_check(model, state: dict, device: torch.device, card: ModelCard, n: int = 20) -> str:
+def graphs_check(
+    model, state: dict, device: torch.device, card: ModelCard, n: int = 20, per_step: int = 8
+) -> str:
     """The network step of one field (`state`: the serial loop's) run eagerly and replayed as
     CUDA graphs (`segment_folder`'s way on a GPU), cores idle: ms per field, mean of `n` after
-    three warm-up calls, and whether the graphs' maps equal the eager ones exactly."""
+    three warm-up calls, and whether the graphs' maps equal the eager ones exactly; then
+    replayed for `per_step` copies of the field in one batch (`card_maps_batch`), ms per field
+    and the largest difference from the one-field maps."""
     run = {"objects": state["objects"], "raw": state["raw"]}
     want = card_maps(model, state["image"], device, card, **run)
     ms, same = {}, True
@@ -80,8 +88,21 @@ def graphs_check(model, state: dict, device: torch.device, card: ModelCard, n: i
         for _ in range(n):
             same &= np.array_equal(card_maps(net, state["image"], device, card, **run), want)
         ms[name] = 1e3 * (time.perf_counter() - t) / n
+    images, objects = [state["image"]] * per_step, [state["objects"]] * per_step
+    if batch_key(state["image"].shape, card, state["objects"]) is not None:
+        net = replayed(model, device)
+        for _ in range(3):
+            card_maps_batch(net, images, device, card, objects)
+        t = time.perf_counter()
+        for _ in range(n):
+            maps = card_maps_batch(net, images, device, card, objects)
+        ms[f"CUDA graphs, {per_step} in one batch"] = 1e3 * (time.perf_counter() - t) / n / per_step
+        apart = max(float(np.abs(m - want).max()) for m in maps)
     times = ", ".join(f"{k} {v:.2f} ms" for k, v in ms.items())
-    return f"the network step alone ({n} calls each): {times}; the maps equal: {same}"
+    return (
+        f"the network step alone, per field ({n} calls each): {times}; the maps equal: {same}"
+        f"{f'; batched maps at most {apart:.2g} from one field' if len(ms) > 2 else ''}"
+    )
 
 
 def main() -> None:
@@ -96,6 +117,7 @@ def main() -> None:
     parser.add_argument("--serial", type=int, help="fields timed part by part (default all)")
     parser.add_argument("--flip-tta", choices=sorted(FLIPS), default="card")
     parser.add_argument("--compile", choices=("off", "on"), default="off")
+    parser.add_argument("--images-per-step", type=int, default=0, help="0: 8 on a GPU, 1 on a CPU")
     args = parser.parse_args()
     device = resolve_device(args.device)
     work = Path(tempfile.mkdtemp(prefix="cellseg-speed-"))
@@ -164,13 +186,16 @@ def main() -> None:
         t = time.perf_counter()
         out = work / f"out-{name}"  # not the fields folder: outputs apart from the inputs
         run = {"workers": args.workers, "flip_tta": flip, "compile": compile_on}
+        run["images_per_step"] = args.images_per_step
         done = segment_folder(model_dir, images, out, **run)
         runs[name] = (len(done.segmented), time.perf_counter() - t)
     split = ", ".join(f"{k} {v:.2f} s" for k, v in done.seconds.items())
     (n, seconds), (n0, seconds0) = runs["all"], runs["few"]
     steady = (n - n0) / (seconds - seconds0) if n > n0 and seconds > seconds0 else float("nan")
     print(
-        f"segment_folder on {n} fields, {workers} post-processing workers: {seconds:.2f} s, "
+        f"segment_folder on {n} fields, {workers} post-processing workers, "
+        f"{args.images_per_step or default_images_per_step(device)} images per network step: "
+        f"{seconds:.2f} s, "
         f"{n / seconds:.2f} images/s (model load and workers' start included; {n0} fields: "
         f"{seconds0:.2f} s); past the first {n0}: {steady:.2f} images/s; the network's "
         f"process: {split}"

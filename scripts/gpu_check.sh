@@ -13,7 +13,8 @@
 # give the share of time spent waiting for data; end-to-end `predict` with that model in images/s
 # at 1024x1024 on real frames (benchmarks/postprocess_speed.py: one core's CPU work per image;
 # benchmarks/handoff_speed.py: what passing arrays between processes costs; predict_speed.py:
-# each part of one image, then the folder through segment_folder); the network alone
+# each part of one image, the network step alone eagerly, replayed and replayed 8 fields at a
+# time, then the folder through segment_folder, 8 fields per network step and 1); the network alone
 # (benchmarks/network_speed.py: eager fp32 one image at a time, eager bf16 channels-last
 # batches of 32, folded eager and + torch.compile).
 # Everything goes to stdout and, when $OUT is set, to $OUT/gpu_check.log. Measured on an H200
@@ -106,6 +107,9 @@ PY
         echo "== end to end predict: that model on a real HeLa frame mirrored to 1024x1024"
         python3 benchmarks/predict_speed.py "${frame[@]}" --fields "${GPU_CHECK_FIELDS:-600}" \
             --serial 10 --flip-tta off
+        echo "== the same one field per network step (the default before predict.images_per_step)"
+        python3 benchmarks/predict_speed.py "${frame[@]}" --fields "${GPU_CHECK_FIELDS:-600}" \
+            --serial 1 --flip-tta off --images-per-step 1
         echo "== the same with 22 post-processing workers (more than cores: do they wait on files?)"
         python3 benchmarks/predict_speed.py "${frame[@]}" --fields "${GPU_CHECK_FIELDS:-600}" \
             --serial 1 --flip-tta off --workers 22

@@ -322,6 +322,9 @@ class PredictConfig:
     # torch.compile the network on a CPU (pipeline/segment/compiled.py): each pass about a fifth
     # shorter after about 13 s of compiling per field size, so for folders of many fields
     compile: bool = False
+    # consecutive images of one size that go through the network as one batch
+    # (pipeline/segment/steps.py); 0: 8 on a GPU, 1 on a CPU (where one field fills the cores)
+    images_per_step: int = _rule(0, min=0)
 
 
 @dataclass

@@ -20,14 +20,11 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
-import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,14 +35,15 @@ from pipeline.config.sections import PredictConfig
 from pipeline.conventions import Record, now
 from pipeline.errors import DataError
 from pipeline.io import atomic_path, read_tif, sha256_file, write_labels
+from pipeline.segment import steps
 from pipeline.segment.card import ModelCard
 from pipeline.segment.handoff import Handoff, Parcel, Slots, discard, handoff, load, take
+from pipeline.segment.workers import default_workers, processes, submit
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".tif", ".tiff")
 DONE = ".done"
 STALE_CLAIM_S = 3600  # a claim this old with no result: its run died; claim it again
-WORKER_NICE = 10  # post-processing workers yield the cores to the network's process
 
 
 @dataclass
@@ -96,6 +94,7 @@ def segment_folder(
     flip_tta: bool | None = None,
     min_relative_intensity: float | None = None,
     compile: bool = False,
+    images_per_step: int = 0,
 ) -> SegmentResult:
     """Segment every .tif in `images` ((H, W) or (C, H, W), C = the model's channels) into
     `out_dir` (layout in the module docstring). `pixel_size_um` (else the TIF's own
@@ -114,11 +113,13 @@ def segment_folder(
     images itself. `flip_tta` (None: the
     card's ``postprocess.flip_tta``) switches flip test-time augmentation on or off;
     `min_relative_intensity` (None: the card's) sets the faint objects' cut (0: keep them);
-    `compile` runs the network through torch.compile on a CPU (`pipeline.segment.compiled`)."""
+    `compile` runs the network through torch.compile on a CPU (`pipeline.segment.compiled`);
+    `images_per_step` (0: `default_images_per_step`) is how many consecutive images of one
+    size go through the network together (`inference.card_maps_batch`)."""
     from pipeline.segment.artifact import load_model, model_id, read_card
     from pipeline.segment.compiled import compiled
     from pipeline.segment.graphs import replayed
-    from pipeline.segment.inference import card_maps
+    from pipeline.segment.inference import card_maps, card_maps_batch
     from pipeline.segment.network import for_inference, resolve_device
 
     paths = list_images(images)
@@ -129,7 +130,11 @@ def segment_folder(
     device = resolve_device("auto")
     read_card(model_dir)  # a model folder without a readable card stops before workers start
     workers = default_workers(device) if workers < 0 else workers
-    with _pool(workers if len(paths) > 1 else 0) as pool, handoff(pool is not None) as parcels:
+    per_step = images_per_step or steps.default_images_per_step(device)
+    with (
+        processes(workers if len(paths) > 1 else 0) as pool,
+        handoff(pool is not None) as parcels,
+    ):
         model, card = load_model(model_dir, device)  # while the workers start
         card = card.for_prediction(flip_tta, min_relative_intensity)
         model = for_inference(model)  # on a GPU as CUDA graphs per image size, or compiled
@@ -143,28 +148,33 @@ def segment_folder(
         waits = ("waiting for finished images",) if pool else ()
         clock = dict.fromkeys(("network", prep, hand, *waits), 0.0)
         slots = Slots(parcels, keep=2 * workers + 2)  # the maps' files: as many as in flight
-        todo, ready, pending = deque(paths), deque(), deque()
-        while todo or ready:
+        pending: deque[tuple[Future, Parcel]] = deque()
+        jobs = (card, object_diameter, pixel_size_um, parcels)
+        made = steps.prepared(paths, lambda p: submit(pool, prepare_image, p, *jobs), workers)
+        fresh = _unclaimed(made, out, result) if once else made
+        groups = steps.steps(fresh, per_step, lambda p: steps.step_key(p, card, per_step))
+        while True:
             t = time.perf_counter()
-            while todo and len(ready) <= workers:  # read ahead: one image per worker
-                job = (todo.popleft(), card, object_diameter, pixel_size_um, parcels)
-                ready.append(_submit(pool, prepare_image, *job))
-            path, digest, raw, image, objects, size = ready.popleft().result()
+            group = next(groups, None)
             clock[prep] += time.perf_counter() - t
-            if once and not _claim(out, digest, path):
-                result.skipped.append(str(path))
-                discard(raw)
-                discard(image)
-                continue
+            if group is None:
+                break
             t = time.perf_counter()
-            raw_now = None if objects else load(raw)  # read only to measure the objects
-            image_now = load(image)
-            into = slots.array((len(card.outputs), *image_now.shape[1:]), np.float32)
-            card_maps(model, image_now, device, card, objects=objects, raw=raw_now, out=into)
+            k = len(card.outputs)
+            intos = [slots.array((k, *p.array.shape[1:]), np.float32) for p in group]
+            images, objects = [p.array for p in group], [p.objects for p in group]
+            if len(group) == 1:  # alone: its objects may still need measuring (card_maps)
+                raw_now = None if objects[0] else load(group[0].raw)  # read only for that
+                card_maps(
+                    model, images[0], device, card, objects=objects[0], raw=raw_now, out=intos[0]
+                )
+            else:
+                card_maps_batch(model, images, device, card, objects, outs=intos)
             clock["network"] += (t1 := time.perf_counter()) - t
-            ids, maps = {"sha256": digest, "model_id": mid}, slots.parcel(into)
-            job = (out, path, raw, image, maps, card, size, ids, once)
-            pending.append((_submit(pool, finish_image, *job), maps))
+            for p, into in zip(group, intos, strict=True):
+                ids, maps = {"sha256": p.digest, "model_id": mid}, slots.parcel(into)
+                job = (out, p.path, p.raw, p.image, maps, card, p.size, ids, once)
+                pending.append((submit(pool, finish_image, *job), maps))
             clock[hand] += (t := time.perf_counter()) - t1
             while pending and (len(pending) > 2 * workers or pending[0][0].done()):
                 rows.append(_collect(*pending.popleft(), result, slots))  # bounded, in order
@@ -181,8 +191,20 @@ def segment_folder(
 def folder_options(predict: PredictConfig) -> dict:
     """The ``predict`` settings `segment_folder` (and `inference.predict_folder`) takes as they
     are, by keyword: one place for the CLI and the DAG to pass them from."""
-    keys = ("workers", "flip_tta", "min_relative_intensity", "compile")
+    keys = ("workers", "flip_tta", "min_relative_intensity", "compile", "images_per_step")
     return {k: getattr(predict, k) for k in keys}
+
+
+def _unclaimed(prepared: Iterator, out: Path, result: SegmentResult) -> Iterator:
+    """The images of `prepared` this run claims (`_claim`); those segmented before go to
+    `result.skipped`, their parcels discarded."""
+    for p in prepared:
+        if _claim(out, p.digest, p.path):
+            yield p
+        else:
+            result.skipped.append(str(p.path))
+            discard(p.raw)
+            discard(p.image)
 
 
 def prepare_image(
@@ -206,12 +228,6 @@ def prepare_image(
     objects = object_diameter or image_objects(image, card, raw)
     size = pixel_size_um or pixel_size_from_tif(path)
     return path, digest, parcels.put(raw), parcels.put(image), objects, size
-
-
-def default_workers(device) -> int:
-    """Post-processing processes for `segment_folder`: on a GPU one per CPU core but one (the
-    network's feeder); on a CPU none, as the network already keeps every core busy."""
-    return max(1, (os.cpu_count() or 1) - 1) if device.type == "cuda" else 0
 
 
 def finish_image(
@@ -262,71 +278,6 @@ def first_view(image: np.ndarray, card: ModelCard) -> np.ndarray | None:
     from pipeline.preprocess.samples import measures_on_percentiles
 
     return image[0] if measures_on_percentiles(card.normalisation) else None
-
-
-@contextmanager
-def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
-    """`workers` fresh processes (spawned: no copy of the parent's threads or GPU state), each
-    on one thread (`workers` of them already share the cores), or None for 0. Meanwhile this
-    process's torch threads are cut to the cores the workers leave: with more threads than free
-    cores each of its parallel operations waits for a busy core (a near-free network took 46 ms
-    an image instead of 5.6 beside one busy worker on 2 cores)."""
-    if workers <= 0:
-        yield None
-        return
-    import torch
-
-    threads = torch.get_num_threads()
-    spawn = multiprocessing.get_context("spawn")
-    try:
-        torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - workers)))
-        with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_worker_start) as pool:
-            with _main_script_hidden():  # each submit starts a worker while none is idle
-                for _ in range(workers):
-                    pool.submit(os.getpid)
-            yield pool
-    finally:
-        torch.set_num_threads(threads)
-
-
-@contextmanager
-def _main_script_hidden() -> Iterator[None]:
-    """Processes spawned inside do not run this process's main script again (spawn imports it
-    in each child, for functions defined there): the workers run `pipeline` functions alone, and
-    an Airflow task's or a benchmark's main script imports torch and more, seconds per worker."""
-    main = sys.modules["__main__"]
-    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
-    main.__dict__.pop("__file__", None)
-    main.__spec__ = None
-    try:
-        yield
-    finally:
-        main.__dict__.pop("__spec__", None)
-        main.__dict__.update(saved)
-
-
-def _worker_start() -> None:
-    """A worker's start: one thread for OpenCV and for torch (imported only if a field needs it:
-    `pipeline.segment.fields` does not), and a lower priority than the network's process
-    (WORKER_NICE), which feeds the GPU one image at a time and so sets the pace: among workers
-    that keep every core busy it waits for a core at each step (on an H200's 16 cores beside 15
-    workers its network step took 11-14 ms an image, 6-9 with the cores idle; how much of that
-    the priority wins back was not measured apart)."""
-    import cv2
-
-    os.nice(WORKER_NICE)
-    os.environ["OMP_NUM_THREADS"] = "1"  # read by torch when it is imported
-    if "torch" in sys.modules:  # imported already: by a main script spawn ran again here
-        sys.modules["torch"].set_num_threads(1)
-    cv2.setNumThreads(1)  # OpenCV's filters (pipeline.segment.filters)
-
-
-def _submit(pool: ProcessPoolExecutor | None, fn: Callable, *args) -> Future:
-    if pool is not None:
-        return pool.submit(fn, *args)
-    done: Future = Future()
-    done.set_result(fn(*args))  # inline: an error is raised here, at once
-    return done
 
 
 def _collect(job: Future, maps: Parcel, result: SegmentResult, slots: Slots) -> dict:

@@ -83,18 +83,26 @@ def predict_maps(
         if not objects:
             maps = network_maps(model, image, device, post, precision, batch)
             objects = foreground_diameter(foreground(maps[0], post))
-    factor = rescale_factor(objects, diameter)
-    if factor != 1.0:
-        _, h, w = image.shape
-        size = (max(32, round(h * factor)), max(32, round(w * factor)))
-        log.debug("objects of %.1f px, trained at %.1f: x%.2f", objects, diameter, factor)
+    size = network_size(image.shape[1:], objects, diameter)
+    if size is not None:
+        log.debug("objects of %.1f px, trained at %.1f: seen at %s", objects, diameter, size)
         return network_maps(model, image, device, post, precision, batch, size, out)
     if maps is None:
         return network_maps(model, image, device, post, precision, batch, out=out)
     return maps if out is None else written(torch.from_numpy(maps), out)
 
 
-@torch.no_grad()
+def network_size(shape: tuple[int, ...], objects: float, diameter: float) -> tuple[int, int] | None:
+    """The (h, w) the network sees a field of (H, W) `shape` at when its objects are `objects`
+    px across and the network was trained at `diameter` px (`scale.rescale_factor`; either 0:
+    unknown); None: as it is."""
+    factor = rescale_factor(objects, diameter)
+    if factor == 1.0:
+        return None
+    h, w = shape
+    return max(32, round(h * factor)), max(32, round(w * factor))
+
+
 def network_maps(
     model: torch.nn.Module,
     image: np.ndarray,
@@ -105,19 +113,43 @@ def network_maps(
     size: tuple[int, int] | None = None,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(C, H, W) float32 normalised image -> (K, H, W) float32 output probabilities. With
-    `size`, the network sees the image resized to that (h, w) and the maps are resized back
-    (`scale.resize_tensor`), both on `device`: a GPU machine's CPU is left to the workers.
-    With `out`, a (K, H, W) float32 array (a handoff slot: `handoff.Slots.array`), the maps are
-    copied from the device straight into it and it is returned: no new host array, no copy.
+    """(C, H, W) float32 normalised image -> (K, H, W) float32 output probabilities: one
+    image's `network_batch`, written into `out` when given."""
+    if image.ndim != 3:
+        raise ValueError(f"expected a (C, H, W) image, got shape {image.shape}")
+    outs = None if out is None else [out]
+    return network_batch(model, [image], device, post, precision, batch, size, outs)[0]
+
+
+@torch.no_grad()
+def network_batch(
+    model: torch.nn.Module,
+    images: list[np.ndarray],
+    device: torch.device,
+    post: PostprocessConfig,
+    precision: str = "auto",
+    batch: int = 4,
+    size: tuple[int, int] | None = None,
+    outs: list[np.ndarray] | None = None,
+) -> list[np.ndarray]:
+    """N (C, H, W) float32 normalised images of one shape -> N (K, H, W) float32 output
+    probabilities, from one batch through the network (on a GPU one transfer and one launch,
+    or replay, for all N: `card_maps_batch`). With `size`, the network sees the images
+    resized to that (h, w) and the maps are resized back (`scale.resize_tensor`), both on
+    `device`: a GPU machine's CPU is left to the workers. With `outs`, N (K, H, W) float32
+    arrays (handoff slots: `handoff.Slots.array`), each image's maps are copied from the device
+    straight into its own and they are returned: no new host array, no copy.
 
     Images of up to one tile's area (``post.tile_size`` squared) run whole, padded to a
     multiple of 32 (cheapest: no overlap); larger ones as overlapping tiles, `batch` at a time,
     blended with Gaussian weights (MONAI's sliding-window inference), so memory stays bounded
     for any field size.
     """
-    if image.ndim != 3:
-        raise ValueError(f"expected a (C, H, W) image, got shape {image.shape}")
+    shapes = {im.shape for im in images}
+    if not images or len(shapes) > 1 or len(next(iter(shapes))) != 3:
+        raise ValueError(f"expected (C, H, W) images of one shape, got shapes {sorted(shapes)}")
+    if outs is not None and len(outs) != len(images):
+        raise ValueError(f"{len(images)} images but {len(outs)} arrays to write their maps into")
     was_training = model.training
     cast = autocast(device, precision, inference=True)
     # channels-last (NHWC) suits both cuDNN and oneDNN; the model is put back as it was. Each
@@ -127,7 +159,8 @@ def network_maps(
         model.eval()
     if not was_nhwc:
         model.to(memory_format=torch.channels_last)
-    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
+    arrays = [torch.from_numpy(np.ascontiguousarray(im, dtype=np.float32)) for im in images]
+    x = (arrays[0][None] if len(arrays) == 1 else torch.stack(arrays)).to(device)
     x = (x if size is None else resize_tensor(x, size)).contiguous(
         memory_format=torch.channels_last
     )
@@ -156,8 +189,10 @@ def network_maps(
     if not was_nhwc:
         model.to(memory_format=torch.contiguous_format)
     maps = torch.sigmoid(logits.float())
-    maps = (maps if size is None else resize_tensor(maps, image.shape[1:]))[0]
-    return maps.cpu().numpy() if out is None else written(maps, out)
+    maps = maps if size is None else resize_tensor(maps, images[0].shape[1:])
+    if outs is None:
+        return list(maps.cpu().numpy())
+    return [written(m, out) for m, out in zip(maps, outs, strict=True)]
 
 
 def written(maps: torch.Tensor, out: np.ndarray) -> np.ndarray:
@@ -223,6 +258,39 @@ def card_maps(
     )
 
 
+def batch_key(shape: tuple[int, ...], card: ModelCard, objects: float) -> tuple | None:
+    """What (C, H, W) fields must share to go through the network in one batch
+    (`card_maps_batch`): their `shape` and the size the network sees them at, from their
+    objects' diameter `objects` (px); None for a field whose objects are still to be measured
+    (`card_maps` does that, on it alone)."""
+    if card.diameter > 0 and not objects:
+        return None
+    return tuple(shape), network_size(shape[1:], objects, card.diameter)
+
+
+def card_maps_batch(
+    model: torch.nn.Module,
+    images: list[np.ndarray],
+    device: torch.device,
+    card: ModelCard,
+    objects: list[float],
+    precision: str = "auto",
+    outs: list[np.ndarray] | None = None,
+) -> list[np.ndarray]:
+    """`card_maps` of N (C, H, W) normalised fields with one `batch_key` (their objects'
+    diameters `objects`, px), as one batch through the network (`network_batch`): the same
+    maps, to float rounding, as one field at a time (`segment_folder` on a GPU)."""
+    keys = {batch_key(im.shape, card, o) for im, o in zip(images, objects, strict=True)}
+    if len(keys) != 1 or None in keys:
+        raise ValueError(
+            f"card_maps_batch needs fields of one shape, seen at one size, with their objects "
+            f"measured; got (shape, size) {sorted(map(str, keys))}: run them with card_maps"
+        )
+    size = keys.pop()[1]
+    post = card.postprocess
+    return network_batch(model, images, device, post, precision, size=size, outs=outs)
+
+
 def predict_labels(
     model: torch.nn.Module,
     image: np.ndarray,
@@ -249,12 +317,13 @@ def predict_folder(
     flip_tta: bool | None = None,
     min_relative_intensity: float | None = None,
     compile: bool = False,
+    images_per_step: int = 0,
 ) -> list[str]:
     """Segment every ``*.tif`` in `images` (each (H, W) or (C, H, W), C = model channels) into
     `out_dir`: labels, overlays and measurements (`pipeline.segment.batch`); returns the paths
     of the ``<stem>_labels.tif`` written. `object_diameter` as in `predict_labels`; `workers`:
-    post-processing processes, `flip_tta` and `min_relative_intensity` (None: the card's) and
-    `compile` as in `segment_folder`."""
+    post-processing processes, `flip_tta` and `min_relative_intensity` (None: the card's),
+    `compile` and `images_per_step` as in `segment_folder`."""
     from pipeline.segment.batch import segment_folder
 
     return segment_folder(
@@ -267,4 +336,5 @@ def predict_folder(
         flip_tta=flip_tta,
         min_relative_intensity=min_relative_intensity,
         compile=compile,
+        images_per_step=images_per_step,
     ).segmented

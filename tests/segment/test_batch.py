@@ -20,7 +20,7 @@ import torch
 from pipeline.errors import DataError
 from pipeline.evaluate.plots import PRED_COLOUR
 from pipeline.preprocess.samples import Sample, normalise
-from pipeline.segment import batch, handoff
+from pipeline.segment import batch, handoff, workers
 from pipeline.segment.artifact import load_model, save_model
 from pipeline.segment.batch import segment_folder
 from pipeline.segment.card import ModelCard
@@ -33,6 +33,7 @@ from pipeline.segment.network import build_model, for_inference
 def model(tmp_path_factory):
     card = ModelCard("resnet18", 2, ["foreground", "distance"], ["c1", "c5"], "cells", "c5", 1, 99)
     folder = tmp_path_factory.mktemp("m") / "model"
+    torch.manual_seed(0)  # the same weights whatever ran before in this process
     save_model(build_model(**card.arch), card, folder)
     return str(folder)
 
@@ -155,8 +156,8 @@ def test_worker_processes_write_what_one_process_writes(model, tmp_path, monkeyp
 
 
 def test_workers_yield_the_cores_to_the_networks_process():
-    with batch._pool(1) as pool:
-        assert pool.submit(os.nice, 0).result() == min(19, os.nice(0) + batch.WORKER_NICE)
+    with workers.processes(1) as pool:
+        assert pool.submit(os.nice, 0).result() == min(19, os.nice(0) + workers.WORKER_NICE)
 
 
 MAIN_SCRIPT = """
@@ -164,8 +165,8 @@ import os, sys
 with open(sys.argv[1], "a") as runs:
     runs.write(str(os.getpid()) + "\\n")  # each time this script runs, in any process
 if __name__ == "__main__":
-    from pipeline.segment import batch, handoff
-    with batch._pool(2) as pool:
+    from pipeline.segment import workers
+    with workers.processes(2) as pool:
         nap = "__import__('time').sleep(1) or __import__('os').getpid()"  # both busy at once
         pids = {job.result() for job in [pool.submit(eval, nap) for _ in range(2)]}
     print(len(pids), "__file__" in vars(sys.modules["__main__"]))
@@ -201,7 +202,7 @@ def test_workers_start_without_torch_and_give_it_one_thread_when_a_field_needs_i
         tifffile.imwrite(fields[name], rng.integers(0, 4000, shape, np.uint16))
     (tmp_path / "handoff").mkdir()
     parcels = batch.Handoff(str(tmp_path / "handoff"))  # not /dev/shm: a test beside checks it
-    with batch._pool(1) as pool:
+    with workers.processes(1) as pool:
         args = (card, 0.0, None, parcels)
         path, _, raw, image, objects, size = pool.submit(
             batch.prepare_image, fields["even"], *args
@@ -405,7 +406,15 @@ def test_the_faint_object_cut_can_be_switched_at_predict_time(model, tmp_path):
 
 
 @pytest.mark.slow  # a U-Net's compile: about 20 s on 2 cores
-def test_a_compiled_network_segments_a_folder_as_the_eager_one(model, tmp_path, caplog):
+def test_a_compiled_network_segments_a_folder_as_the_eager_one(tmp_path, caplog):
+    # an untrained network's probabilities sit near 0.5, where bf16 rounding flips pixels
+    # across the threshold; its head scaled up, they stand clear of it, as a trained one's do
+    card = ModelCard("resnet18", 2, ["foreground", "distance"], ["c1", "c5"], "cells", "c5", 1, 99)
+    torch.manual_seed(0)
+    net, model = build_model(**card.arch), str(tmp_path / "model")
+    with torch.no_grad():
+        net.segmentation_head[0].weight.mul_(30)
+    save_model(net, card, model)
     images = tmp_path / "in"
     images.mkdir()
     rng = np.random.default_rng(2)
@@ -420,3 +429,50 @@ def test_a_compiled_network_segments_a_folder_as_the_eager_one(model, tmp_path, 
         assert (tifffile.imread(one) == tifffile.imread(other)).mean() > 0.99, Path(one).name
     counts = [pd.read_csv(r.table)["n_objects"].tolist() for r in (eager, fast)]
     assert counts[0] == counts[1]
+
+
+def test_images_of_one_size_go_through_the_network_together(model, tmp_path, monkeypatch):
+    from pipeline.segment import inference
+
+    images = tmp_path / "in"
+    images.mkdir()
+    rng = np.random.default_rng(3)
+    for name in "abcdefg":  # d another size: steps of a-c, d, e-g (at most 3), then h alone
+        size = (2, 72, 96) if name == "d" else (2, 64, 80)
+        tifffile.imwrite(images / f"{name}.tif", rng.integers(0, 4000, size, np.uint16))
+    sizes = []  # each network step's images
+
+    def counted(model, images, *args, **kwargs):
+        sizes.append(len(images))
+        return network_batch(model, images, *args, **kwargs)
+
+    network_batch = inference.network_batch
+    monkeypatch.setattr(inference, "network_batch", counted)
+    one = segment_folder(model, images, tmp_path / "one", workers=0)
+    assert sizes == [1] * 7  # on a CPU one at a time by default
+    sizes.clear()
+    steps = segment_folder(model, images, tmp_path / "steps", workers=0, images_per_step=3)
+    assert sizes == [3, 1, 3]
+    for a, b in zip(one.segmented, steps.segmented, strict=True):
+        assert Path(a).name == Path(b).name  # in order
+        assert (tifffile.imread(a) == tifffile.imread(b)).mean() > 0.999, Path(a).name
+    counts = [pd.read_csv(r.table)["n_objects"].tolist() for r in (one, steps)]
+    assert counts[0] == counts[1]
+    # with workers, and images segmented before skipped inside a step: b and f
+    out = tmp_path / "once"
+    for name in "bf":
+        os.link(images / f"{name}.tif", tmp_path / f"{name}.tif")
+    (tmp_path / "first").mkdir()
+    for name in "bf":
+        os.replace(tmp_path / f"{name}.tif", tmp_path / "first" / f"{name}.tif")
+    segment_folder(model, tmp_path / "first", out, once=True, workers=0)
+    sizes.clear()
+    tifffile.imwrite(images / "h.tif", rng.integers(0, 4000, (2, 64, 80), np.uint16))
+    again = segment_folder(model, images, out, once=True, workers=2, images_per_step=3)
+    assert sizes == [2, 1, 3]  # a c | d | e g h
+    assert sorted(Path(p).name for p in again.skipped) == ["b.tif", "f.tif"]
+    assert [Path(p).name for p in again.segmented] == [f"{n}_labels.tif" for n in "acdegh"]
+    for name in "acdeg":
+        labels = tifffile.imread(out / f"{name}_labels.tif")
+        assert (labels == tifffile.imread(tmp_path / "one" / f"{name}_labels.tif")).mean() > 0.999
+    assert sorted(pd.read_csv(again.table)["image"]) == [f"{n}.tif" for n in "abcdefgh"]

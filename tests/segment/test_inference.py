@@ -6,7 +6,15 @@ import torch
 
 from pipeline.config import PostprocessConfig
 from pipeline.segment.card import OUTPUTS, ModelCard
-from pipeline.segment.inference import is_channels_last, predict_labels, predict_maps
+from pipeline.segment.inference import (
+    batch_key,
+    card_maps,
+    card_maps_batch,
+    is_channels_last,
+    network_batch,
+    predict_labels,
+    predict_maps,
+)
 from pipeline.segment.network import build_model, for_inference
 
 
@@ -90,3 +98,37 @@ def test_flip_tta_makes_the_output_flip_equivariant_and_leaves_a_pointwise_model
         predict_maps(pointwise, image, cpu, PostprocessConfig(), precision="fp32"),
         atol=1e-6,
     )
+
+
+@pytest.mark.parametrize("precision", ["fp32", "auto"])  # auto: bf16 where the CPU has it
+def test_fields_through_the_network_in_one_batch_get_each_fields_own_maps(precision):
+    torch.manual_seed(0)
+    model = for_inference(build_model("resnet18", in_channels=1, classes=2))
+    card = ModelCard("resnet18", 1, list(OUTPUTS[:2]), ["fluo"], "nuclei", "fluo", 1.0, 99.8)
+    card.diameter, cpu = 20.0, torch.device("cpu")
+    rng = np.random.default_rng(4)
+    images = [rng.random((1, 70, 90)).astype(np.float32) for _ in range(3)]
+    objects = [19.0, 22.0, 21.0]  # within the tolerance: all seen as they are
+    for flips in (False, True):
+        card.postprocess.flip_tta = flips
+        alone = [
+            card_maps(model, im, cpu, card, precision, objects=o)
+            for im, o in zip(images, objects, strict=True)
+        ]
+        intos = [np.full((2, 70, 90), np.nan, np.float32) for _ in images]
+        together = card_maps_batch(model, images, cpu, card, objects, precision, outs=intos)
+        assert all(got is into for got, into in zip(together, intos, strict=True))
+        for one, batched in zip(alone, together, strict=True):
+            np.testing.assert_allclose(batched, one, atol=1e-5 if precision == "fp32" else 1e-2)
+    shrunk = card_maps_batch(model, images[:2], cpu, card, [40.0, 40.0], precision)  # x0.5
+    for image, maps in zip(images[:2], shrunk, strict=True):
+        want = card_maps(model, image, cpu, card, precision, objects=40.0)
+        np.testing.assert_allclose(maps, want, atol=1e-5 if precision == "fp32" else 1e-2)
+    assert batch_key((1, 70, 90), card, 0.0) is None  # objects still to be measured: alone
+    assert batch_key((1, 70, 90), card, 40.0) == ((1, 70, 90), (35, 45))
+    with pytest.raises(ValueError, match=r"one shape.*\(1, 70, 90\).*\(35, 45\)"):
+        card_maps_batch(model, images[:2], cpu, card, [20.0, 40.0])  # seen at two sizes
+    with pytest.raises(ValueError, match="objects measured"):
+        card_maps_batch(model, images[:2], cpu, card, [20.0, 0.0])
+    with pytest.raises(ValueError, match=r"one shape, got shapes \[\(1, 70, 90\), \(1, 70, 91\)\]"):
+        network_batch(model, [images[0], np.zeros((1, 70, 91), np.float32)], cpu, card.postprocess)
