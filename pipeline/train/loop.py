@@ -48,6 +48,9 @@ class EpochResult:
     improved: bool  # best validation score (mean of the two) so far
     data_wait: float  # share of the epoch's time the loop waited for batches
     seconds: float
+    # mAP 0.5:0.95 of the network's own instances: reported, not in the score (None in
+    # checkpoints written before 2026-12-05)
+    val_map: float | None = None
 
     @property
     def score(self) -> float:
@@ -127,17 +130,16 @@ def validation_scores(
     card: ModelCard,
     precision: str,
     border_policy: str = "none",
-) -> tuple[float, float]:
-    """Mean foreground IoU and mean F1@0.5 of the network's own instances on the images, each
-    rescaled by its known object diameter in `sizes` (from its labels: the score is the
-    network's, not the size estimate's), scored under `border_policy` (margin 0)."""
-    ious, f1s = [], []
+) -> tuple[float, float, float]:
+    """Mean foreground IoU, F1@0.5 and mAP 0.5:0.95 of the network's own instances on the
+    images, each rescaled by its known object diameter in `sizes` (from its labels: the score
+    is the network's, not the size estimate's), scored under `border_policy` (margin 0)."""
+    scores = []
     for image, gt, size in zip(images, labels, sizes, strict=True):
         pred = to_instances(card_maps(model, image, device, card, precision, size), image, card)
-        scores = score_image(pred, gt, border_policy=border_policy)
-        ious.append(scores["fg_iou"])
-        f1s.append(scores["f1"])
-    return float(np.mean(ious)), float(np.mean(f1s))
+        scores.append(score_image(pred, gt, border_policy=border_policy))
+    iou, f1, ap = (float(np.mean([s[k] for s in scores])) for k in ("fg_iou", "f1", "map"))
+    return iou, f1, ap
 
 
 def train_seg(
@@ -226,11 +228,12 @@ def train_seg(
             losses.append(loss.item())
         del data  # ends this epoch's worker processes
 
-        iou, f1 = validation_scores(
+        iou, f1, ap = validation_scores(
             scored, *val, val_sizes, device, card, t.precision, edge_policy(unlabelled_edge)
         )
         seconds = time.perf_counter() - start
-        result = EpochResult(epoch, float(np.mean(losses)), iou, f1, False, wait / seconds, seconds)
+        mean_loss = float(np.mean(losses))
+        result = EpochResult(epoch, mean_loss, iou, f1, False, wait / seconds, seconds, ap)
         result.improved = result.score > state.best_score
         state.best_score = max(state.best_score, result.score)
         state.epochs_since_best = 0 if result.improved else state.epochs_since_best + 1
@@ -242,12 +245,14 @@ def train_seg(
         state.ema = ema.module.state_dict() if ema is not None else None
         state.history.append(result)
         log.info(
-            "epoch %d/%d  loss %.4f  val fg IoU %.4f  F1 %.4f  waited for data %.0f%%  %.1fs",
+            "epoch %d/%d  loss %.4f  val fg IoU %.4f  F1 %.4f  mAP %.4f  waited for data %.0f%%  "
+            "%.1fs",
             epoch + 1,
             t.epochs,
             result.train_loss,
             iou,
             f1,
+            ap,
             100 * result.data_wait,
             seconds,
         )

@@ -258,7 +258,7 @@ def train(
     with track(cfg, str(run.root), name=f"train-{run.run_id}", job_type="train") as tracker:
 
         def on_epoch(result: EpochResult, state: TrainState, scored: torch.nn.Module) -> None:
-            keys = ("train_loss", "val_fg_iou", "val_f1", "data_wait")
+            keys = ("train_loss", "val_fg_iou", "val_f1", "val_map", "data_wait")
             tracker.log({f"train/{k}": getattr(result, k) for k in keys}, step=result.epoch)
             _save_epoch(run, model, scored, card, identity, state, result.improved)
 

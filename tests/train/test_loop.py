@@ -165,6 +165,7 @@ def test_a_few_steps_reduce_the_loss_and_every_epoch_is_reported():
     losses = [e.train_loss for e in state.history]
     assert losses[-1] < losses[0], losses
     assert state.best is not None and 0 <= state.best.val_f1 <= 1
+    assert all(0 <= e.val_map <= e.val_f1 for e in state.history)  # mAP: F1's bar and higher
 
 
 def test_a_non_finite_loss_stops_training_with_a_clear_message():

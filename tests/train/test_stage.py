@@ -84,10 +84,16 @@ def test_a_killed_training_resumes_from_its_last_epoch(prepared, demo_root, tmp_
         [sys.executable, "-c", KILLER, *args], env=env, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == -9, proc.stderr[-3000:]  # really killed
-    assert torch.load(run.checkpoint, weights_only=True)["state"]["epoch"] == 0
+    ckpt = torch.load(run.checkpoint, weights_only=True)
+    assert ckpt["state"]["epoch"] == 0
+    for epoch in ckpt["state"]["history"]:  # as written before epochs recorded their val mAP
+        assert 0 <= epoch.pop("val_map") <= 1
+    torch.save(ckpt, run.checkpoint)
     result = train(prepared.uri, cfg, run, prepared.channels, "ds")
     assert result.resumed_from == 1 and result.epochs_run == 2
-    assert torch.load(run.checkpoint, weights_only=True)["state"]["epoch"] == 1
+    state = torch.load(run.checkpoint, weights_only=True)["state"]
+    assert state["epoch"] == 1
+    assert state["history"][0]["val_map"] is None and 0 <= state["history"][1]["val_map"] <= 1
     assert not (run.train / ".atomic").exists()  # no temporary checkpoint left behind
     # The same run folder with another setting or dataset is never resumed.
     other = make_cfg(tmp_path, **{**overrides, "train.lr": 0.01})
