@@ -101,21 +101,21 @@ def segment_folder(
     resolution) puts areas and centroids in µm too; `object_diameter` (px, 0: measured per
     image) is the objects' size the network's input is rescaled from.
 
-    The network runs here, one image after another; `workers` processes read, checksum,
-    normalise and measure the next images meanwhile (`prepare_image`) and cut the instances,
-    measure them and write the outputs of the ones done (`finish_image`), so on a GPU the
-    network is fed while the CPU work of many images runs at once (-1: `default_workers`; 0:
-    all here, in turn); the arrays pass between the processes as files in a RAM folder
-    (`pipeline.segment.handoff`). Results and images.csv are the same either way; the
-    result's ``seconds`` say how long this process ran the network, waited for prepared
-    images (a GPU fed too slowly waits), handed arrays off and waited for workers to finish
-    images (they are short of cores); without workers, how long it prepared and finished
-    images itself. `flip_tta` (None: the
-    card's ``postprocess.flip_tta``) switches flip test-time augmentation on or off;
-    `min_relative_intensity` (None: the card's) sets the faint objects' cut (0: keep them);
-    `compile` runs the network through torch.compile on a CPU (`pipeline.segment.compiled`);
-    `images_per_step` (0: `default_images_per_step`) is how many consecutive images of one
-    size go through the network together (`inference.card_maps_batch`)."""
+    The network runs here, on one step of images after another (`pipeline.segment.steps`);
+    `workers` processes read, checksum, normalise and measure the next images meanwhile
+    (`prepare_image`) and cut the instances, measure them and write the outputs of the ones done
+    (`finish_image`), so on a GPU the network is fed while the CPU work of many images runs at
+    once (-1: `default_workers`; 0: all here, in turn); the arrays pass between the processes as
+    files in a RAM folder (`pipeline.segment.handoff`). Results and images.csv are the same
+    either way; the result's ``seconds`` say how long this process ran the network, waited for
+    prepared images (a GPU fed too slowly waits), handed arrays off and waited for workers to
+    finish images (they are short of cores); without workers, how long it prepared and finished
+    images itself. `flip_tta` (None: the card's ``postprocess.flip_tta``) switches flip
+    test-time augmentation on or off; `min_relative_intensity` (None: the card's) sets the faint
+    objects' cut (0: keep them); `compile` runs the network through torch.compile on a CPU
+    (`pipeline.segment.compiled`); `images_per_step` (0: `default_images_per_step`) is how many
+    consecutive images of one size go through the network together
+    (`inference.card_maps_batch`)."""
     from pipeline.segment.artifact import load_model, model_id, read_card
     from pipeline.segment.compiled import compiled
     from pipeline.segment.graphs import replayed

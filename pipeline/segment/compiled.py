@@ -39,7 +39,7 @@ class Compiled(torch.nn.Module):
         super().__init__()
         if keep < 1:
             raise ValueError(f"keep must be at least 1, got {keep}")
-        # channels-last, as `inference.network_maps` runs a network: it would change any other
+        # channels-last, as `passes.network_maps` runs a network: it would change any other
         # layout on each call, and each change would start the compiled graphs over
         self.net = net.to(memory_format=torch.channels_last)
         self.keep, self.failed = keep, False

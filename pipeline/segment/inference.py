@@ -2,7 +2,9 @@
 
 ``predict_maps`` returns the network's (K, H, W) float32 output probabilities (foreground, then
 the normalised distance), tiled for large fields, with the image rescaled when its objects are
-of another size than the network was trained on (`pipeline.segment.scale`);
+of another size than the network was trained on (`pipeline.segment.scale`; the passes
+themselves: `pipeline.segment.passes`); ``card_maps_batch`` runs several fields of one size as
+one batch;
 ``predict_labels`` turns them into an (H, W) int32 instance label image (0 = background) as the
 card says;
 ``predict_folder`` runs a trained or registered model (a model folder,
@@ -11,10 +13,7 @@ card says;
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,34 +21,11 @@ import torch
 from pipeline.config import PostprocessConfig
 from pipeline.segment.card import ModelCard
 from pipeline.segment.fields import measure_view
+from pipeline.segment.passes import network_batch, network_maps, written
 from pipeline.segment.postprocess import foreground, to_instances
-from pipeline.segment.scale import (
-    foreground_diameter,
-    image_diameter,
-    rescale_factor,
-    resize_tensor,
-)
+from pipeline.segment.scale import foreground_diameter, image_diameter, rescale_factor
 
 log = logging.getLogger(__name__)
-
-
-def autocast(device: torch.device, precision: str, inference: bool = False):
-    """bf16 autocast for ``bf16``, and for ``auto`` on a GPU (or, for `inference`, on a CPU
-    with native bf16: `cpu_bf16`); otherwise full precision."""
-    auto = device.type == "cuda" or (inference and device.type == "cpu" and cpu_bf16())
-    bf16 = precision == "bf16" or (precision == "auto" and auto)
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-
-
-@functools.cache
-def cpu_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): there bf16 channels-last
-    inference takes about half the time of fp32 (benchmarks/predict_speed.py)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return ("avx512_bf16" in flags or "amx_bf16" in flags) and torch.backends.mkldnn.is_available()
 
 
 def predict_maps(
@@ -101,133 +77,6 @@ def network_size(shape: tuple[int, ...], objects: float, diameter: float) -> tup
         return None
     h, w = shape
     return max(32, round(h * factor)), max(32, round(w * factor))
-
-
-def network_maps(
-    model: torch.nn.Module,
-    image: np.ndarray,
-    device: torch.device,
-    post: PostprocessConfig,
-    precision: str = "auto",
-    batch: int = 4,
-    size: tuple[int, int] | None = None,
-    out: np.ndarray | None = None,
-) -> np.ndarray:
-    """(C, H, W) float32 normalised image -> (K, H, W) float32 output probabilities: one
-    image's `network_batch`, written into `out` when given."""
-    if image.ndim != 3:
-        raise ValueError(f"expected a (C, H, W) image, got shape {image.shape}")
-    outs = None if out is None else [out]
-    return network_batch(model, [image], device, post, precision, batch, size, outs)[0]
-
-
-@torch.no_grad()
-def network_batch(
-    model: torch.nn.Module,
-    images: list[np.ndarray],
-    device: torch.device,
-    post: PostprocessConfig,
-    precision: str = "auto",
-    batch: int = 4,
-    size: tuple[int, int] | None = None,
-    outs: list[np.ndarray] | None = None,
-) -> list[np.ndarray]:
-    """N (C, H, W) float32 normalised images of one shape -> N (K, H, W) float32 output
-    probabilities, from one batch through the network (on a GPU one transfer and one launch,
-    or replay, for all N: `card_maps_batch`). With `size`, the network sees the images
-    resized to that (h, w) and the maps are resized back (`scale.resize_tensor`), both on
-    `device`: a GPU machine's CPU is left to the workers. With `outs`, N (K, H, W) float32
-    arrays (handoff slots: `handoff.Slots.array`), each image's maps are copied from the device
-    straight into its own and they are returned: no new host array, no copy.
-
-    Images of up to one tile's area (``post.tile_size`` squared) run whole, padded to a
-    multiple of 32 (cheapest: no overlap); larger ones as overlapping tiles, `batch` at a time,
-    blended with Gaussian weights (MONAI's sliding-window inference), so memory stays bounded
-    for any field size.
-    """
-    shapes = {im.shape for im in images}
-    if not images or len(shapes) > 1 or len(next(iter(shapes))) != 3:
-        raise ValueError(f"expected (C, H, W) images of one shape, got shapes {sorted(shapes)}")
-    if outs is not None and len(outs) != len(images):
-        raise ValueError(f"{len(images)} images but {len(outs)} arrays to write their maps into")
-    was_training = model.training
-    cast = autocast(device, precision, inference=True)
-    # channels-last (NHWC) suits both cuDNN and oneDNN; the model is put back as it was. Each
-    # change walks every module (1.8 ms for a resnet34 U-Net), so only what differs is changed
-    was_nhwc = is_channels_last(model)
-    if was_training:
-        model.eval()
-    if not was_nhwc:
-        model.to(memory_format=torch.channels_last)
-    arrays = [torch.from_numpy(np.ascontiguousarray(im, dtype=np.float32)) for im in images]
-    x = (arrays[0][None] if len(arrays) == 1 else torch.stack(arrays)).to(device)
-    x = (x if size is None else resize_tensor(x, size)).contiguous(
-        memory_format=torch.channels_last
-    )
-    h, w = x.shape[-2:]
-    net = flip_averaged(model) if post.flip_tta else model
-    with cast:
-        if h * w <= post.tile_size**2:
-            ph, pw = -h % 32, -w % 32  # U-Net sides are multiples of 32
-            mode = "reflect" if ph < h and pw < w else "constant"
-            logits = net(torch.nn.functional.pad(x, (0, pw, 0, ph), mode=mode))[..., :h, :w]
-        else:
-            from monai.inferers import sliding_window_inference
-
-            logits = sliding_window_inference(
-                x,
-                roi_size=(post.tile_size, post.tile_size),
-                sw_batch_size=batch,
-                predictor=net,
-                overlap=post.tile_overlap,
-                mode="gaussian",
-                sw_device=device,
-                device=torch.device("cpu"),  # the whole field is accumulated in host memory
-            )
-    if was_training:
-        model.train()
-    if not was_nhwc:
-        model.to(memory_format=torch.contiguous_format)
-    maps = torch.sigmoid(logits.float())
-    maps = maps if size is None else resize_tensor(maps, images[0].shape[1:])
-    if outs is None:
-        return list(maps.cpu().numpy())
-    return [written(m, out) for m, out in zip(maps, outs, strict=True)]
-
-
-def written(maps: torch.Tensor, out: np.ndarray) -> np.ndarray:
-    """`out`, a (K, H, W) float32 array, with the (K, H, W) float32 `maps` copied into it from
-    their device; a ValueError naming both when they do not match (no silent broadcast)."""
-    if out.shape != tuple(maps.shape) or out.dtype != np.float32:
-        want = tuple(maps.shape)
-        raise ValueError(f"out is {out.dtype} {out.shape}; the maps are float32 {want}")
-    torch.from_numpy(out).copy_(maps)
-    return out
-
-
-def is_channels_last(model: torch.nn.Module) -> bool:
-    """Whether `model`'s convolution weights are channels-last, judged on the first with more
-    than one input channel and a kernel of more than one px (the others are both layouts at
-    once); True when it has none."""
-    weight = next(
-        (p for p in model.parameters() if p.dim() == 4 and p.shape[1] > 1 and p[0, 0].numel() > 1),
-        None,
-    )
-    return weight is None or weight.is_contiguous(memory_format=torch.channels_last)
-
-
-def flip_averaged(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """`model` as a function of an (N, C, H, W) batch that returns the mean of its logits over
-    the batch and its horizontal, vertical and double flips (flip test-time augmentation)."""
-    flips = ((), (-1,), (-2,), (-2, -1))
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        total = model(x)
-        for dims in flips[1:]:
-            total = total + torch.flip(model(torch.flip(x, dims)), dims)
-        return total / len(flips)
-
-    return run
 
 
 def card_maps(

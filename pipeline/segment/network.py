@@ -123,7 +123,7 @@ def build_model(
 def for_inference(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of `model` in eval mode with each BatchNorm folded into the convolution before it
     (inside `nn.Sequential` by hand, elsewhere with torch.fx `fuse`), channels-last as
-    `inference.network_maps` runs it: the same outputs up to float rounding, in about three
+    `passes.network_maps` runs it: the same outputs up to float rounding, in about three
     quarters of the CPU time (benchmarks/predict_speed.py). For
     inference only: its state dict has other keys, so save the original. Where fx cannot trace
     the network, only the folds by hand are made."""

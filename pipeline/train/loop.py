@@ -26,7 +26,8 @@ from pipeline.config import TrainConfig
 from pipeline.errors import DataError
 from pipeline.evaluate.metrics import score_image
 from pipeline.segment.card import ModelCard
-from pipeline.segment.inference import autocast, card_maps
+from pipeline.segment.inference import card_maps
+from pipeline.segment.passes import autocast
 from pipeline.segment.postprocess import to_instances
 from pipeline.segment.scale import median_diameter
 from pipeline.train.data import CropStream, batches, default_workers

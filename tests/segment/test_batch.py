@@ -432,7 +432,7 @@ def test_a_compiled_network_segments_a_folder_as_the_eager_one(tmp_path, caplog)
 
 
 def test_images_of_one_size_go_through_the_network_together(model, tmp_path, monkeypatch):
-    from pipeline.segment import inference
+    from pipeline.segment import inference, passes
 
     images = tmp_path / "in"
     images.mkdir()
@@ -446,8 +446,9 @@ def test_images_of_one_size_go_through_the_network_together(model, tmp_path, mon
         sizes.append(len(images))
         return network_batch(model, images, *args, **kwargs)
 
-    network_batch = inference.network_batch
-    monkeypatch.setattr(inference, "network_batch", counted)
+    network_batch = passes.network_batch
+    for module in (inference, passes):  # card_maps_batch's and network_maps' (one field)
+        monkeypatch.setattr(module, "network_batch", counted)
     one = segment_folder(model, images, tmp_path / "one", workers=0)
     assert sizes == [1] * 7  # on a CPU one at a time by default
     sizes.clear()

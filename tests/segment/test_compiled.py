@@ -9,7 +9,7 @@ import torch
 
 from pipeline.config import PostprocessConfig
 from pipeline.segment.compiled import Compiled, compiled
-from pipeline.segment.inference import network_maps
+from pipeline.segment.passes import network_maps
 
 CPU = torch.device("cpu")
 

@@ -6,8 +6,8 @@ import torch
 
 from pipeline.config import PostprocessConfig
 from pipeline.segment.graphs import Replayed, replayed
-from pipeline.segment.inference import network_maps
 from pipeline.segment.network import build_model, for_inference
+from pipeline.segment.passes import network_maps
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

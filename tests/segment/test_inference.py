@@ -10,12 +10,11 @@ from pipeline.segment.inference import (
     batch_key,
     card_maps,
     card_maps_batch,
-    is_channels_last,
-    network_batch,
     predict_labels,
     predict_maps,
 )
 from pipeline.segment.network import build_model, for_inference
+from pipeline.segment.passes import is_channels_last, network_batch
 
 
 def test_tiled_and_whole_image_inference_agree_on_odd_sides():

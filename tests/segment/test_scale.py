@@ -8,7 +8,8 @@ import torch
 from pipeline.config import PostprocessConfig
 from pipeline.segment.card import OUTPUTS, ModelCard
 from pipeline.segment.filters import edt
-from pipeline.segment.inference import network_maps, predict_labels, predict_maps
+from pipeline.segment.inference import predict_labels, predict_maps
+from pipeline.segment.passes import network_maps
 from pipeline.segment.scale import (
     LIMITS,
     diameters,
