@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from pipeline.config import PipelineConfig, load_config
-from pipeline.ingest.demo import DemoSpec, generate_demo
+# pytest-xdist's workers share the cores: each worker, and the programs it starts (the CLI,
+# Airflow's tasks), gets its share of threads. PyTorch's and OpenBLAS's threads spin while they
+# wait for each other, so with more threads than cores they wait for busy cores: two workers of
+# 2 threads each on 2 cores trained a small U-Net in 108 s each, of 1 thread each in 33 s.
+if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
+    share = str(max(1, (os.cpu_count() or 1) // workers))
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, share)
+    if "torch" in sys.modules:  # imported before this file (a plugin): too late for the variable
+        sys.modules["torch"].set_num_threads(int(share))
+
+from pipeline.config import PipelineConfig, load_config  # noqa: E402
+from pipeline.ingest.demo import DemoSpec, generate_demo  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # Airflow imported in-process (DagBag) must not write into ~/airflow.
