@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from pipeline.config.sections import PostprocessConfig
-from pipeline.evaluate.metrics import score_image
+from pipeline.evaluate.metrics import score_image, truth_for_many
 from pipeline.segment.card import ModelCard
 from pipeline.segment.filters import edt, parts
 from pipeline.segment.inference import card_maps
@@ -77,6 +77,9 @@ def tune_seed_threshold(
         for x, y in zip(images, gts, strict=True)
     ]
     dists = [seed_distance(m, card.outputs) for m in maps]
+    # the truth's half of the border policy once per field, not in each of the ~260 trials
+    truths = [truth_for_many(gt, border_policy) for gt in gts]
+    gts, border_policy = [gt for gt, _ in truths], truths[0][1]
     trials: list[Trial] = []
     for fg_threshold in THRESHOLDS:  # each field's foreground, distances and size, once
         fgs = [foreground(m[0], dataclasses.replace(post, threshold=fg_threshold)) for m in maps]

@@ -8,6 +8,7 @@ import pytest
 from skimage.draw import disk
 from skimage.metrics import contingency_table
 
+from pipeline.config.sections import BORDER_POLICIES
 from pipeline.evaluate.metrics import (
     IOU_THRESHOLDS,
     SUMMARY_METRICS,
@@ -22,6 +23,7 @@ from pipeline.evaluate.metrics import (
     match,
     overlap_table,
     score_image,
+    truth_for_many,
 )
 
 
@@ -266,6 +268,19 @@ def test_random_images_against_independent_implementations(seed):
     assert aggregated_jaccard(inter, area_gt, area_pred) == s["aji"]
     fg = contingency_table((gt > 0).astype(int), (pred > 0).astype(int)).toarray()
     assert foreground_iou(pred, gt) == pytest.approx(fg[1, 1] / (fg.sum() - fg[0, 0]))
+
+
+@pytest.mark.parametrize("policy", BORDER_POLICIES)
+def test_a_truth_prepared_once_scores_every_prediction_as_the_policy_does(policy):
+    rng = np.random.default_rng(3)
+    gt = random_labels(rng)  # discs painted over each other: some objects in several pieces
+    once, then = truth_for_many(gt, policy)
+    for _ in range(4):
+        pred = perturb(rng, gt)
+        direct = score_image(pred, gt, 3, policy)
+        prepared = score_image(pred, once, 3, then)
+        direct.pop("notebook_iou"), prepared.pop("notebook_iou")  # the whole image, no policy
+        assert prepared == direct
 
 
 def test_sparse_and_huge_label_ids_give_the_same_overlaps():
