@@ -114,6 +114,27 @@ FLOODS = {
 }
 
 
+def seed_surface(
+    fg: np.ndarray,
+    dist: np.ndarray,
+    post: PostprocessConfig,
+    size: float = 0.0,
+    diameter: float = 0.0,
+    inside: np.ndarray | None = None,
+) -> np.ndarray:
+    """The (H, W) float32 map seeds are cut from and the watershed floods: the predicted
+    distance, mixed with the foreground's shape (``post.seed_shape``), blurred when
+    ``post.seed_h`` > 0 (arguments as `split_at_seeds`'). It does not depend on ``seed_h``'s
+    value or ``seed_threshold``: tuning computes it once for all of them."""
+    dist = dist.astype(np.float32)
+    if post.seed_shape > 0 and size > 0:
+        shape = (edt(fg) if inside is None else inside) / np.float32(size / 2)
+        dist = (dist + np.float32(post.seed_shape) * shape) / np.float32(1 + post.seed_shape)
+    if post.seed_h > 0:
+        dist = gaussian(dist, post.seed_sigma * seed_scale(size, diameter))
+    return dist
+
+
 def split_at_seeds(
     fg: np.ndarray,
     dist: np.ndarray,
@@ -123,6 +144,7 @@ def split_at_seeds(
     prob: np.ndarray | None = None,
     inside: np.ndarray | None = None,
     fg_parts: tuple[np.ndarray, int] | None = None,
+    surface: np.ndarray | None = None,
 ) -> np.ndarray:
     """(H, W) bool foreground split at seeds of the (H, W) predicted distance (``post.seed_*``)
     -> (H, W) int32 labels; foreground parts without a seed become objects of their own.
@@ -130,17 +152,13 @@ def split_at_seeds(
     `diameter`: the training one (the blur is ``seed_sigma`` x `seed_scale` px); `prob`: the
     (H, W) float foreground probability the seeds grow over (``post.flood``; default: `fg`);
     `inside`: `edt(fg)` when the caller has it (the shape term's), `fg_parts`: `parts(fg)`
-    likewise. The watershed floods only the parts of the foreground with several seeds
-    (`filters.flood`)."""
+    likewise; `surface`: `seed_surface`'s map when the caller has it. The watershed floods only
+    the parts of the foreground with several seeds (`filters.flood`)."""
     if post.flood not in FLOODS:
         raise ConfigError(f"unknown flood {post.flood!r}; use one of {', '.join(FLOODS)}")
-    dist = dist.astype(np.float32)
-    if post.seed_shape > 0 and size > 0:
-        shape = (edt(fg) if inside is None else inside) / np.float32(size / 2)
-        dist = (dist + np.float32(post.seed_shape) * shape) / np.float32(1 + post.seed_shape)
+    dist = seed_surface(fg, dist, post, size, diameter, inside) if surface is None else surface
     fg_parts = parts(fg) if fg_parts is None else fg_parts
     if post.seed_h > 0:
-        dist = gaussian(dist, post.seed_sigma * seed_scale(size, diameter))
         seeds, _ = label_sparse(h_maxima_inside(dist, fg, post.seed_h, fg_parts))
     else:
         seeds, _ = ndi.label(fg & (dist > post.seed_threshold))

@@ -30,6 +30,7 @@ from pipeline.segment.postprocess import (
     drop_small_objects,
     foreground,
     seed_distance,
+    seed_surface,
     split_at_seeds,
 )
 from pipeline.segment.scale import foreground_diameter, median_diameter
@@ -85,14 +86,21 @@ def tune_seed_threshold(
         fgs = [foreground(m[0], dataclasses.replace(post, threshold=fg_threshold)) for m in maps]
         insides, fg_parts = [edt(fg) for fg in fgs], [parts(fg) for fg in fgs]
         sizes = [foreground_diameter(*field) for field in zip(fgs, insides, fg_parts, strict=True)]
+        surfaces: dict[tuple[float, bool], list[np.ndarray]] = {}  # one per shape and blur
         for seed, h, shape in SEEDS:
             cut = dataclasses.replace(
                 post, threshold=fg_threshold, seed_threshold=seed, seed_h=h, seed_shape=shape
             )
-            fields = zip(fgs, dists, sizes, maps, insides, fg_parts, strict=True)
+            if (shape, h > 0) not in surfaces:
+                fields = zip(fgs, dists, sizes, insides, strict=True)
+                surfaces[shape, h > 0] = [
+                    seed_surface(fg, dist, cut, size, card.diameter, inside)
+                    for fg, dist, size, inside in fields
+                ]
+            fields = zip(fgs, dists, sizes, maps, fg_parts, surfaces[shape, h > 0], strict=True)
             split = [
-                split_at_seeds(fg, dist, cut, size, card.diameter, m[0], inside, labelled)
-                for fg, dist, size, m, inside, labelled in fields
+                split_at_seeds(fg, dist, cut, size, card.diameter, m[0], None, labelled, surface)
+                for fg, dist, size, m, labelled, surface in fields
             ]
             for rel in RELATIVE_SIZES:
                 trial = dataclasses.replace(cut, min_relative_size=rel)

@@ -18,6 +18,8 @@ from pipeline.segment.postprocess import (
     network_instances,
     objects_size,
     seed_scale,
+    seed_surface,
+    split_at_seeds,
     to_instances,
     typical_area,
 )
@@ -103,6 +105,25 @@ def test_the_foreground_shape_parts_a_pair_whose_predicted_distance_has_no_valle
     assert len(np.unique(shaped[np.hypot(yy - 30, xx - 25) < 8])) == 1  # each core whole
     assert shaped[30, 25] != shaped[30, 60]
     assert objects_size(fg, dataclasses.replace(post, seed_h=0.0)) == 0.0  # not needed
+
+
+def test_one_seed_surface_serves_every_depth_and_threshold():
+    """Tuning computes `seed_surface` once per shape weight and blur, for all its depths and
+    thresholds: the labels are the same as each setting computing its own."""
+    lab = _scene()
+    fg, dist = lab > 0, normalised_distance(lab) * np.float32(0.9)
+    size = objects_size(fg, PostprocessConfig())
+    for shape in (0.0, 4.0):
+        first = PostprocessConfig(seed_shape=shape, seed_h=0.02, seed_sigma=2.0)
+        for blurred, settings in ((True, [(0.5, 0.03), (0.5, 0.1)]), (False, [(0.6, 0.0)])):
+            base = dataclasses.replace(first, seed_h=first.seed_h if blurred else 0.0)
+            surface = seed_surface(fg, dist, base, size, 30.0)
+            for threshold, h in settings:
+                post = dataclasses.replace(base, seed_threshold=threshold, seed_h=h)
+                alone = split_at_seeds(fg, dist, post, size, 30.0)
+                shared = split_at_seeds(fg, dist, post, size, 30.0, surface=surface)
+                np.testing.assert_array_equal(shared, alone)
+                assert alone.max() >= 3
 
 
 def test_a_drawn_contact_parts_a_pair_whose_predicted_distance_has_no_valley():
