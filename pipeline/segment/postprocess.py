@@ -115,9 +115,10 @@ FLOODS = {
 
 
 def seed_surface(
+    post: PostprocessConfig,
     fg: np.ndarray,
     dist: np.ndarray,
-    post: PostprocessConfig,
+    *,
     size: float = 0.0,
     diameter: float = 0.0,
     inside: np.ndarray | None = None,
@@ -130,9 +131,9 @@ def seed_surface(
     if post.seed_shape > 0 and size > 0:
         shape = (edt(fg) if inside is None else inside) / np.float32(size / 2)
         dist = (dist + np.float32(post.seed_shape) * shape) / np.float32(1 + post.seed_shape)
-    if post.seed_h > 0:
-        dist = gaussian(dist, post.seed_sigma * seed_scale(size, diameter))
-    return dist
+    if post.seed_h <= 0:  # threshold seeds: no blur
+        return dist
+    return gaussian(dist, post.seed_sigma * seed_scale(size, diameter))
 
 
 def split_at_seeds(
@@ -144,6 +145,7 @@ def split_at_seeds(
     prob: np.ndarray | None = None,
     inside: np.ndarray | None = None,
     fg_parts: tuple[np.ndarray, int] | None = None,
+    *,
     surface: np.ndarray | None = None,
 ) -> np.ndarray:
     """(H, W) bool foreground split at seeds of the (H, W) predicted distance (``post.seed_*``)
@@ -156,7 +158,9 @@ def split_at_seeds(
     the parts of the foreground with several seeds (`filters.flood`)."""
     if post.flood not in FLOODS:
         raise ConfigError(f"unknown flood {post.flood!r}; use one of {', '.join(FLOODS)}")
-    dist = seed_surface(fg, dist, post, size, diameter, inside) if surface is None else surface
+    if surface is None:
+        surface = seed_surface(post, fg, dist, size=size, diameter=diameter, inside=inside)
+    dist = surface
     fg_parts = parts(fg) if fg_parts is None else fg_parts
     if post.seed_h > 0:
         seeds, _ = label_sparse(h_maxima_inside(dist, fg, post.seed_h, fg_parts))

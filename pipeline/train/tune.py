@@ -94,13 +94,13 @@ def tune_seed_threshold(
             if (shape, h > 0) not in surfaces:
                 fields = zip(fgs, dists, sizes, insides, strict=True)
                 surfaces[shape, h > 0] = [
-                    seed_surface(fg, dist, cut, size, card.diameter, inside)
+                    seed_surface(cut, fg, dist, size=size, diameter=card.diameter, inside=inside)
                     for fg, dist, size, inside in fields
                 ]
             fields = zip(fgs, dists, sizes, maps, fg_parts, surfaces[shape, h > 0], strict=True)
             split = [
-                split_at_seeds(fg, dist, cut, size, card.diameter, m[0], None, labelled, surface)
-                for fg, dist, size, m, labelled, surface in fields
+                split_at_seeds(fg, d, cut, size, card.diameter, m[0], fg_parts=part, surface=surf)
+                for fg, d, size, m, part, surf in fields
             ]
             for rel in RELATIVE_SIZES:
                 trial = dataclasses.replace(cut, min_relative_size=rel)

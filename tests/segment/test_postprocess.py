@@ -117,7 +117,7 @@ def test_one_seed_surface_serves_every_depth_and_threshold():
         first = PostprocessConfig(seed_shape=shape, seed_h=0.02, seed_sigma=2.0)
         for blurred, settings in ((True, [(0.5, 0.03), (0.5, 0.1)]), (False, [(0.6, 0.0)])):
             base = dataclasses.replace(first, seed_h=first.seed_h if blurred else 0.0)
-            surface = seed_surface(fg, dist, base, size, 30.0)
+            surface = seed_surface(base, fg, dist, size=size, diameter=30.0)
             for threshold, h in settings:
                 post = dataclasses.replace(base, seed_threshold=threshold, seed_h=h)
                 alone = split_at_seeds(fg, dist, post, size, 30.0)
