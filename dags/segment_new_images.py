@@ -4,9 +4,9 @@
 Segments new microscopy images with the **production** model of the registry.
 
 - Looks in `predict.images` (a folder, `data/inbox` by default, or an `s3://bucket/prefix`
-  with `data.s3_endpoint_url`) every 30 minutes
-  (`$CELLSEG_SEGMENT_SCHEDULE`, cron) and whenever a model is registered (the `cellseg-model`
-  Asset that `cell_segmentation`'s register task emits).
+  with `data.s3_endpoint_url`) every 30 minutes (`$CELLSEG_SEGMENT_SCHEDULE`, cron; `none`:
+  never on a clock) and whenever a model is registered (the `cellseg-model` Asset that
+  `cell_segmentation`'s register task emits).
 - Writes into `predict.out` (`data/segmented`): `<image>_labels.tif` (instance labels,
   0 = background), `<image>_overlay.png`, `<image>_objects.csv` (per object: area, centroid,
   mean intensity per channel; in µm when the pixel size is known) and `images.csv` (per image:
@@ -27,11 +27,13 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from pipeline.stages import MODEL_ASSET
 
-SCHEDULE = AssetOrTimeSchedule(
-    timetable=CronTriggerTimetable(
-        os.environ.get("CELLSEG_SEGMENT_SCHEDULE", "*/30 * * * *"), timezone="UTC"
-    ),
-    assets=[Asset(MODEL_ASSET)],
+CRON = os.environ.get("CELLSEG_SEGMENT_SCHEDULE", "*/30 * * * *")
+SCHEDULE = (
+    [Asset(MODEL_ASSET)]  # `none`: only when a model is registered (or triggered)
+    if CRON.strip().lower() in ("", "none")
+    else AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable(CRON, timezone="UTC"), assets=[Asset(MODEL_ASSET)]
+    )
 )
 
 
