@@ -45,13 +45,13 @@ from airflow.sdk import (
 from airflow.sdk.exceptions import AirflowFailException
 
 from pipeline.config.params import PARAMS, json_schema
-from pipeline.stages import DATASET_ASSET, RUN_TIMEOUT_S, STAGES, TRAINING_POOL
+from pipeline.stages import DATASET_ASSET, RUN_TIMEOUT_S, STAGES, TRAINING_POOL, clock
 
 
 def schedule(cron: str):
     """Retrain on `cron` (``none``: only when triggered) or when a new dataset is published."""
     assets = [Asset(DATASET_ASSET)]
-    if cron.strip().lower() in ("", "none"):
+    if clock(cron) is None:
         return assets
     timetable = CronTriggerTimetable(cron, timezone="UTC")
     return AssetOrTimeSchedule(timetable=timetable, assets=assets)

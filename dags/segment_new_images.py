@@ -25,12 +25,12 @@ from datetime import datetime, timedelta
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from pipeline.stages import MODEL_ASSET
+from pipeline.stages import MODEL_ASSET, clock
 
-CRON = os.environ.get("CELLSEG_SEGMENT_SCHEDULE", "*/30 * * * *")
+CRON = clock(os.environ.get("CELLSEG_SEGMENT_SCHEDULE", "*/30 * * * *"))
 SCHEDULE = (
     [Asset(MODEL_ASSET)]  # `none`: only when a model is registered (or triggered)
-    if CRON.strip().lower() in ("", "none")
+    if CRON is None
     else AssetOrTimeSchedule(
         timetable=CronTriggerTimetable(CRON, timezone="UTC"), assets=[Asset(MODEL_ASSET)]
     )

@@ -44,6 +44,12 @@ TRAINING_POOL = "cellseg_training"  # one slot: one training at a time
 RUN_TIMEOUT_S = 12 * 3600  # a whole training run
 
 
+def clock(cron: str) -> str | None:
+    """A DAG's cron setting ($CELLSEG_TRAIN_SCHEDULE, $CELLSEG_SEGMENT_SCHEDULE) -> the cron, or
+    None for ``none`` or empty: no clock, the DAG runs only on its Assets or when triggered."""
+    return None if cron.strip().lower() in ("", "none") else cron
+
+
 def check_encoder(cfg: PipelineConfig) -> None:
     """Fail before any work on an encoder or architecture name training would only reject later
     (imports torch; no weights are downloaded)."""
