@@ -9,6 +9,7 @@ from the model card; this module only runs the network.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -76,9 +77,9 @@ def network_batch(
     straight into its own and they are returned: no new host array, no copy.
 
     Images of up to one tile's area (``post.tile_size`` squared) run whole, padded to a
-    multiple of 32 (cheapest: no overlap); larger ones as overlapping tiles, `batch` at a time,
-    blended with Gaussian weights (MONAI's sliding-window inference), so memory stays bounded
-    for any field size.
+    multiple of 32 (cheapest: no overlap); larger ones as overlapping tiles (`tile_sides`),
+    `batch` at a time, blended with Gaussian weights (MONAI's sliding-window inference), so
+    memory stays bounded for any field size.
     """
     shapes = {im.shape for im in images}
     if not images or len(shapes) > 1 or len(next(iter(shapes))) != 3:
@@ -100,18 +101,16 @@ def network_batch(
         memory_format=torch.channels_last
     )
     h, w = x.shape[-2:]
-    net = flip_averaged(model) if post.flip_tta else model
+    net = padded(flip_averaged(model) if post.flip_tta else model)
     with cast:
         if h * w <= post.tile_size**2:
-            ph, pw = -h % 32, -w % 32  # U-Net sides are multiples of 32
-            mode = "reflect" if ph < h and pw < w else "constant"
-            logits = net(torch.nn.functional.pad(x, (0, pw, 0, ph), mode=mode))[..., :h, :w]
+            logits = net(x)
         else:
             from monai.inferers import sliding_window_inference
 
             logits = sliding_window_inference(
                 x,
-                roi_size=(post.tile_size, post.tile_size),
+                roi_size=tile_sides((h, w), post.tile_size, post.tile_overlap),
                 sw_batch_size=batch,
                 predictor=net,
                 overlap=post.tile_overlap,
@@ -128,6 +127,44 @@ def network_batch(
     if outs is None:
         return list(maps.cpu().numpy())
     return [written(m, out) for m, out in zip(maps, outs, strict=True)]
+
+
+def padded(net: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`net` on (N, C, H, W) inputs of any H and W: padded at the bottom and right to a multiple
+    of 32 (U-Net sides; mirrored, or zeros where a side is too short to mirror) and its output
+    cropped back to (H, W)."""
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = -h % 32, -w % 32
+        if not (ph or pw):
+            return net(x)
+        mode = "reflect" if ph < h and pw < w else "constant"
+        return net(torch.nn.functional.pad(x, (0, pw, 0, ph), mode=mode))[..., :h, :w]
+
+    return run
+
+
+def tile_sides(shape: tuple[int, int], tile: int, overlap: float) -> tuple[int, int]:
+    """The (h, w) of the tiles a field of (H, W) `shape` is cut into: along each side as many
+    tiles as `tile`-px ones overlapping by `overlap` need (MONAI's placement: the last tile
+    ends at the side's end), each the shortest multiple of 32 for which that many still cover
+    the side, or the whole side where one tile covers it. With `tile`-px tiles, a field a
+    little over one tile would be cut into two that overlap by most of their area (a HeLa frame
+    enlarged to 1302 x 2046, in 1536-px tiles: 4.7 Mpx through the network for 2.7); balanced,
+    3.1 Mpx."""
+
+    def count(side: int, size: int) -> int:
+        step = max(1, int(size * (1 - overlap)))
+        return 1 if size >= side else math.ceil((side - size) / step) + 1
+
+    def balanced(side: int) -> int:
+        if side <= tile:
+            return side
+        need = count(side, tile)
+        return next((s for s in range(32, tile, 32) if count(side, s) <= need), tile)
+
+    return balanced(shape[0]), balanced(shape[1])
 
 
 def written(maps: torch.Tensor, out: np.ndarray) -> np.ndarray:

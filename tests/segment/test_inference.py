@@ -14,7 +14,7 @@ from pipeline.segment.inference import (
     predict_maps,
 )
 from pipeline.segment.network import build_model, for_inference
-from pipeline.segment.passes import is_channels_last, network_batch
+from pipeline.segment.passes import is_channels_last, network_batch, tile_sides
 
 
 def test_tiled_and_whole_image_inference_agree_on_odd_sides():
@@ -36,6 +36,31 @@ def test_tiled_and_whole_image_inference_agree_on_odd_sides():
         - predict_maps(local, image, cpu, whole_cfg, precision="fp32")
     )
     assert diff.mean() < 0.005 and np.median(diff) < 1e-6, (diff.mean(), np.median(diff))
+
+
+def test_tiles_are_as_many_as_full_tiles_need_and_no_larger_than_needed():
+    # MONAI's own placement, recorded: the balanced tiles never need more windows than full
+    # ones, and cover the field with less area (MONAI pads a side shorter than a full tile up to
+    # it: the HeLa frame's 1302 px side ran as 1536, the extra rows zeros, unlike a whole field)
+    from monai.inferers import sliding_window_inference
+
+    def windows(shape: tuple[int, int], roi: tuple[int, int]) -> list[tuple[int, int]]:
+        seen = []
+
+        def record(x: torch.Tensor) -> torch.Tensor:
+            seen.append(tuple(x.shape[-2:]))
+            return x
+
+        sliding_window_inference(torch.zeros(1, 1, *shape), roi, 1, record, overlap=0.25)
+        return seen
+
+    assert tile_sides((1302, 2046), 1536, 0.25) == (1302, 1184)  # 3.1 Mpx of tiles, not 4.7
+    for shape in ((1302, 2046), (1890, 2970), (1537, 1537), (700, 5000), (3100, 3100)):
+        sides = tile_sides(shape, 1536, 0.25)
+        full, ours = windows(shape, (1536, 1536)), windows(shape, sides)
+        assert len(ours) <= len(full) and set(ours) == {sides}, (shape, sides)
+        assert max(sides) <= 1536 and len(ours) * sides[0] * sides[1] < len(full) * 1536**2
+    assert tile_sides((300, 400), 512, 0.25) == (300, 400)  # one tile: the field itself
 
 
 def test_unet_predicts_maps_and_labels_for_a_field_larger_than_a_tile():
