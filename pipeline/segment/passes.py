@@ -154,9 +154,9 @@ def tile_sides(shape: tuple[int, int], tile: int, overlap: float) -> tuple[int, 
     enlarged to 1302 x 2046, in 1536-px tiles: 4.7 Mpx through the network for 2.7); balanced,
     3.1 Mpx."""
 
-    def count(side: int, size: int) -> int:
+    def count(side: int, size: int) -> int:  # tiles of `size` < `side` along it
         step = max(1, int(size * (1 - overlap)))
-        return 1 if size >= side else math.ceil((side - size) / step) + 1
+        return math.ceil((side - size) / step) + 1
 
     def balanced(side: int) -> int:
         if side <= tile:
