@@ -14,13 +14,14 @@ from pipeline.segment.inference import (
     predict_maps,
 )
 from pipeline.segment.network import build_model, for_inference
-from pipeline.segment.passes import is_channels_last, network_batch, tile_sides
+from pipeline.segment.passes import edge_pads, is_channels_last, network_batch, tile_sides
 
 
 def test_tiled_and_whole_image_inference_agree_on_odd_sides():
     # A pointwise model: every tile must give exactly the whole image's values, so a misplaced,
     # cropped or badly blended tile shows. A 5 x 5 model differs only in the narrow bands where
-    # tile edges were zero-padded, and the Gaussian blending keeps those small.
+    # a tile's edge met a mirror instead of its neighbours, and the Gaussian blending keeps
+    # those small.
     torch.manual_seed(0)
     image = np.random.default_rng(0).random((1, 250, 330)).astype(np.float32)  # odd sides
     cpu = torch.device("cpu")
@@ -36,6 +37,25 @@ def test_tiled_and_whole_image_inference_agree_on_odd_sides():
         - predict_maps(local, image, cpu, whole_cfg, precision="fp32")
     )
     assert diff.mean() < 0.005 and np.median(diff) < 1e-6, (diff.mean(), np.median(diff))
+
+
+@pytest.mark.parametrize("tile_size", [512, 96])  # whole, and as tiles
+def test_the_network_meets_no_edge_at_a_fields_edges(tile_size):
+    # A convolution with zero padding sees a field's edge as darkness: before, the network met
+    # the top and left edges that way and drew the nuclei cut by them fainter there. Mirrored at
+    # every edge, a uniform field gives uniform maps, up to its last row and column.
+    conv = torch.nn.Conv2d(1, 2, 5, padding=2).eval()
+    torch.nn.init.constant_(conv.weight, 0.1), torch.nn.init.zeros_(conv.bias)
+    image = np.ones((1, 250, 330), np.float32)
+    for flips in (False, True):
+        post = PostprocessConfig(tile_size=tile_size, flip_tta=flips)
+        maps = predict_maps(conv, image, torch.device("cpu"), post, precision="fp32")
+        np.testing.assert_allclose(maps, 1 / (1 + np.exp(-2.5)), rtol=1e-5)
+    # a side's mirror is 8 px or more at each end, its sum a multiple of 32
+    for side in (30, 250, 707, 1024, 1388):
+        before, after = edge_pads(side)
+        assert min(before, after) >= 8 and (side + before + after) % 32 == 0 and after - before <= 1
+        assert before + after < 8 * 2 + 32, (side, before, after)
 
 
 def test_tiles_are_as_many_as_full_tiles_need_and_no_larger_than_needed():
