@@ -32,13 +32,21 @@ def autocast(device: torch.device, precision: str, inference: bool = False):
 
 @functools.cache
 def cpu_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): there bf16 channels-last
-    inference takes about half the time of fp32 (benchmarks/predict_speed.py)."""
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX) and oneDNN may use it:
+    there bf16 channels-last inference takes about half the time of fp32, or less
+    (benchmarks/predict_speed.py). oneDNN held to AVX2 (``ONEDNN_MAX_CPU_ISA=AVX2``) would
+    emulate bf16 at about 8x fp32's time: fp32 then."""
     try:
         flags = Path("/proc/cpuinfo").read_text().split()
     except OSError:
         return False
-    return ("avx512_bf16" in flags or "amx_bf16" in flags) and torch.backends.mkldnn.is_available()
+    native = "avx512_bf16" in flags or "amx_bf16" in flags
+    if not (native and torch.backends.mkldnn.is_available()):
+        return False
+    try:  # False where ONEDNN_MAX_CPU_ISA holds oneDNN below AVX-512
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True
 
 
 def network_maps(
