@@ -20,6 +20,7 @@ from pipeline.config import PostprocessConfig
 from pipeline.segment.scale import resize_tensor
 
 EDGE_MARGIN = 8  # px of mirrored image the network sees beyond each edge of a field or tile
+SIDE_MULTIPLE = 32  # the U-Net's sides: five halvings
 
 
 def autocast(device: torch.device, precision: str, inference: bool = False):
@@ -160,7 +161,7 @@ def padded(net: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tenso
 def edge_pads(side: int) -> tuple[int, int]:
     """(before, after) px to pad a `side`-px side with: EDGE_MARGIN or more each, their sum
     taking the side to a multiple of 32 (a 707-px side 14 and 15, a 1024-px one 16 and 16)."""
-    total = 2 * EDGE_MARGIN + -(side + 2 * EDGE_MARGIN) % 32
+    total = 2 * EDGE_MARGIN + -(side + 2 * EDGE_MARGIN) % SIDE_MULTIPLE
     return total // 2, total - total // 2
 
 
@@ -176,7 +177,8 @@ def tile_sides(shape: tuple[int, int], tile: int, overlap: float) -> tuple[int, 
     1088 x 1216 as 1120 x 1248); these cost as much or up to 7% less (1104 x 1200 as 1120 x
     1216)."""
 
-    first = -2 * EDGE_MARGIN % 32 or 32  # sides run as multiples of 32 with no more padding
+    # the shortest side `padded` takes to a multiple with no more than the margins, and its steps
+    first = -2 * EDGE_MARGIN % SIDE_MULTIPLE or SIDE_MULTIPLE
 
     def count(side: int, size: int) -> int:  # tiles of `size` < `side` along it
         step = max(1, int(size * (1 - overlap)))
@@ -186,7 +188,8 @@ def tile_sides(shape: tuple[int, int], tile: int, overlap: float) -> tuple[int, 
         if side <= tile:
             return side
         need = count(side, tile)
-        return next((s for s in range(first, tile, 32) if count(side, s) <= need), tile)
+        sides = range(first, tile, SIDE_MULTIPLE)
+        return next((s for s in sides if count(side, s) <= need), tile)
 
     return balanced(shape[0]), balanced(shape[1])
 
