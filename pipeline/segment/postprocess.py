@@ -75,8 +75,8 @@ def network_instances(
     `diameter`: the object diameter the network was trained at (the card's; 0: none); `prob`:
     the (H, W) float foreground probability (`split_at_seeds`); `image`: the (H, W) float
     normalised intensities (`drop_small_objects`)."""
-    inside = edt(fg) if post.seed_h > 0 or post.seed_shape > 0 else None  # computed once
-    fg_parts = parts(fg)  # likewise
+    fg_parts = parts(fg)  # computed once
+    inside = edt(fg, fg_parts) if post.seed_h > 0 or post.seed_shape > 0 else None  # likewise
     size = objects_size(fg, post, inside, fg_parts)
     labels = split_at_seeds(fg, dist, post, size, diameter, prob, inside, fg_parts)
     return drop_small_objects(labels, post, image)

@@ -68,7 +68,7 @@ def foreground_diameter(
     if not n:
         return 0.0
     on = np.nonzero(fg)  # most of a sparse field is background: only its parts' pixels count
-    dist, ids = edge_bounded(fg, inside, at=on), ids[on]
+    dist, ids = edge_bounded(fg, inside, at=on, fg_parts=(ids, n)), ids[on]
     radius = np.zeros(n + 1, dist.dtype)  # of edt's dtype: ufunc.at's fast path, no casts
     np.maximum.at(radius, ids, dist)  # per part; 30x faster than ndi.maximum
     area = np.bincount(ids, minlength=n + 1)[1:]
@@ -79,19 +79,21 @@ def edge_bounded(
     fg: np.ndarray,
     inside: np.ndarray | None = None,
     at: tuple[np.ndarray, np.ndarray] | None = None,
+    fg_parts: tuple[np.ndarray, int] | None = None,
 ) -> np.ndarray:
     """(H, W) float32: each pixel of the (H, W) bool `fg`'s distance to the nearest background
     pixel or to the image's edge, as if the image were framed by background; with `at` (row and
-    column indices), (N,) at those pixels alone. From `edt(fg)` (`inside`, computed when None)
-    capped by the distance to the frame: the same numbers, as the square root is monotone (one
-    distance transform where the tuning and the shape term would run two)."""
+    column indices), (N,) at those pixels alone; `fg_parts`: `filters.parts(fg)` when the caller
+    has them. From `edt(fg)` (`inside`, computed when None) capped by the distance to the frame:
+    the same numbers, as the square root is monotone (one distance transform where the tuning
+    and the shape term would run two)."""
     if fg.all():  # no background pixel: edt has no answer of its own
         framed = edt(np.pad(fg, 1))[1:-1, 1:-1]
         return framed if at is None else framed[at]
     h, w = fg.shape
     rows, cols = (np.arange(h)[:, None], np.arange(w)) if at is None else at
     frame = np.minimum(np.minimum(rows + 1, h - rows), np.minimum(cols + 1, w - cols))
-    dist = edt(fg) if inside is None else inside
+    dist = edt(fg, fg_parts) if inside is None else inside
     return np.minimum(dist if at is None else dist[at], frame.astype(np.float32))
 
 

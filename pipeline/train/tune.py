@@ -84,7 +84,8 @@ def tune_seed_threshold(
     trials: list[Trial] = []
     for fg_threshold in THRESHOLDS:  # each field's foreground, distances and size, once
         fgs = [foreground(m[0], dataclasses.replace(post, threshold=fg_threshold)) for m in maps]
-        insides, fg_parts = [edt(fg) for fg in fgs], [parts(fg) for fg in fgs]
+        fg_parts = [parts(fg) for fg in fgs]
+        insides = [edt(fg, p) for fg, p in zip(fgs, fg_parts, strict=True)]
         sizes = [foreground_diameter(*field) for field in zip(fgs, insides, fg_parts, strict=True)]
         surfaces: dict[tuple[float, bool], list[np.ndarray]] = {}  # one per shape and blur
         for seed, h, shape in SEEDS:

@@ -24,13 +24,45 @@ RNG = np.random.default_rng(0)
 SHAPES = [(1, 1), (1, 9), (7, 3), (40, 33)]
 
 
-@pytest.mark.parametrize("shape", SHAPES)
+def exact_edt(mask: np.ndarray) -> np.ndarray:
+    """The square root, in float32, of the integer squared distance to the False pixel SciPy
+    finds nearest: what edt promises, to the bit."""
+    if mask.all():
+        return ndi.distance_transform_edt(mask).astype(np.float32)
+    nearest = ndi.distance_transform_edt(mask, return_distances=False, return_indices=True)
+    squares = ((nearest - np.indices(mask.shape)) ** 2).sum(axis=0)
+    return np.sqrt(squares.astype(np.float32))
+
+
+def disks(shape: tuple[int, int], n: int) -> np.ndarray:
+    """A sparse (H, W) bool field of `n` random disks, some touching, some at the edge."""
+    rows, cols = np.indices(shape)
+    mask = np.zeros(shape, bool)
+    centres = [RNG.integers(0, side, n) for side in shape]
+    for y, x, r in zip(*centres, RNG.integers(2, 12, n), strict=True):
+        mask |= (rows - y) ** 2 + (cols - x) ** 2 <= r**2
+    return mask
+
+
+@pytest.mark.parametrize("shape", SHAPES + [(30, 512), (9, 1024)])
 def test_the_distance_transform_is_scipys(shape):
     for fill in (0.3, 0.9, 1.0, 0.0):
         mask = RNG.random(shape) < fill  # 1.0: no background, where OpenCV has no answer
-        want = ndi.distance_transform_edt(mask)
         got = edt(mask)
-        assert got.dtype == np.float32 and np.allclose(got, want, rtol=1e-6, atol=1e-6)
+        assert got.dtype == np.float32 and np.array_equal(got, exact_edt(mask))
+        assert np.allclose(got, ndi.distance_transform_edt(mask), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(120, 200), (64, 512), (300, 1024)])
+def test_part_by_part_and_whole_field_distances_are_the_same(shape, monkeypatch):
+    import pipeline.segment.filters as filters
+
+    for mask in (disks(shape, 6), disks(shape, 30), ~disks(shape, 6)):
+        by_parts = edt(mask, parts(mask))  # part by part where the disks are sparse
+        monkeypatch.setattr(filters, "PART_COST_PX", mask.size)  # now: the whole field
+        whole = edt(mask)
+        monkeypatch.undo()
+        assert np.array_equal(by_parts, whole) and np.array_equal(whole, exact_edt(mask))
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -143,7 +175,7 @@ def test_on_a_real_annotation(shared_data):
         ndi.binary_dilation(find_boundaries(labels, mode="inner"), iterations=2),
     )
     fg = labels > 0
-    assert np.allclose(edt(fg), ndi.distance_transform_edt(fg), atol=1e-5)
+    assert np.array_equal(edt(fg), exact_edt(fg)) and np.array_equal(edt(~fg), exact_edt(~fg))
     assert same_parts(*parts(fg), *ndi.label(fg)) and same_parts(*parts(~fg), *ndi.label(~fg))
 
 
