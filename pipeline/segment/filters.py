@@ -20,11 +20,16 @@ POOR_STRIDE = 512  # OpenCV's exact distance transform is 2-3x slower on rows a 
 PART_COST_PX = 1000  # edt: one part's call costs about as much as this many pixels of the field
 
 
-def edt(mask: np.ndarray, mask_parts: tuple[np.ndarray, int] | None = None) -> np.ndarray:
-    """(H, W) bool -> (H, W) float32: each True pixel's Euclidean distance to the nearest False
-    one, 0 on False pixels (`scipy.ndimage.distance_transform_edt`; the image edge is not a
-    False pixel), as the square root of the integer squared distance, correctly rounded.
-    `mask_parts`: `parts(mask)` when the caller has them.
+def edt(
+    mask: np.ndarray,
+    mask_parts: tuple[np.ndarray, int] | None = None,
+    dtype: type[np.floating] = np.float32,
+) -> np.ndarray:
+    """(H, W) bool -> (H, W) `dtype` (float32 or float64): each True pixel's Euclidean distance
+    to the nearest False one, 0 on False pixels (`scipy.ndimage.distance_transform_edt`, whose
+    float64 numbers these are; the image edge is not a False pixel), as the square root of the
+    integer squared distance, correctly rounded. `mask_parts`: `parts(mask)` when the caller
+    has them.
 
     OpenCV's exact transform (``DIST_MASK_PRECISE``), whose float arithmetic leaves some
     pixels 1 ulp off (which ones depends on where they lie in the array), rounded back
@@ -35,10 +40,10 @@ def edt(mask: np.ndarray, mask_parts: tuple[np.ndarray, int] | None = None) -> n
     field otherwise, rows a multiple of POOR_STRIDE px wide widened with True pixels, which
     change no distance (OpenCV takes 2-3x longer on such rows). SciPy's when the mask has no
     False pixel, where OpenCV has no answer."""
-    if mask.ndim != 2:
-        raise ValueError(f"edt expects an (H, W) mask, got shape {mask.shape}")
+    if mask.ndim != 2 or dtype not in (np.float32, np.float64):
+        raise ValueError(f"edt expects an (H, W) mask and float32 or 64: {mask.shape} {dtype}")
     if mask.all():
-        return ndi.distance_transform_edt(mask).astype(np.float32)
+        return ndi.distance_transform_edt(mask).astype(dtype)
     mask = mask.astype(bool, copy=False)
     ids, n = parts(mask) if mask_parts is None else mask_parts
     h, w = mask.shape
@@ -51,24 +56,24 @@ def edt(mask: np.ndarray, mask_parts: tuple[np.ndarray, int] | None = None) -> n
         flags = np.ones((h, w + (16 if w % POOR_STRIDE == 0 else 0)), np.uint8)
         flags[:, :w] = mask
         precise = cv2.distanceTransform(flags, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-        return exact(precise[:, :w])
-    out = np.zeros(mask.shape, np.float32)
+        return exact(precise[:, :w], dtype)
+    out = np.zeros(mask.shape, dtype)
     for i, box in enumerate(boxes, 1):
         own = ids[box] == i
         precise = cv2.distanceTransform(own.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-        np.copyto(out[box], exact(precise), where=own)
+        np.copyto(out[box], exact(precise, dtype), where=own)
     return out
 
 
-def exact(dist: np.ndarray) -> np.ndarray:
+def exact(dist: np.ndarray, dtype: type[np.floating] = np.float32) -> np.ndarray:
     """(H, W) float32 distances at most a few ulp off the square root of an integer -> (H, W)
-    float32 that square root, correctly rounded: the squares rounded to integers first (in
+    `dtype` that square root, correctly rounded: the squares rounded to integers first (in
     float32 up to 512 px, where its squares are well within 0.5 of the integer; in float64
-    beyond, exact up to about 2000 px and within 1 ulp further, where float32 cannot tell
-    neighbouring integers' roots apart)."""
-    far = dist.size > 0 and float(dist.max()) > 512
+    beyond, exact up to about 2000 px and within 1 float32 ulp further, where float32 cannot
+    tell neighbouring integers' roots apart)."""
+    far = dtype == np.float64 or (dist.size > 0 and float(dist.max()) > 512)
     squares = np.square(dist, dtype=np.float64 if far else np.float32)
-    return np.sqrt(np.rint(squares, out=squares), dtype=np.float32)
+    return np.sqrt(np.rint(squares, out=squares), dtype=dtype)
 
 
 def gaussian(image: np.ndarray, sigma: float) -> np.ndarray:

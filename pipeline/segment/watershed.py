@@ -29,7 +29,7 @@ from skimage.feature import peak_local_max
 from pipeline.config import WatershedConfig
 from pipeline.config.sections import WATERSHED_THRESHOLDS as THRESHOLDS
 from pipeline.preprocess.samples import normalise
-from pipeline.segment.filters import flood, parts
+from pipeline.segment.filters import edt, flood, parts
 
 
 def _smooth(channel: np.ndarray, sigma: float) -> np.ndarray:
@@ -65,7 +65,7 @@ def clean(mask: np.ndarray, max_hole: int, min_size: int) -> np.ndarray:
 
 
 def _distance_markers(fg: np.ndarray, cfg: WatershedConfig) -> tuple[np.ndarray, np.ndarray]:
-    dist = ndi.distance_transform_edt(fg)
+    dist = edt(fg, dtype=np.float64)  # SciPy's numbers, in a fraction of its time
     smooth = ndi.gaussian_filter(dist, cfg.peak_sigma) if cfg.peak_sigma else dist
     components, _ = ndi.label(fg)
     peaks = peak_local_max(
