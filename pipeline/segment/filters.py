@@ -45,12 +45,9 @@ def edt(
     if mask.all():
         return ndi.distance_transform_edt(mask).astype(dtype)
     mask = mask.astype(bool, copy=False)
-    ids, n = parts(mask) if mask_parts is None else mask_parts
+    ids, _ = parts(mask) if mask_parts is None else mask_parts
     h, w = mask.shape
-    boxes = [
-        (slice(max(r.start - 1, 0), r.stop + 1), slice(max(c.start - 1, 0), c.stop + 1))
-        for r, c in ndi.find_objects(ids)
-    ]
+    boxes = grown_boxes(ids)
     covered = sum((r.stop - r.start) * (c.stop - c.start) + PART_COST_PX for r, c in boxes)
     if covered >= mask.size // 2:
         flags = np.ones((h, w + (16 if w % POOR_STRIDE == 0 else 0)), np.uint8)
@@ -63,6 +60,15 @@ def edt(
         precise = cv2.distanceTransform(own.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
         np.copyto(out[box], exact(precise, dtype), where=own)
     return out
+
+
+def grown_boxes(labels: np.ndarray) -> list[tuple[slice, ...]]:
+    """Each object's bounding box in the integer `labels` (1..n, all present, as `parts`
+    numbers them), grown by 1 px on every side (clipped at 0; slicing clips the far end)."""
+    return [
+        tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)
+        for box in ndi.find_objects(labels)
+    ]
 
 
 def exact(dist: np.ndarray, dtype: type[np.floating] = np.float32) -> np.ndarray:

@@ -37,7 +37,15 @@ from pipeline.config import PostprocessConfig
 from pipeline.config.sections import INSTANCE_METHODS
 from pipeline.errors import ConfigError
 from pipeline.segment.card import ModelCard
-from pipeline.segment.filters import edt, flood, gaussian, h_maxima, label_sparse, parts
+from pipeline.segment.filters import (
+    edt,
+    flood,
+    gaussian,
+    grown_boxes,
+    h_maxima,
+    label_sparse,
+    parts,
+)
 from pipeline.segment.watershed import drop_small, split_foreground
 
 
@@ -56,8 +64,7 @@ def h_maxima_inside(
     `fg_parts`: `filters.parts(fg)` when the caller has them."""
     out = np.zeros(fg.shape, bool)
     labels, _ = parts(fg) if fg_parts is None else fg_parts
-    for i, box in enumerate(ndi.find_objects(labels), 1):
-        box = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)
+    for i, box in enumerate(grown_boxes(labels), 1):
         part = labels[box] == i
         out[box] |= h_maxima(np.where(part, dist[box], np.float32(0)), h) & part
     return out
