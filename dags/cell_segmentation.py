@@ -33,29 +33,12 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta
 
-from airflow.sdk import (
-    Asset,
-    AssetAlias,
-    AssetOrTimeSchedule,
-    CronTriggerTimetable,
-    Param,
-    dag,
-    task,
-)
+from airflow.sdk import Asset, AssetAlias, Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
+from cellseg_schedule import clock_or_asset
 
 from pipeline.config.params import PARAMS, json_schema
-from pipeline.stages import DATASET_ASSET, RUN_TIMEOUT_S, STAGES, TRAINING_POOL, clock
-
-
-def schedule(cron: str):
-    """Retrain on `cron` (``none``: only when triggered) or when a new dataset is published."""
-    assets = [Asset(DATASET_ASSET)]
-    if clock(cron) is None:
-        return assets
-    timetable = CronTriggerTimetable(cron, timezone="UTC")
-    return AssetOrTimeSchedule(timetable=timetable, assets=assets)
-
+from pipeline.stages import DATASET_ASSET, RUN_TIMEOUT_S, STAGES, TRAINING_POOL
 
 # The trigger form: the run parameters of pipeline/config/params.py, with types and drop-downs
 # generated from the typed config.
@@ -89,7 +72,7 @@ def run_stage(stage: str, upstream: dict, params=None, run_id=None) -> dict:
 
 @dag(
     dag_id="cell_segmentation",
-    schedule=schedule(os.environ.get("CELLSEG_TRAIN_SCHEDULE", "@weekly")),
+    schedule=clock_or_asset(os.environ.get("CELLSEG_TRAIN_SCHEDULE", "@weekly"), DATASET_ASSET),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,

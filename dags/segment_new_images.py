@@ -22,19 +22,11 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta
 
-from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
+from cellseg_schedule import clock_or_asset
 
-from pipeline.stages import MODEL_ASSET, clock
-
-CRON = clock(os.environ.get("CELLSEG_SEGMENT_SCHEDULE", "*/30 * * * *"))
-SCHEDULE = (
-    [Asset(MODEL_ASSET)]  # `none`: only when a model is registered (or triggered)
-    if CRON is None
-    else AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable(CRON, timezone="UTC"), assets=[Asset(MODEL_ASSET)]
-    )
-)
+from pipeline.stages import MODEL_ASSET
 
 
 @task(retries=2, retry_exponential_backoff=True, execution_timeout=timedelta(hours=2))
@@ -52,7 +44,9 @@ def segment(params=None) -> dict:
 
 @dag(
     dag_id="segment_new_images",
-    schedule=SCHEDULE,
+    schedule=clock_or_asset(
+        os.environ.get("CELLSEG_SEGMENT_SCHEDULE", "*/30 * * * *"), MODEL_ASSET
+    ),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,

@@ -23,17 +23,23 @@ HEAVY = [
 ]
 
 
-def _dag(dag_id: str = "cell_segmentation"):
-    from airflow.dag_processing.dagbag import DagBag
+def _bag():
+    from airflow.dag_processing.dagbag import BundleDagBag
 
-    bag = DagBag(dag_folder=str(DAG_FILE.parent))
+    # as the DAG processor and the task runner parse it: the folder (bundle) on sys.path
+    bag = BundleDagBag(dag_folder=str(DAG_FILE.parent), bundle_path=DAG_FILE.parent)
     assert bag.import_errors == {}
-    return bag.dags[dag_id]
+    return bag
+
+
+def _dag(dag_id: str = "cell_segmentation"):
+    return _bag().dags[dag_id]
 
 
 def test_dag_file_imports_no_heavy_libraries():
     code = (
         "import importlib.util, json, sys, time\n"
+        f"sys.path.append({str(DAG_FILE.parent)!r})  # as BundleDagBag does\n"
         f"spec = importlib.util.spec_from_file_location('dag', {str(DAG_FILE)!r})\n"
         "mod = importlib.util.module_from_spec(spec)\n"
         "t = time.perf_counter(); spec.loader.exec_module(mod); dt = time.perf_counter() - t\n"
@@ -104,3 +110,23 @@ def test_trigger_form_is_generated_from_the_config():
     assert params.get_param("target").schema["enum"] == ["", "cells", "nuclei"]
     assert "watershed" in params.get_param("baselines").schema["examples"]
     assert params.get_param("epochs").schema["exclusiveMinimum"] == 0
+
+
+def test_schedule_is_a_clock_or_the_asset_alone(monkeypatch):
+    from airflow.sdk import Asset
+
+    from pipeline.stages import DATASET_ASSET
+
+    monkeypatch.syspath_prepend(str(DAG_FILE.parent))
+    from cellseg_schedule import clock_or_asset
+
+    assert clock_or_asset(" None ", DATASET_ASSET) == [Asset(DATASET_ASSET)]
+    assert clock_or_asset("", DATASET_ASSET) == [Asset(DATASET_ASSET)]
+    both = clock_or_asset("30 2 * * *", DATASET_ASSET)
+    assert "expression='30 2 * * *'" in repr(both.timetable)
+    assert DATASET_ASSET in str(both.asset_condition)
+    # a helper, not a DAG file: .airflowignore keeps the DAG processor from parsing it
+    assert {stat.file for stat in _bag().dagbag_stats} == {
+        "cell_segmentation.py",
+        "segment_new_images.py",
+    }
