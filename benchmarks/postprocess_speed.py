@@ -38,6 +38,7 @@ from pipeline.segment import postprocess
 from pipeline.segment.card import OUTPUTS, ModelCard
 from pipeline.segment.fields import image_objects
 from pipeline.segment.filters import (
+    Parts,
     edt,
     fill_holes,
     flood,
@@ -85,6 +86,8 @@ def sorted_stretch(raw: np.ndarray, low: float, high: float) -> np.ndarray:
 
 def same(a, b) -> bool:
     """Equal outputs; for two (labels, n) labellings, the same parts whatever their numbers."""
+    if isinstance(a, Parts):
+        a = (a.labels, a.n)
     if not isinstance(a, tuple):
         return np.allclose(a, b, atol=1e-5)
     (got, n), (want, m) = a, b

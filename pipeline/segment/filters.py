@@ -9,6 +9,9 @@ Masks are (H, W) bool, images (H, W) float, labels (H, W) integers (0 = backgrou
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
+
 import cv2
 import numpy as np
 from scipy import ndimage as ndi
@@ -20,9 +23,30 @@ POOR_STRIDE = 512  # OpenCV's exact distance transform is 2-3x slower on rows a 
 PART_COST_PX = 1000  # edt: one part's call costs about as much as this many pixels of the field
 
 
+@dataclass(frozen=True, eq=False)
+class Parts:
+    """The 4-connected parts of an (H, W) bool mask (`parts`): `labels`, (H, W) int32, 1..n in
+    OpenCV's numbering (0: outside the mask), and `n`. Their boxes are found once, when first
+    asked: the distance transform, the h-maxima and the flood walk the same parts of a field
+    (and the tuning, hundreds of times)."""
+
+    labels: np.ndarray
+    n: int
+
+    @cached_property
+    def boxes(self) -> list[tuple[slice, slice]]:
+        """Each part's bounding box (`scipy.ndimage.find_objects`), part i at i - 1."""
+        return ndi.find_objects(self.labels, self.n)
+
+    @cached_property
+    def grown_boxes(self) -> list[tuple[slice, ...]]:
+        """`boxes` grown by 1 px on every side (clipped at 0; slicing clips the far end)."""
+        return [tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box) for box in self.boxes]
+
+
 def edt(
     mask: np.ndarray,
-    mask_parts: tuple[np.ndarray, int] | None = None,
+    mask_parts: Parts | None = None,
     dtype: type[np.floating] = np.float32,
 ) -> np.ndarray:
     """(H, W) bool -> (H, W) `dtype` (float32 or float64): each True pixel's Euclidean distance
@@ -45,9 +69,9 @@ def edt(
     if mask.all():
         return ndi.distance_transform_edt(mask).astype(dtype)
     mask = mask.astype(bool, copy=False)
-    ids, _ = parts(mask) if mask_parts is None else mask_parts
+    found = parts(mask) if mask_parts is None else mask_parts
+    ids, boxes = found.labels, found.grown_boxes
     h, w = mask.shape
-    boxes = grown_boxes(ids)
     covered = sum((r.stop - r.start) * (c.stop - c.start) + PART_COST_PX for r, c in boxes)
     if covered >= mask.size // 2:
         flags = np.ones((h, w + (16 if w % POOR_STRIDE == 0 else 0)), np.uint8)
@@ -60,15 +84,6 @@ def edt(
         precise = cv2.distanceTransform(own.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
         np.copyto(out[box], exact(precise, dtype), where=own)
     return out
-
-
-def grown_boxes(labels: np.ndarray) -> list[tuple[slice, ...]]:
-    """Each object's bounding box in the integer `labels` (1..n, all present, as `parts`
-    numbers them), grown by 1 px on every side (clipped at 0; slicing clips the far end)."""
-    return [
-        tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)
-        for box in ndi.find_objects(labels)
-    ]
 
 
 def exact(dist: np.ndarray, dtype: type[np.floating] = np.float32) -> np.ndarray:
@@ -114,15 +129,15 @@ def inner_boundaries(labels: np.ndarray, width: int = 1) -> np.ndarray:
     return edge
 
 
-def parts(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """(H, W) bool -> ((H, W) int32 labels of its 4-connected parts, 1..n; n): the parts
-    `scipy.ndimage.label` finds, in about half the time, but numbered in OpenCV's order, which
-    is not always SciPy's: for uses whose result does not depend on the numbering."""
+def parts(mask: np.ndarray) -> Parts:
+    """(H, W) bool -> its 4-connected parts (`Parts`: (H, W) int32 labels 1..n, and n): the
+    parts `scipy.ndimage.label` finds, in about half the time, but numbered in OpenCV's order,
+    which is not always SciPy's: for uses whose result does not depend on the numbering."""
     if mask.ndim != 2 or mask.dtype != bool:
         raise ValueError(f"parts needs an (H, W) bool mask, got {mask.dtype} {mask.shape}")
     flags = np.ascontiguousarray(mask).view(np.uint8)
     n, labels = cv2.connectedComponents(flags, connectivity=4, ltype=cv2.CV_32S)
-    return labels, n - 1
+    return Parts(labels, n - 1)
 
 
 def label_sparse(mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -150,7 +165,7 @@ def flood(
     surface: np.ndarray,
     markers: np.ndarray,
     mask: np.ndarray,
-    mask_parts: tuple[np.ndarray, int] | None = None,
+    mask_parts: Parts | None = None,
 ) -> np.ndarray:
     """(H, W) float `surface`, (H, W) integer `markers` (0: none), (H, W) bool `mask` -> (H, W)
     int32 labels: scikit-image's watershed (``watershed(surface, markers, mask=mask)``,
@@ -173,7 +188,8 @@ def flood(
             f"flood needs (H, W) surface, markers and mask of one shape: "
             f"{surface.shape} {markers.shape} {mask.shape}"
         )
-    ids, n = parts(mask) if mask_parts is None else mask_parts
+    found = parts(mask) if mask_parts is None else mask_parts
+    ids, n = found.labels, found.n
     at = np.flatnonzero(markers)
     part, label = ids.ravel()[at], markers.ravel()[at].astype(np.int64)
     part, label = part[part > 0], label[part > 0]  # markers outside the mask count for nothing
@@ -187,9 +203,8 @@ def flood(
     labels = np.take(whole, ids)  # twice as fast as whole[ids]
     several = np.flatnonzero(count > 1)
     if several.size:
-        boxes = ndi.find_objects(ids)
         for i in several:
-            box = boxes[i - 1]
+            box = found.boxes[i - 1]
             inside = ids[box] == i
             grown = watershed(surface[box], np.where(inside, markers[box], 0), mask=inside)
             labels[box][inside] = grown[inside]
@@ -201,7 +216,8 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     image edge become foreground (`scipy.ndimage.binary_fill_holes`, in a third of the time)."""
     if mask.ndim != 2:
         raise ValueError(f"fill_holes expects an (H, W) mask, got shape {mask.shape}")
-    background, n = parts(~mask)
+    outer = parts(~mask)
+    background, n = outer.labels, outer.n
     outside = np.zeros(n + 1, bool)
     outside[0] = True  # the mask itself
     for edge in (background[0], background[-1], background[:, 0], background[:, -1]):

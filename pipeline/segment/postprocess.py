@@ -38,10 +38,10 @@ from pipeline.config.sections import INSTANCE_METHODS
 from pipeline.errors import ConfigError
 from pipeline.segment.card import ModelCard
 from pipeline.segment.filters import (
+    Parts,
     edt,
     flood,
     gaussian,
-    grown_boxes,
     h_maxima,
     label_sparse,
     parts,
@@ -56,15 +56,16 @@ def foreground(prob: np.ndarray, post: PostprocessConfig) -> np.ndarray:
 
 
 def h_maxima_inside(
-    dist: np.ndarray, fg: np.ndarray, h: float, fg_parts: tuple[np.ndarray, int] | None = None
+    dist: np.ndarray, fg: np.ndarray, h: float, fg_parts: Parts | None = None
 ) -> np.ndarray:
     """(H, W) bool: the maxima of the (H, W) float32 `dist` at least `h` deep within each
     connected part of the (H, W) bool foreground, found part by part (the background costs
     nothing; a part with one maximum, most of them, costs least: `filters.h_maxima`).
     `fg_parts`: `filters.parts(fg)` when the caller has them."""
     out = np.zeros(fg.shape, bool)
-    labels, _ = parts(fg) if fg_parts is None else fg_parts
-    for i, box in enumerate(grown_boxes(labels), 1):
+    found = parts(fg) if fg_parts is None else fg_parts
+    labels = found.labels
+    for i, box in enumerate(found.grown_boxes, 1):
         part = labels[box] == i
         out[box] |= h_maxima(np.where(part, dist[box], np.float32(0)), h) & part
     return out
@@ -93,7 +94,7 @@ def objects_size(
     fg: np.ndarray,
     post: PostprocessConfig,
     inside: np.ndarray | None = None,
-    fg_parts: tuple[np.ndarray, int] | None = None,
+    fg_parts: Parts | None = None,
 ) -> float:
     """The (H, W) bool foreground's object diameter in px (`scale.foreground_diameter`, which
     takes `inside` and `fg_parts`) when `post`'s seeds depend on it (h-maxima or the shape
@@ -151,7 +152,7 @@ def split_at_seeds(
     diameter: float = 0.0,
     prob: np.ndarray | None = None,
     inside: np.ndarray | None = None,
-    fg_parts: tuple[np.ndarray, int] | None = None,
+    fg_parts: Parts | None = None,
     *,
     surface: np.ndarray | None = None,
 ) -> np.ndarray:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage as ndi
 
-from pipeline.segment.filters import edt, fill_holes, gaussian, parts
+from pipeline.segment.filters import Parts, edt, fill_holes, gaussian, parts
 from pipeline.segment.postprocess import weighted_median
 
 if TYPE_CHECKING:
@@ -58,17 +58,18 @@ def median_diameter(labels: np.ndarray) -> float:
 def foreground_diameter(
     fg: np.ndarray,
     inside: np.ndarray | None = None,
-    fg_parts: tuple[np.ndarray, int] | None = None,
+    fg_parts: Parts | None = None,
 ) -> float:
     """Inscribed diameter (px) of the connected parts of an (H, W) bool foreground, their
     median weighted by area (specks barely count); 0.0 when it is empty. `inside`: `edt(fg)`,
     (H, W) float32, when the caller has it (the image's edge, background here, is applied);
     `fg_parts`: `filters.parts(fg)` likewise."""
-    ids, n = parts(fg) if fg_parts is None else fg_parts
+    found = parts(fg) if fg_parts is None else fg_parts
+    n = found.n
     if not n:
         return 0.0
     on = np.nonzero(fg)  # most of a sparse field is background: only its parts' pixels count
-    dist, ids = edge_bounded(fg, inside, at=on, fg_parts=(ids, n)), ids[on]
+    dist, ids = edge_bounded(fg, inside, at=on, fg_parts=found), found.labels[on]
     radius = np.zeros(n + 1, dist.dtype)  # of edt's dtype: ufunc.at's fast path, no casts
     np.maximum.at(radius, ids, dist)  # per part; 30x faster than ndi.maximum
     area = np.bincount(ids, minlength=n + 1)[1:]
@@ -79,7 +80,7 @@ def edge_bounded(
     fg: np.ndarray,
     inside: np.ndarray | None = None,
     at: tuple[np.ndarray, np.ndarray] | None = None,
-    fg_parts: tuple[np.ndarray, int] | None = None,
+    fg_parts: Parts | None = None,
 ) -> np.ndarray:
     """(H, W) float32: each pixel of the (H, W) bool `fg`'s distance to the nearest background
     pixel or to the image's edge, as if the image were framed by background; with `at` (row and

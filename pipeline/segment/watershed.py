@@ -48,7 +48,8 @@ def _foreground(img: np.ndarray, method: str) -> np.ndarray:
 def drop_small(mask: np.ndarray, min_size: int) -> np.ndarray:
     """Boolean (H, W) `mask` without its 4-connected components of fewer than `min_size` px
     (`mask` itself when none is that small)."""
-    labels, n = parts(mask)
+    found = parts(mask)
+    labels, n = found.labels, found.n
     if n == 0 or min_size <= 1:
         return mask
     keep = np.bincount(labels[mask], minlength=n + 1) >= min_size  # counted where the parts are

@@ -104,8 +104,13 @@ def same_parts(got: np.ndarray, n: int, want: np.ndarray, m: int) -> bool:
 def test_parts_are_scipys_whatever_their_numbers(shape):
     for fill in (0.0, 0.3, 0.6, 1.0):
         mask = RNG.random(shape) < fill
-        got, n = parts(mask)
+        found = parts(mask)
+        got, n = found.labels, found.n
         assert got.dtype == np.int32 and same_parts(got, n, *ndi.label(mask))
+        assert found.boxes == ndi.find_objects(got) and len(found.grown_boxes) == n
+        for box, grown in zip(found.boxes, found.grown_boxes, strict=True):
+            for b, g, size in zip(box, grown, shape, strict=True):  # 1 px more, within the field
+                assert (g.start, min(g.stop, size)) == (max(b.start - 1, 0), min(b.stop + 1, size))
 
 
 def fields(n: int):
@@ -177,7 +182,9 @@ def test_on_a_real_annotation(shared_data):
     fg = labels > 0
     assert np.array_equal(edt(fg), exact_edt(fg)) and np.array_equal(edt(~fg), exact_edt(~fg))
     assert np.array_equal(edt(fg, dtype=np.float64), ndi.distance_transform_edt(fg))
-    assert same_parts(*parts(fg), *ndi.label(fg)) and same_parts(*parts(~fg), *ndi.label(~fg))
+    for mask in (fg, ~fg):
+        found = parts(mask)
+        assert same_parts(found.labels, found.n, *ndi.label(mask))
 
 
 def test_bad_shapes_are_refused_with_the_shape():
