@@ -110,8 +110,15 @@ def seed_scale(size: float, diameter: float) -> float:
     """Image px per training px: the objects' measured `size` over the `diameter` the network
     was trained at; 1.0 when either is unknown (0). A blur of fixed px would flatten the
     valleys between small touching nuclei and leave bumps in large textured ones (HeLa and
-    GOWT1 asked for seeds of different depths until the blur followed the objects' size)."""
-    return size / diameter if size > 0 and diameter > 0 else 1.0
+    GOWT1 asked for seeds of different depths until the blur followed the objects' size).
+    Within `scale.LIMITS`, the zooms inference applies: a barely trained model's foreground, one
+    part across the field, would otherwise ask for a blur of hundreds of px (over a second a
+    field) that no real objects need."""
+    from pipeline.segment.scale import LIMITS  # scale imports this module
+
+    if size <= 0 or diameter <= 0:
+        return 1.0
+    return float(np.clip(size / diameter, 1 / LIMITS[1], 1 / LIMITS[0]))
 
 
 # PostprocessConfig.flood -> (the (H, W) foreground probability, the (H, W) distance the seeds

@@ -85,6 +85,8 @@ def test_the_seed_blur_is_measured_in_pixels_of_the_training_scale():
     size = objects_size(fg, post)
     assert seed_scale(size, 40.0) == pytest.approx(0.4, abs=0.03)
     assert seed_scale(size, 0.0) == 1.0  # a network trained without rescaling: image px
+    # within the zooms inference applies: a field-wide foreground asks for no 100-px blur
+    assert seed_scale(2000.0, 40.0) == 4.0 and seed_scale(2.0, 40.0) == 0.25
     assert network_instances(fg, dist, post, diameter=40.0).max() == 2
     assert network_instances(fg, dist, post, diameter=0.0).max() == 1
 
