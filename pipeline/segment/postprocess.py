@@ -112,8 +112,8 @@ def seed_scale(size: float, diameter: float) -> float:
     valleys between small touching nuclei and leave bumps in large textured ones (HeLa and
     GOWT1 asked for seeds of different depths until the blur followed the objects' size).
     Within `scale.LIMITS`, the zooms inference applies: a barely trained model's foreground, one
-    part across the field, would otherwise ask for a blur of hundreds of px (over a second a
-    field) that no real objects need."""
+    part across the field, would otherwise ask for a blur of about a hundred px (a third of a
+    second on a 1024x1024 field) that no real objects need."""
     from pipeline.segment.scale import LIMITS  # scale imports this module
 
     if size <= 0 or diameter <= 0:
