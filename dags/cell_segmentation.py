@@ -30,7 +30,6 @@ at a time on the GPU); every task has a timeout, and the run a `dagrun_timeout`.
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, AssetAlias, Param, dag, task
@@ -72,7 +71,7 @@ def run_stage(stage: str, upstream: dict, params=None, run_id=None) -> dict:
 
 @dag(
     dag_id="cell_segmentation",
-    schedule=clock_or_asset(os.environ.get("CELLSEG_TRAIN_SCHEDULE", "@weekly"), DATASET_ASSET),
+    schedule=clock_or_asset("CELLSEG_TRAIN_SCHEDULE", "@weekly", DATASET_ASSET),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,

@@ -19,7 +19,6 @@ Params override the config (`predict.*`); empty keeps the config's value.
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
@@ -44,9 +43,7 @@ def segment(params=None) -> dict:
 
 @dag(
     dag_id="segment_new_images",
-    schedule=clock_or_asset(
-        os.environ.get("CELLSEG_SEGMENT_SCHEDULE", "*/30 * * * *"), MODEL_ASSET
-    ),
+    schedule=clock_or_asset("CELLSEG_SEGMENT_SCHEDULE", "*/30 * * * *", MODEL_ASSET),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,

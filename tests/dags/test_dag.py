@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from pipeline.config.params import PARAMS
 from pipeline.ingest.layouts import LAYOUTS
 from pipeline.stages import STAGE_NAMES, STAGES
@@ -120,9 +122,13 @@ def test_schedule_is_a_clock_or_the_asset_alone(monkeypatch):
     monkeypatch.syspath_prepend(str(DAG_FILE.parent))
     from cellseg_schedule import clock_or_asset
 
-    assert clock_or_asset(" None ", DATASET_ASSET) == [Asset(DATASET_ASSET)]
-    assert clock_or_asset("", DATASET_ASSET) == [Asset(DATASET_ASSET)]
-    both = clock_or_asset("30 2 * * *", DATASET_ASSET)
+    for off in (" None ", ""):
+        monkeypatch.setenv("CELLSEG_TRAIN_SCHEDULE", off)
+        assert clock_or_asset("CELLSEG_TRAIN_SCHEDULE", "@weekly", DATASET_ASSET) == [
+            Asset(DATASET_ASSET)
+        ]
+    monkeypatch.setenv("CELLSEG_TRAIN_SCHEDULE", "30 2 * * *")
+    both = clock_or_asset("CELLSEG_TRAIN_SCHEDULE", "@weekly", DATASET_ASSET)
     assert "expression='30 2 * * *'" in repr(both.timetable)
     assert DATASET_ASSET in str(both.asset_condition)
     # a helper, not a DAG file: .airflowignore keeps the DAG processor from parsing it
@@ -130,3 +136,6 @@ def test_schedule_is_a_clock_or_the_asset_alone(monkeypatch):
         "cell_segmentation.py",
         "segment_new_images.py",
     }
+    monkeypatch.setenv("CELLSEG_TRAIN_SCHEDULE", "every tuesday")
+    with pytest.raises(ValueError, match=r"\$CELLSEG_TRAIN_SCHEDULE='every tuesday'.*'none'"):
+        clock_or_asset("CELLSEG_TRAIN_SCHEDULE", "@weekly", DATASET_ASSET)
