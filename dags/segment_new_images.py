@@ -53,7 +53,9 @@ def segment(params=None) -> dict:
     params={
         "config_file": Param(None, type=["null", "string"], description="YAML config file"),
         "images": Param(
-            "", type="string", description="folder of new .tif images [predict.images]"
+            "",
+            type="string",
+            description="folder of new images (TIF, PNG, JPEG, BMP) [predict.images]",
         ),
         "out": Param("", type="string", description="output folder [predict.out]"),
         "model": Param("", type="string", description="alias or version [predict.model]"),

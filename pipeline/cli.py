@@ -111,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a registry alias or version number (default: production), a model folder, a "
         "run's train/ folder or a registered version (folder or s3://...)",
     )
-    pred.add_argument("--images", required=True, help="folder of .tif images (C, H, W)")
+    pred.add_argument(
+        "--images", required=True, help="folder of images: TIF ((H, W), (C, H, W)), PNG, JPEG, BMP"
+    )
     pred.add_argument("--out", required=True, help="folder for <stem>_labels.tif")
     pred.add_argument(
         "--diameter",

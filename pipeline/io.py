@@ -1,4 +1,4 @@
-"""Small file helpers shared by the stages: atomic writes, TIF reads with clear errors, hashes."""
+"""Small file helpers shared by the stages: atomic writes, image reads with clear errors, hashes."""
 
 from __future__ import annotations
 
@@ -20,6 +20,10 @@ import tifffile
 from pipeline.errors import DataError
 
 TEMPORARIES = ".atomic"  # each folder's writes in progress, apart: listing them stays cheap
+# the image files `cellseg predict` and the plain-folder layout read: TIFs (tifffile) and the
+# common 8- and 16-bit formats (Pillow); JPEG's loss is fine for an image, not for a mask
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+LOSSY_SUFFIXES = (".jpg", ".jpeg")
 
 
 @contextlib.contextmanager
@@ -178,9 +182,7 @@ def write_labels(path: str | Path, labels: np.ndarray) -> Path:
 
 def read_tif(path: str | Path) -> np.ndarray:
     """Read a TIF, raising DataError (naming the file) when it is missing or unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found; check the dataset folder or re-run ingest")
+    path = _existing(path)
     try:
         arr = tifffile.imread(path)
     except Exception as exc:  # tifffile raises many types for corrupt files
@@ -188,11 +190,65 @@ def read_tif(path: str | Path) -> np.ndarray:
             f"{path}: not a readable TIF ({type(exc).__name__}: {exc}); "
             "re-download or remove the file"
         ) from exc
-    if not isinstance(arr, np.ndarray) or arr.size == 0 or arr.dtype.kind not in "biuf":
-        kind = getattr(arr, "dtype", type(arr).__name__)
+    return _pixels(arr, path, "TIF")
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image of any of IMAGE_SUFFIXES: a TIF as it is stored (`read_tif`); a PNG (8- or
+    16-bit), JPEG or BMP as (H, W) grey or (H, W, 3) colour, its alpha dropped (transparency is
+    never intensity) and a palette looked up. DataError naming the file when it is missing or
+    unreadable (`colour_intensity` makes a colour image one channel)."""
+    path = Path(path)
+    if path.suffix.lower() in (".tif", ".tiff"):
+        return read_tif(path)
+    path = _existing(path)
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()  # decoded here, so a truncated file fails now
+            if im.mode in ("P", "PA"):
+                im = im.convert("RGBA")
+            elif im.mode not in ("L", "LA", "RGB", "RGBA", "I", "I;16", "I;16B", "F"):
+                im = im.convert("RGB")  # bilevel, CMYK or YCbCr
+            arr = np.asarray(im)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(
-            f"{path}: not a readable TIF: no pixel data (shape {getattr(arr, 'shape', '?')}, "
-            f"{kind}); re-export or remove the file"
+            f"{path}: not a readable image ({type(exc).__name__}: {exc}); "
+            "re-export or remove the file"
+        ) from exc
+    if arr.ndim == 3 and arr.shape[-1] in (2, 4):  # LA, RGBA: the alpha goes
+        arr = arr[..., :-1]
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    return _pixels(arr, path, "image")
+
+
+def colour_intensity(arr: np.ndarray) -> np.ndarray:
+    """(H, W, 3) or (H, W, 4) colour -> (H, W) intensity, the largest of R, G and B (a 4th
+    channel, alpha, dropped): a grey image stored as colour gives its grey values, a
+    false-colour lookup (BBBC020's, a green or magenta one) its intensities. Any other array is
+    returned as it is. A composite of several stains in one colour image is merged by this: give
+    the channel of the objects as an image of its own."""
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.shape[-1] < min(arr.shape[:2]):
+        return arr[..., :3].max(axis=-1)
+    return arr
+
+
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; check the dataset folder or re-run ingest")
+    return path
+
+
+def _pixels(arr: object, path: Path, kind: str) -> np.ndarray:
+    """`arr` read from `path` if it holds finite numbers; else DataError naming the file."""
+    if not isinstance(arr, np.ndarray) or arr.size == 0 or arr.dtype.kind not in "biuf":
+        what = getattr(arr, "dtype", type(arr).__name__)
+        raise DataError(
+            f"{path}: not a readable {kind}: no pixel data (shape {getattr(arr, 'shape', '?')}, "
+            f"{what}); re-export or remove the file"
         )
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         bad = int((~np.isfinite(arr)).sum())

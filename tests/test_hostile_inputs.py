@@ -121,19 +121,29 @@ def test_other_files_in_an_images_folder_are_listed_as_skipped(capsys, tmp_path)
 
     root = _folder(tmp_path / "set")
     (root / "images" / "notes.txt").write_text("lab notes")
-    (root / "images" / "preview.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (root / "images" / "preview.svg").write_text("<svg/>")
     code, _ = _cli(capsys, tmp_path, "ingest", "--run-id", "r", source=root)
     assert code == 0
     version = next((tmp_path / "data" / "datasets").iterdir())
     skipped = json.loads((version / "dataset.json").read_text())["skipped_files"]
     assert sorted(s.split(":")[0].rsplit("/", 1)[-1] for s in skipped) == [
         "notes.txt",
-        "preview.png",
+        "preview.svg",
     ]
     mask = os.umask(0)
     os.umask(mask)
     # a dataset version is readable as the umask allows (not 0700): a model server can read it
     assert version.stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+def test_a_corrupt_png_image_stops_naming_it_and_loses_nothing(capsys, tmp_path):
+    root = _folder(tmp_path / "set")
+    bad = root / "images" / "preview.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n")  # a PNG's signature and nothing else
+    before = _hashes(root)
+    code, err = _cli(capsys, tmp_path, "ingest", source=root)
+    _one_line(code, err, str(bad), "not a readable image", "re-export or remove the file")
+    assert _hashes(root) == before
 
 
 def test_a_mistyped_url_says_404(capsys, tmp_path):

@@ -1,8 +1,16 @@
 import numpy as np
 import pytest
+import tifffile
 
 from pipeline.errors import DataError
-from pipeline.io import atomic_path, read_tif, write_labels, write_tif
+from pipeline.io import (
+    atomic_path,
+    colour_intensity,
+    read_image,
+    read_tif,
+    write_labels,
+    write_tif,
+)
 
 
 def test_folder_swap_keeps_old_version_on_error(tmp_path):
@@ -63,3 +71,56 @@ def test_unreadable_tif_names_the_file(tmp_path):
     with pytest.raises(DataError, match="x.tif: not a readable TIF"):
         read_tif(bad)
     write_tif(tmp_path / "ok.tif", np.ones((2, 2), np.uint8))
+
+
+def test_png_jpeg_and_bmp_images_are_read_as_grey_or_colour_without_alpha(tmp_path):
+    from PIL import Image
+
+    grey = np.random.default_rng(0).integers(0, 256, (20, 30)).astype(np.uint8)
+    deep = grey.astype(np.uint16) * 257  # 16-bit
+    Image.fromarray(grey).save(tmp_path / "a.png")
+    Image.fromarray(deep).save(tmp_path / "b.png")
+    Image.fromarray(grey).save(tmp_path / "c.bmp")
+    Image.fromarray(np.dstack([grey, grey])).save(tmp_path / "d.png")  # grey + alpha
+    Image.fromarray(np.dstack([grey, grey, grey, grey // 2])).save(tmp_path / "e.png")  # RGBA
+    Image.fromarray(grey).convert("P").save(tmp_path / "f.png")  # a palette
+    Image.fromarray(grey).save(tmp_path / "g.jpg", quality=95)
+    for name in ("a.png", "c.bmp", "d.png"):
+        got = read_image(tmp_path / name)
+        assert got.dtype == np.uint8 and np.array_equal(got, grey), name
+    assert read_image(tmp_path / "b.png").dtype == np.uint16
+    assert np.array_equal(read_image(tmp_path / "b.png"), deep)
+    rgb = read_image(tmp_path / "e.png")
+    assert rgb.shape == (20, 30, 3) and np.array_equal(colour_intensity(rgb), grey)
+    assert read_image(tmp_path / "f.png").shape == (20, 30, 3)  # the palette looked up
+    jpeg = read_image(tmp_path / "g.jpg")
+    assert jpeg.shape == grey.shape and np.abs(jpeg.astype(int) - grey).mean() < 8
+    tifffile.imwrite(tmp_path / "h.tif", grey)
+    assert np.array_equal(read_image(tmp_path / "h.tif"), grey)  # TIFs as read_tif reads them
+
+
+def test_unreadable_images_name_the_file(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "junk.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(DataError, match="junk.png: not a readable image"):
+        read_image(tmp_path / "junk.png")
+    Image.fromarray(np.zeros((64, 64), np.uint8) + 9).save(tmp_path / "whole.png")
+    data = (tmp_path / "whole.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])  # a download cut short
+    with pytest.raises(DataError, match="cut.png: not a readable image"):
+        read_image(tmp_path / "cut.png")
+    with pytest.raises(DataError, match="gone.jpg: file not found"):
+        read_image(tmp_path / "gone.jpg")
+
+
+def test_colour_images_give_their_largest_channel():
+    v = np.arange(48, dtype=np.uint8).reshape(6, 8) * 5
+    zero = np.zeros_like(v)
+    green = np.dstack([zero, v, zero])  # a green lookup
+    magenta = np.dstack([v, zero, v])
+    bbbc020 = np.dstack([v // 2, v // 2, v])  # R equals G, as BBBC020's false colour
+    for rgb in (green, magenta, bbbc020, np.dstack([v, v, v, zero])):
+        assert np.array_equal(colour_intensity(rgb), v)
+    stack = np.stack([v, v, v])  # (3, H, W) channels: not colour
+    assert colour_intensity(stack) is stack and colour_intensity(v) is v

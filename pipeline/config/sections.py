@@ -302,7 +302,7 @@ class TrackingConfig:
 class PredictConfig:
     """Segmenting new images (``cellseg predict``, the ``segment_new_images`` DAG)."""
 
-    images: str = "data/inbox"  # folder of new .tif images
+    images: str = "data/inbox"  # folder of new images (TIF, PNG, JPEG, BMP)
     out: str = "data/segmented"  # labels, overlays, measurements
     model: str = "production"  # registry alias or version, or a model folder
     pixel_size_um: float | None = _rule(None, min=0, exclusive_min=True)  # else the TIF's own

@@ -34,14 +34,13 @@ import pandas as pd
 from pipeline.config.sections import PredictConfig
 from pipeline.conventions import Record, now
 from pipeline.errors import DataError
-from pipeline.io import atomic_path, read_tif, sha256_file, write_labels
+from pipeline.io import IMAGE_SUFFIXES, atomic_path, read_image, sha256_file, write_labels
 from pipeline.segment import steps
 from pipeline.segment.card import ModelCard
 from pipeline.segment.handoff import Handoff, Parcel, Slots, discard, handoff, load, take
 from pipeline.segment.workers import default_workers, processes, submit
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = (".tif", ".tiff")
 DONE = ".done"
 STALE_CLAIM_S = 3600  # a claim this old with no result: its run died; claim it again
 
@@ -57,12 +56,25 @@ class SegmentResult(Record):
 
 
 def list_images(images: str | Path) -> list[Path]:
+    """The images (`pipeline.io.IMAGE_SUFFIXES`: TIF, PNG, JPEG, BMP) in folder `images`, sorted;
+    DataError when there are none, or when two share a name but the suffix (their outputs are
+    named by it)."""
     folder = Path(images)
+    kinds = "/".join(s[1:] for s in IMAGE_SUFFIXES)
     if not folder.is_dir():
-        raise DataError(f"{images}: folder does not exist; pass a folder of .tif images")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        raise DataError(f"{images}: folder does not exist; pass a folder of images ({kinds})")
+    paths = sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
     if not paths:
-        raise DataError(f"{images}: no .tif images to segment")
+        raise DataError(f"{images}: no images to segment ({kinds})")
+    stems: dict[str, Path] = {}
+    for p in paths:
+        if (other := stems.setdefault(p.stem, p)) is not p:
+            raise DataError(
+                f"{other} and {p}: one name, two images; their outputs would be one "
+                f"({p.stem}_labels.tif): rename or move one of them"
+            )
     return paths
 
 
@@ -223,7 +235,7 @@ def prepare_image(
     from pipeline.segment.measure import pixel_size_from_tif
 
     digest = sha256_file(path)
-    raw = as_chw(read_tif(path), path, card)
+    raw = as_chw(read_image(path), path, card)
     image = normalise(raw, card.low_percentile, card.high_percentile, card.normalisation)
     objects = object_diameter or image_objects(image, card, raw)
     size = pixel_size_um or pixel_size_from_tif(path)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import DataError
+from pipeline.io import colour_intensity
 from pipeline.preprocess.samples import measures_on_percentiles, normalise
 from pipeline.segment.card import ModelCard
 from pipeline.segment.scale import image_diameter
@@ -21,9 +22,12 @@ log = logging.getLogger(__name__)
 
 
 def as_chw(raw: np.ndarray, path: Path, card: ModelCard) -> np.ndarray:
-    """A new image as (C, H, W) with the card's channels: accepts (H, W) for one channel and
-    (H, W, C) when C matches."""
+    """A new image as (C, H, W) with the card's channels: accepts (H, W) for one channel,
+    (H, W, C) when C matches, and a colour image, (H, W, 3) or (H, W, 4), for one channel as its
+    intensity (`pipeline.io.colour_intensity`: the largest of R, G and B)."""
     n_in = len(card.channels)
+    if n_in == 1:
+        raw = colour_intensity(raw)
     raw = raw[None] if raw.ndim == 2 else raw
     if raw.ndim == 3 and raw.shape[0] != n_in and raw.shape[-1] == n_in:
         raw = np.moveaxis(raw, -1, 0)  # (H, W, C) -> (C, H, W)

@@ -7,13 +7,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pipeline.io import atomic_path
-from pipeline.segment.batch import (
-    IMAGE_SUFFIXES,
-    SegmentResult,
-    folder_options,
-    segment_folder,
-)
+from pipeline.io import IMAGE_SUFFIXES, atomic_path
+from pipeline.segment.batch import SegmentResult, folder_options, segment_folder
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +54,9 @@ def segment_new_images(params: dict) -> dict:
 
 
 def pull_s3_inbox(uri: str, out: Path, endpoint_url: str | None) -> Path:
-    """New .tif objects under ``s3://bucket/prefix`` copied into ``out/.inbox-s3/`` (an object
-    already there with the same size is not fetched again); returns that folder."""
+    """New image objects (`pipeline.io.IMAGE_SUFFIXES`) under ``s3://bucket/prefix`` copied
+    into ``out/.inbox-s3/`` (an object already there with the same size is not fetched again);
+    returns that folder."""
     from pipeline.ingest.sources import s3_list
 
     local = out / ".inbox-s3"
@@ -69,7 +65,7 @@ def pull_s3_inbox(uri: str, out: Path, endpoint_url: str | None) -> Path:
     for obj in objects:
         name = obj["Key"][len(prefix) :]
         if "/" in name or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
-            continue  # only the prefix's own .tif images, by their plain names
+            continue  # only the prefix's own images, by their plain names
         dest = local / name
         if dest.is_file() and dest.stat().st_size == obj["Size"]:
             continue

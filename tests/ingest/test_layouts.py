@@ -127,6 +127,34 @@ def test_plain_folder_binary_and_instance_masks(tmp_path):
     assert len(result.skipped) == 1 and "orphan" in result.skipped[0]
 
 
+def test_plain_folder_of_png_jpeg_and_colour_images(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    grey = np.arange(20 * 30).reshape(20, 30).astype(np.uint8)
+    zero = np.zeros_like(grey)
+    binary = np.zeros((20, 30), np.uint8)
+    binary[2:6, 2:6] = binary[10:15, 20:25] = 255
+    Image.fromarray(np.dstack([zero, grey, zero])).save(tmp_path / "images/a.png")  # green
+    Image.fromarray(binary).save(tmp_path / "masks/a.png")
+    Image.fromarray(grey).save(tmp_path / "images/b.jpg")
+    tifffile.imwrite(tmp_path / "masks/b.tif", binary)
+    (tmp_path / "images/notes.txt").write_text("x")
+    result = parse_folder(tmp_path)
+    by_id = {f.field_id: f for f in result.fields}
+    assert sorted(by_id) == ["a", "b"] and by_id["a"].image.shape == (1, 20, 30)
+    assert np.array_equal(by_id["a"].image[0], grey)  # the green lookup's intensity
+    assert by_id["a"].labels["nuclei"].max() == 2 == by_id["b"].labels["nuclei"].max()
+    assert result.skipped == [f"{tmp_path / 'images/notes.txt'}: not an image; ignored"]
+    Image.fromarray(binary).save(tmp_path / "masks/a.jpg")  # a lossy mask beside the PNG one
+    with pytest.raises(DataError, match=r"a\.jpg and .*a\.png: one field name, two files"):
+        parse_folder(tmp_path)
+    (tmp_path / "masks/a.png").unlink()
+    with pytest.raises(DataError, match=r"a\.jpg: a mask in lossy JPEG.*export masks as PNG"):
+        parse_folder(tmp_path)
+
+
 def test_merge_objects_smaller_wins_and_hidden_are_counted():
     big = np.zeros((10, 10), bool)
     big[2:8, 2:8] = True

@@ -261,11 +261,48 @@ def test_a_two_view_model_reads_the_images_channels(instances, tmp_path):
         segment_folder(str(tmp_path / "model"), tmp_path / "in", tmp_path / "out2")
 
 
+def test_png_jpeg_and_colour_images_are_segmented_as_their_grey_tif(tmp_path):
+    """A one-channel model reads PNG, JPEG and BMP as well as TIF, and a colour image (a grey
+    one stored as RGB, a green lookup, a transparency) as its intensity."""
+    from PIL import Image
+
+    card = ModelCard("resnet18", 1, ["foreground", "distance"], ["fluo"], "nuclei", "fluo", 1, 99)
+    torch.manual_seed(0)
+    net, model = build_model(**card.arch), str(tmp_path / "model")
+    with torch.no_grad():  # confident outputs, as a trained network's (see the compiled test)
+        net.segmentation_head[0].weight.mul_(30)
+    save_model(net, card, model)
+    yy, xx = np.mgrid[:64, :80]
+    grey = (20 + 200 * np.exp(-((yy - 30) ** 2 + (xx - 40) ** 2) / 150)).astype(np.uint8)
+    zero = np.zeros_like(grey)
+    images = tmp_path / "in"
+    images.mkdir()
+    tifffile.imwrite(images / "a.tif", grey)
+    Image.fromarray(grey).save(images / "b.png")
+    Image.fromarray(np.dstack([zero, grey, zero])).save(images / "c.png")  # a green lookup
+    Image.fromarray(np.dstack([grey, grey, grey, zero + 255])).save(images / "d.png")  # RGBA
+    tifffile.imwrite(images / "e.tif", np.dstack([grey, grey, grey]))  # grey stored as RGB
+    Image.fromarray(grey).save(images / "f.bmp")
+    Image.fromarray(grey).save(images / "g.jpg", quality=95)
+    (images / "notes.txt").write_text("not an image")
+    done = segment_folder(model, images, tmp_path / "out", object_diameter=20, workers=0)
+    labels = {Path(p).name[0]: tifffile.imread(p) for p in done.segmented}
+    assert sorted(labels) == list("abcdefg") and labels["a"].max() > 0
+    for name in "bcdef":
+        np.testing.assert_array_equal(labels[name], labels["a"], err_msg=name)
+    assert labels["g"].shape == grey.shape  # JPEG's loss moves a few pixels
+    table = pd.read_csv(done.table)
+    assert len(table) == 7 and (table["n_objects"] > 0).all()
+    Image.fromarray(grey).save(images / "a.png")  # one name, two images: one output
+    with pytest.raises(DataError, match=r"a\.png and .*a\.tif: one name, two images"):
+        segment_folder(model, images, tmp_path / "out2", object_diameter=20, workers=0)
+
+
 def test_bad_folders_are_clear(model, tmp_path):
     with pytest.raises(DataError, match="folder does not exist"):
         segment_folder(model, tmp_path / "nope", tmp_path / "out")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="no .tif images"):
+    with pytest.raises(DataError, match="no images to segment"):
         segment_folder(model, tmp_path / "empty", tmp_path / "out")
     (tmp_path / "in").mkdir()
     tifffile.imwrite(tmp_path / "in/a.tif", np.zeros((2, 32, 32), np.uint16))

@@ -11,16 +11,14 @@ import numpy as np
 
 from pipeline.errors import DataError
 from pipeline.ingest.layouts.base import Field, ParseResult, merge_objects, overlap_stats
-from pipeline.io import read_tif
+from pipeline.io import colour_intensity, read_tif
 
 log = logging.getLogger(__name__)
 
 
 def _rgb_intensity(path: Path) -> np.ndarray:
     """BBBC020 stores grey values through a false-colour lookup: intensity = max over colour."""
-    arr = read_tif(path)
-    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
-        arr = arr[..., :3].max(axis=-1)
+    arr = colour_intensity(read_tif(path))
     if arr.ndim != 2:
         raise DataError(f"{path}: expected a 2-D or RGB image, got shape {arr.shape}")
     return arr

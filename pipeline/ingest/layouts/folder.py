@@ -1,4 +1,5 @@
-"""Plain-folder layout: ``images/<stem>.tif`` paired with ``masks/<stem>.tif``."""
+"""Plain-folder layout: ``images/<stem>.<ext>`` paired with ``masks/<stem>.<ext>`` (TIF, PNG,
+JPEG, BMP)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ import numpy as np
 
 from pipeline.errors import DataError
 from pipeline.ingest.layouts.base import Field, ParseResult
-from pipeline.io import binary_to_instances, read_tif
+from pipeline.io import (
+    IMAGE_SUFFIXES,
+    LOSSY_SUFFIXES,
+    binary_to_instances,
+    colour_intensity,
+    read_image,
+)
 
 
 def _to_labels(lab: np.ndarray, path: Path) -> np.ndarray:
@@ -24,22 +31,36 @@ def _to_labels(lab: np.ndarray, path: Path) -> np.ndarray:
     return labels.astype(np.uint16)
 
 
-def parse_folder(root: Path) -> ParseResult:
-    """Plain folders: ``images/<stem>.tif`` paired with ``masks/<stem>.tif`` (instance or binary).
+def _by_stem(folder: Path) -> dict[str, Path]:
+    """The images (`IMAGE_SUFFIXES`) in `folder` by name without suffix; DataError when two
+    share one (the field is named by it)."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if (other := found.setdefault(path.stem, path)) is not path:
+            raise DataError(
+                f"{other} and {path}: one field name, two files; rename or remove one of them"
+            )
+    return found
 
-    Images are (H, W) or (H, W, C<=4) single-channel TIFs -> (1, H, W); masks become ``nuclei``
-    uint16 labels (binary masks: one label per connected component); images without a mask are
-    unlabelled; masks without an image are reported as skipped.
+
+def parse_folder(root: Path) -> ParseResult:
+    """Plain folders: ``images/<stem>.<ext>`` paired with ``masks/<stem>.<ext>`` (instance or
+    binary), ext one of `IMAGE_SUFFIXES` (TIF, PNG, JPEG, BMP; masks not in lossy JPEG).
+
+    Images are (H, W), (H, W, 1-2) single-channel, or colour (H, W, 3-4) taken as their
+    intensity (`colour_intensity`: the largest of R, G and B) -> (1, H, W); masks become
+    ``nuclei`` uint16 labels (binary masks: one label per connected component); images without
+    a mask are unlabelled; masks without an image are reported as skipped.
     """
     images, masks = root / "images", root / "masks"
     if not images.is_dir():
         raise DataError(f"{root}: no images/ folder; a plain dataset needs images/ and masks/")
-    tifs = ("*.tif", "*.tiff", "*.TIF", "*.TIFF")
-    by_stem = {p.stem: p for pat in tifs for p in masks.glob(pat)} if masks.is_dir() else {}
-    paths = sorted({p for pat in tifs for p in images.glob(pat)})
+    by_stem = _by_stem(masks)
     out, skipped = [], []
-    for path in paths:
-        image = read_tif(path)
+    for stem, path in sorted(_by_stem(images).items()):
+        image = colour_intensity(read_image(path))
         if image.ndim == 3 and image.shape[-1] <= 4:
             image = np.moveaxis(image, -1, 0)
         elif image.ndim == 2:
@@ -49,20 +70,23 @@ def parse_folder(root: Path) -> ParseResult:
                 f"{path}: plain layout expects single-channel images, got {image.shape}"
             )
         labels, sources = {}, [str(path.relative_to(root))]
-        if (mask := by_stem.get(path.stem)) is not None:
-            lab = read_tif(mask)
+        if (mask := by_stem.get(stem)) is not None:
+            if mask.suffix.lower() in LOSSY_SUFFIXES:
+                raise DataError(
+                    f"{mask}: a mask in lossy JPEG (its edges and labels are not kept); "
+                    "export masks as PNG or TIF"
+                )
+            lab = read_image(mask)
             if lab.shape != image.shape[1:]:
                 raise DataError(f"{mask}: shape {lab.shape} != image shape {image.shape[1:]}")
             labels["nuclei"] = _to_labels(lab, mask)
             sources.append(str(mask.relative_to(root)))
-        out.append(Field(path.stem, "all", image, labels, sources))
-    stems = {p.stem for p in paths}
-    skipped += [
-        f"{m}: no image images/{s}.tif" for s, m in sorted(by_stem.items()) if s not in stems
-    ]
+        out.append(Field(stem, "all", image, labels, sources))
+    stems = {f.field_id for f in out}
+    skipped += [f"{m}: no image images/{s}.*" for s, m in sorted(by_stem.items()) if s not in stems]
     for folder in (images, masks):  # anything else there is listed, never silently ignored
         others = sorted(
-            p for p in folder.glob("*") if p.is_file() and p.suffix.lower() not in (".tif", ".tiff")
+            p for p in folder.glob("*") if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES
         )
-        skipped += [f"{p}: not a .tif image; ignored" for p in others if not p.name.startswith(".")]
+        skipped += [f"{p}: not an image; ignored" for p in others if not p.name.startswith(".")]
     return ParseResult(out, skipped)
