@@ -2,7 +2,8 @@
 predicted label images read from folders.
 
 Prediction files are (H, W) integer label images (0 = background) named after the field:
-``<safe_id>.tif``, ``<field_id>.tif`` or ``<safe_id>_labels.tif``. A binary mask (one non-zero
+``<safe_id>``, ``<field_id>`` or ``<safe_id>_labels``, as TIF, PNG (8- or 16-bit, as Cellpose
+writes its masks) or BMP; not JPEG, whose loss changes labels. A binary mask (one non-zero
 value) is split into connected components.
 """
 
@@ -17,7 +18,7 @@ from pipeline.conventions import safe_name
 from pipeline.errors import DataError
 from pipeline.ingest.layouts import get_layout
 from pipeline.ingest.manifest import is_version, load_manifest
-from pipeline.io import binary_to_instances, read_tif
+from pipeline.io import IMAGE_SUFFIXES, LOSSY_SUFFIXES, binary_to_instances, read_image
 from pipeline.preprocess.samples import (
     Sample,
     channel_indices,
@@ -27,15 +28,20 @@ from pipeline.preprocess.samples import (
 )
 from pipeline.rundir import RunDir
 
+# label images are read from lossless files only
+LABEL_SUFFIXES = tuple(s for s in IMAGE_SUFFIXES if s not in LOSSY_SUFFIXES)
+
 
 def read_prediction(folder: Path, field_id: str, shape: tuple[int, ...]) -> np.ndarray:
     """The (H, W) int64 label image predicted for `field_id` in `folder` (see module docstring)."""
     stem = safe_name(field_id)
-    names = [f"{n}{ext}" for n in (stem, field_id, f"{stem}_labels") for ext in (".tif", ".tiff")]
+    names = [f"{n}{ext}" for n in (stem, field_id, f"{stem}_labels") for ext in LABEL_SUFFIXES]
     path = next((folder / n for n in names if (folder / n).is_file()), None)
     if path is None:
         raise DataError(f"{folder}: no prediction for field {field_id!r}; expected {names[0]}")
-    arr = np.squeeze(read_tif(path))
+    arr = np.squeeze(read_image(path))
+    if arr.ndim == 3 and arr.shape[:2] == shape:
+        raise DataError(f"{path}: a colour image, not a label image (0 = background, 1..N)")
     if arr.shape != shape:
         raise DataError(f"{path}: prediction shape {arr.shape} != ground-truth shape {shape}")
     if arr.dtype.kind == "f" and not np.array_equal(arr, np.round(arr)):
@@ -92,17 +98,23 @@ def load_reference(uri: str, cfg: PipelineConfig, split: str = "test") -> tuple[
 
 
 def prediction_folders(pred_dir: str | Path) -> dict[str, str]:
-    """{method: folder}: `pred_dir` itself if it holds TIFs, else each sub-folder holding TIFs."""
+    """{method: folder}: `pred_dir` itself if it holds label images (`LABEL_SUFFIXES`), else
+    each sub-folder holding some."""
     root = Path(pred_dir)
     if not root.is_dir():
         raise DataError(f"{root}: predictions folder does not exist")
 
-    def has_tifs(p: Path) -> bool:
-        return any(p.glob("*.tif")) or any(p.glob("*.tiff"))
+    def holds(p: Path, suffixes: tuple[str, ...]) -> bool:
+        return any(f.suffix.lower() in suffixes for f in p.iterdir())
 
-    if has_tifs(root):
+    if holds(root, LABEL_SUFFIXES):
         return {root.name: str(root)}
-    found = {p.name: str(p) for p in sorted(root.iterdir()) if p.is_dir() and has_tifs(p)}
+    folders = [p for p in sorted(root.iterdir()) if p.is_dir()]
+    found = {p.name: str(p) for p in folders if holds(p, LABEL_SUFFIXES)}
     if not found:
-        raise DataError(f"{root}: no .tif label images in it or in its sub-folders")
+        lossy = any(holds(p, LOSSY_SUFFIXES) for p in (root, *folders))
+        raise DataError(
+            f"{root}: no label images (TIF, PNG, BMP) in it or in its sub-folders"
+            + ("; JPEG changes labels: write them as TIF or PNG" if lossy else "")
+        )
     return found

@@ -124,6 +124,31 @@ def test_evaluate_folder_scores_binary_masks_named_by_field(demo, tmp_path):
     assert res.summary["my_masks"]["f1"] == pytest.approx(ev.result.summary["otsu"]["f1"])
 
 
+def test_evaluate_folder_scores_png_label_images_as_cellpose_writes_them(demo, tmp_path):
+    from PIL import Image
+
+    cfg, ev = demo
+    folder, lossy = tmp_path / "cellpose", tmp_path / "jpeg"
+    folder.mkdir()
+    lossy.mkdir()
+    for s in load_split(ev.prepared.uri, "test"):
+        name = safe_name(s.field_id)
+        labels = read_tif(Path(ev.predictions["watershed"]) / f"{name}.tif").astype(np.uint16)
+        Image.fromarray(labels).save(folder / f"{name}_labels.png")  # 16-bit PNG
+        Image.fromarray((labels > 0).astype(np.uint8) * 255).save(lossy / f"{name}.jpg")
+    res = evaluate_folder(str(folder), ev.dataset.uri, cfg, str(tmp_path / "out"))
+    for metric in ("fg_iou", "f1", "map", "aji"):
+        assert res.summary["cellpose"][metric] == pytest.approx(
+            ev.result.summary["watershed"][metric]
+        )
+    with pytest.raises(DataError, match="no label images.*JPEG changes labels"):
+        evaluate_folder(str(lossy), ev.dataset.uri, cfg, str(tmp_path / "out2"))
+    first = sorted(folder.iterdir())[0]
+    Image.open(first).convert("RGB").save(first)  # a label image exported as colour
+    with pytest.raises(DataError, match="a colour image, not a label image"):
+        evaluate_folder(str(folder), ev.dataset.uri, cfg, str(tmp_path / "out3"))
+
+
 def test_evaluate_folder_reports_missing_and_misshaped_predictions(demo, tmp_path):
     cfg, ev = demo
     test_ids = [s.field_id for s in load_split(ev.prepared.uri, "test")]
@@ -136,7 +161,7 @@ def test_evaluate_folder_reports_missing_and_misshaped_predictions(demo, tmp_pat
     with pytest.raises(DataError, match=f"no prediction for field '{test_ids[0]}'"):
         evaluate_folder(str(folder), ev.dataset.uri, cfg, str(tmp_path / "out"))
     (tmp_path / "empty" / "sub").mkdir(parents=True)
-    with pytest.raises(DataError, match="no .tif label images"):
+    with pytest.raises(DataError, match="no label images"):
         evaluate_folder(str(tmp_path / "empty"), ev.dataset.uri, cfg, str(tmp_path / "out2"))
 
 
