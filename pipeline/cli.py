@@ -121,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="objects' diameter in px, if known (default: measured on each image) "
         "[predict.object_diameter]",
     )
+    pred.add_argument(
+        "--channel",
+        type=int,
+        help="the channel a one-channel model reads in multi-channel or colour images (0 first; "
+        "colour: 0 red, 1 green, 2 blue; default -1: the image as it is) [predict.channel]",
+    )
     _registry_options(pred)
     _models_parser(sub.add_parser("models", help="list, show, promote, roll back, download"))
     return parser
@@ -173,15 +179,14 @@ def _predict(args: argparse.Namespace) -> dict:
     diameter = cfg.predict.object_diameter if args.diameter is None else args.diameter
     if diameter < 0:
         raise ConfigError(f"--diameter {diameter}: an object diameter in px is >= 0 (0: measure)")
+    options = folder_options(cfg.predict)
+    if args.channel is not None:
+        if args.channel < -1:
+            raise ConfigError(f"--channel {args.channel}: a channel index >= 0, or -1 for none")
+        options["channel"] = args.channel
     with model_for_predict(cfg, args.model) as model:
-        p = cfg.predict
         written = predict_folder(
-            model,
-            args.images,
-            args.out,
-            p.pixel_size_um,
-            diameter,
-            **folder_options(p),
+            model, args.images, args.out, cfg.predict.pixel_size_um, diameter, **options
         )
         return {"model": args.model or "production", "written": written}
 

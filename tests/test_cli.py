@@ -88,6 +88,9 @@ def test_stages_one_by_one_then_predict(capsys, tmp_path, demo_root):
     assert main([*sized, "--diameter", "30"]) == 0  # the user knows the nuclei's size
     assert (tmp_path / "sized" / "field_labels.tif").is_file()
     _one_line_error(capsys, [*sized, "--diameter", "-3"], "--diameter -3.0")
+    _one_line_error(capsys, [*sized, "--channel", "-2"], "--channel -2")
+    # the demo's model reads both channels of its fields: one of them cannot be picked for it
+    _one_line_error(capsys, [*sized, "--channel", "1"], "picks one channel for a one-channel")
     # a registered version whose weights were changed is refused, in one line, naming the file
     weights = Path(registered["model_uri"]) / "weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:-8] + b"\x00" * 8)

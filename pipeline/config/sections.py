@@ -325,6 +325,10 @@ class PredictConfig:
     # consecutive images of one size that go through the network as one batch
     # (pipeline/segment/steps.py); 0: 8 on a GPU, 1 on a CPU (where one field fills the cores)
     images_per_step: int = _rule(0, min=0)
+    # the channel of multi-channel or colour images a one-channel model reads (0 first; colour:
+    # 0 red, 1 green, 2 blue), e.g. the nuclear stain of a composite; -1: the image as it is, a
+    # colour one as its intensity (the largest of R, G and B)
+    channel: int = _rule(-1, min=-1)
 
 
 @dataclass

@@ -107,6 +107,7 @@ def segment_folder(
     min_relative_intensity: float | None = None,
     compile: bool = False,
     images_per_step: int = 0,
+    channel: int = -1,
 ) -> SegmentResult:
     """Segment every .tif in `images` ((H, W) or (C, H, W), C = the model's channels) into
     `out_dir` (layout in the module docstring). `pixel_size_um` (else the TIF's own
@@ -127,7 +128,8 @@ def segment_folder(
     objects' cut (0: keep them); `compile` runs the network through torch.compile on a CPU
     (`pipeline.segment.compiled`); `images_per_step` (0: `default_images_per_step`) is how many
     consecutive images of one size go through the network together
-    (`inference.card_maps_batch`)."""
+    (`inference.card_maps_batch`); `channel` (-1: none) is the one channel of multi-channel or
+    colour images a one-channel model reads (`fields.as_chw`), recorded in images.csv."""
     from pipeline.segment.artifact import load_model, model_id, read_card
     from pipeline.segment.compiled import compiled
     from pipeline.segment.graphs import replayed
@@ -161,7 +163,7 @@ def segment_folder(
         clock = dict.fromkeys(("network", prep, hand, *waits), 0.0)
         slots = Slots(parcels, keep=2 * workers + 2)  # the maps' files: as many as in flight
         pending: deque[tuple[Future, Parcel]] = deque()
-        jobs = (card, object_diameter, pixel_size_um, parcels)
+        jobs = (card, object_diameter, pixel_size_um, parcels, channel)
         made = steps.prepared(paths, lambda p: submit(pool, prepare_image, p, *jobs), workers)
         fresh = _unclaimed(made, out, result) if once else made
         groups = steps.steps(fresh, per_step, lambda p: steps.step_key(p, card, per_step))
@@ -184,7 +186,8 @@ def segment_folder(
                 card_maps_batch(model, images, device, card, objects, outs=intos)
             clock["network"] += (t1 := time.perf_counter()) - t
             for p, into in zip(group, intos, strict=True):
-                ids, maps = {"sha256": p.digest, "model_id": mid}, slots.parcel(into)
+                ids = {"sha256": p.digest, "model_id": mid, "channel": channel}
+                maps = slots.parcel(into)
                 job = (out, p.path, p.raw, p.image, maps, card, p.size, ids, once)
                 pending.append((submit(pool, finish_image, *job), maps))
             clock[hand] += (t := time.perf_counter()) - t1
@@ -204,6 +207,7 @@ def folder_options(predict: PredictConfig) -> dict:
     """The ``predict`` settings `segment_folder` (and `inference.predict_folder`) takes as they
     are, by keyword: one place for the CLI and the DAG to pass them from."""
     keys = ("workers", "flip_tta", "min_relative_intensity", "compile", "images_per_step")
+    keys += ("channel",)
     return {k: getattr(predict, k) for k in keys}
 
 
@@ -225,17 +229,19 @@ def prepare_image(
     object_diameter: float,
     pixel_size_um: float | None,
     parcels: Handoff,
+    channel: int = -1,
 ) -> tuple[Path, str, Parcel, Parcel, float, float | None]:
     """One image's CPU work before the network: (`path`, its sha256, its (C, H, W) intensities
     as read and normalised float32 (C, H, W), as `parcels`, its objects' diameter in px
     (`object_diameter`, or measured: `fields.image_objects`; 0.0: left to the network), its
-    pixel size in µm (`pixel_size_um`, or the TIF's own, or None))."""
+    pixel size in µm (`pixel_size_um`, or the TIF's own, or None)); `channel` as in
+    `fields.as_chw`."""
     from pipeline.preprocess.samples import normalise
     from pipeline.segment.fields import as_chw, image_objects
     from pipeline.segment.measure import pixel_size_from_tif
 
     digest = sha256_file(path)
-    raw = as_chw(read_image(path), path, card)
+    raw = as_chw(read_image(path), path, card, channel)
     image = normalise(raw, card.low_percentile, card.high_percentile, card.normalisation)
     objects = object_diameter or image_objects(image, card, raw)
     size = pixel_size_um or pixel_size_from_tif(path)
@@ -255,7 +261,8 @@ def finish_image(
 ) -> dict:
     """One image's (K, H, W) output maps -> its instances (the card's method), measurements,
     overlay and label image written to `out`; returns its images.csv row (with the label
-    image's path under ``labels``). `raw` is its (C, H, W) image, `image` normalised; all
+    image's path under ``labels``). `ids`: its sha256, the model's id and the channel read (-1:
+    the image as it is). `raw` is its (C, H, W) image, `image` normalised; all
     three arrays as parcels (`pipeline.segment.handoff`): the images taken, the maps a slot
     the network's process reuses once this returns."""
     from pipeline.segment.measure import measure, overlay_png
@@ -277,6 +284,7 @@ def finish_image(
         "model_id": ids["model_id"],
         "flip_tta": card.postprocess.flip_tta,
         "min_relative_intensity": card.postprocess.min_relative_intensity,
+        "channel": ids.get("channel", -1),
         "segmented_at": now(),
     }
     if once:

@@ -21,12 +21,16 @@ from pipeline.segment.scale import image_diameter
 log = logging.getLogger(__name__)
 
 
-def as_chw(raw: np.ndarray, path: Path, card: ModelCard) -> np.ndarray:
+def as_chw(raw: np.ndarray, path: Path, card: ModelCard, channel: int = -1) -> np.ndarray:
     """A new image as (C, H, W) with the card's channels: accepts (H, W) for one channel,
     (H, W, C) when C matches, and a colour image, (H, W, 3) or (H, W, 4), for one channel as its
-    intensity (`pipeline.io.colour_intensity`: the largest of R, G and B)."""
+    intensity (`pipeline.io.colour_intensity`: the largest of R, G and B). `channel` >= 0 (for
+    a one-channel model) takes that channel of a multi-channel (C, H, W) or (H, W, C) image
+    instead (colour: 0 red, 1 green, 2 blue), e.g. the nuclei of a composite."""
     n_in = len(card.channels)
-    if n_in == 1:
+    if channel >= 0:
+        raw = one_channel(raw, path, channel, n_in)
+    elif n_in == 1:
         raw = colour_intensity(raw)
     raw = raw[None] if raw.ndim == 2 else raw
     if raw.ndim == 3 and raw.shape[0] != n_in and raw.shape[-1] == n_in:
@@ -37,6 +41,30 @@ def as_chw(raw: np.ndarray, path: Path, card: ModelCard) -> np.ndarray:
             f"({', '.join(card.channels)}) as (C, H, W) or (H, W, C)"
         )
     return raw
+
+
+def one_channel(raw: np.ndarray, path: Path, channel: int, n_in: int) -> np.ndarray:
+    """Channel `channel` of `raw`, (C, H, W) or (H, W, C) (the smaller axis holds the channels;
+    an (H, W) image has only channel 0), as (H, W); DataError naming the file otherwise."""
+    if n_in != 1:
+        raise DataError(
+            f"{path}: predict.channel={channel} picks one channel for a one-channel model; this "
+            f"model reads {n_in} ({', '.join(map(str, range(n_in)))}): leave predict.channel -1"
+        )
+    if raw.ndim == 2:
+        count, pick = 1, lambda: raw
+    elif raw.ndim == 3 and raw.shape[-1] < min(raw.shape[:2]):
+        count, pick = raw.shape[-1], lambda: raw[..., channel]
+    elif raw.ndim == 3:
+        count, pick = raw.shape[0], lambda: raw[channel]
+    else:
+        count, pick = 0, None
+    if pick is None or channel >= count:
+        raise DataError(
+            f"{path}: shape {raw.shape} has {count} channel(s), predict.channel={channel} asks "
+            f"for one it lacks; use 0..{max(count - 1, 0)} or -1 (the image as it is)"
+        )
+    return pick()
 
 
 def measure_view(

@@ -167,12 +167,14 @@ def predict_folder(
     min_relative_intensity: float | None = None,
     compile: bool = False,
     images_per_step: int = 0,
+    channel: int = -1,
 ) -> list[str]:
-    """Segment every ``*.tif`` in `images` (each (H, W) or (C, H, W), C = model channels) into
-    `out_dir`: labels, overlays and measurements (`pipeline.segment.batch`); returns the paths
-    of the ``<stem>_labels.tif`` written. `object_diameter` as in `predict_labels`; `workers`:
-    post-processing processes, `flip_tta` and `min_relative_intensity` (None: the card's),
-    `compile` and `images_per_step` as in `segment_folder`."""
+    """Segment every image in `images` (`pipeline.io.IMAGE_SUFFIXES`; each (H, W) or (C, H, W),
+    C = model channels, or colour) into `out_dir`: labels, overlays and measurements
+    (`pipeline.segment.batch`); returns the paths of the ``<stem>_labels.tif`` written.
+    `object_diameter` as in `predict_labels`; `workers`: post-processing processes, `flip_tta`
+    and `min_relative_intensity` (None: the card's), `compile`, `images_per_step` and
+    `channel` as in `segment_folder`."""
     from pipeline.segment.batch import segment_folder
 
     return segment_folder(
@@ -186,4 +188,5 @@ def predict_folder(
         min_relative_intensity=min_relative_intensity,
         compile=compile,
         images_per_step=images_per_step,
+        channel=channel,
     ).segmented

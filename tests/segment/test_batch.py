@@ -296,6 +296,23 @@ def test_png_jpeg_and_colour_images_are_segmented_as_their_grey_tif(tmp_path):
     Image.fromarray(grey).save(images / "a.png")  # one name, two images: one output
     with pytest.raises(DataError, match=r"a\.png and .*a\.tif: one name, two images"):
         segment_folder(model, images, tmp_path / "out2", object_diameter=20, workers=0)
+    # a composite: nuclei in blue beside another stain in red; predict.channel picks the blue
+    composite = tmp_path / "composite"
+    composite.mkdir()
+    other = (255 - grey // 2).astype(np.uint8)
+    Image.fromarray(np.dstack([other, zero, grey])).save(composite / "rgb.png")
+    tifffile.imwrite(composite / "stack.tif", np.stack([other, grey]))  # (C, H, W)
+    picked = {}
+    for name, channel in (("rgb.png", 2), ("stack.tif", 1)):
+        (single := tmp_path / f"only_{name}").mkdir()
+        shutil.copy(composite / name, single / name)
+        run = segment_folder(model, single, tmp_path / f"picked_{name}", 20, channel=channel)
+        picked[name] = tifffile.imread(run.segmented[0])
+        assert pd.read_csv(run.table)["channel"].item() == channel
+    np.testing.assert_array_equal(picked["rgb.png"], labels["a"])
+    np.testing.assert_array_equal(picked["stack.tif"], labels["a"])
+    with pytest.raises(DataError, match=r"stack.tif: shape \(2, 64, 80\) has 2 channel\(s\)"):
+        segment_folder(model, tmp_path / "only_stack.tif", tmp_path / "o3", 20, channel=2)
 
 
 def test_bad_folders_are_clear(model, tmp_path):
@@ -514,3 +531,20 @@ def test_images_of_one_size_go_through_the_network_together(model, tmp_path, mon
         labels = tifffile.imread(out / f"{name}_labels.tif")
         assert (labels == tifffile.imread(tmp_path / "one" / f"{name}_labels.tif")).mean() > 0.999
     assert sorted(pd.read_csv(again.table)["image"]) == [f"{n}.tif" for n in "abcdefgh"]
+
+
+def test_one_channel_of_an_image_is_picked_along_its_smaller_axis():
+    from pipeline.segment.fields import as_chw
+
+    card = ModelCard("resnet18", 1, ["foreground", "distance"], ["fluo"], "nuclei", "fluo", 1, 99)
+    a, b, c = (np.full((6, 8), v, np.uint16) for v in (1, 2, 3))
+    where = Path("x.tif")
+    assert (as_chw(np.dstack([a, b, c]), where, card, 1) == b).all()  # (H, W, C)
+    assert (as_chw(np.stack([a, b, c]), where, card, 2) == c).all()  # (C, H, W)
+    assert (as_chw(a, where, card, 0) == a).all()  # a grey image has channel 0
+    assert as_chw(np.dstack([a, b, c]), where, card).shape == (1, 6, 8)  # colour: intensity
+    with pytest.raises(DataError, match=r"x.tif: shape \(6, 8\) has 1 channel\(s\), .*use 0..0"):
+        as_chw(a, where, card, 1)
+    two = replace(card, channels=["c1", "c5"], channel="c5", in_channels=2)
+    with pytest.raises(DataError, match="this model reads 2"):
+        as_chw(np.stack([a, b]), where, two, 0)
