@@ -46,6 +46,24 @@ def test_unknown_stage_exits_nonzero_with_one_line():
     assert len(lines) == 1 and "invalid choice: 'trian'" in lines[0] and "train" in lines[0]
 
 
+def test_another_layout_needs_no_channels_setting(capsys, tmp_path, shared_data):
+    """`cellseg run --layout ctc --target nuclei --source ...` as the README writes it: the
+    default config reads the layout's own channels (it asked for BBBC020's c1 and c5, and
+    preprocess stopped)."""
+    hela = shared_data / "ctc" / "Fluo-N2DL-HeLa"
+    args = ["--layout", "ctc", "--target", "nuclei", "--source", str(hela), "--run-id", "r"]
+    args += [
+        arg
+        for s in (f"paths.data_dir={tmp_path / 'd'}", f"paths.runs_dir={tmp_path / 'r'}")
+        for arg in ("--set", s)
+    ]
+    for stage in ("ingest", "validate", "preprocess"):
+        assert main([stage, *args]) == 0, (stage, capsys.readouterr().err)
+    from pipeline.rundir import RunDir
+
+    assert RunDir(tmp_path / "r" / "r").read_state("preprocess")["channels"] == ["fluo"]
+
+
 def test_stage_order_is_enforced(capsys, tmp_path, demo_root):
     _one_line_error(
         capsys,

@@ -53,7 +53,9 @@ class DataConfig:
     layout: str = _rule("bbbc020", choices="layouts")
     source: str = "demo"
     target: str = _rule("cells", choices=LABEL_SETS)  # label set to learn and score
-    channels: list[str] = field(default_factory=lambda: ["c1", "c5"])
+    # the dataset's channels the network reads, in order; empty (the default): all of them, as
+    # the layout names them (bbbc020: c1, c5; ctc: fluo; folder: ch0)
+    channels: list[str] = field(default_factory=list)
     # Does the ground truth label objects that touch the image edge? BBBC020 and the CTC silver
     # truth do not (37 of 3731 HeLa nuclei touch it); training then ignores unlabelled pixels
     # near the edge and validation ignores predictions touching it (pipeline/train/targets.py).
