@@ -151,9 +151,22 @@ def _validate_folder(args: argparse.Namespace, params: dict, run_id: str) -> dic
 
         params = {**params, "source": str(folder.resolve())}
         folder = Path(ingest(config_from_params(params)).uri)
-    cfg = config_from_params(params)
+    cfg = config_from_params(_as_recorded(folder, params))
     out = args.out or RunDir.create(cfg.paths.runs_dir, run_id).validate
     return validate(str(folder), cfg, out).summary()
+
+
+def _as_recorded(folder: Path, params: dict) -> dict:
+    """`params` with the layout of the dataset version `folder` (or of a run folder's dataset)
+    and the run's target, where the command line gives neither: scoring or checking a CTC
+    dataset needs no --layout ctc --target nuclei."""
+    from pipeline.ingest.manifest import is_version, load_manifest
+
+    run = RunDir(folder)
+    ingested, prepared = run.read_state("ingest") or {}, run.read_state("preprocess") or {}
+    layout = load_manifest(folder)[1].get("layout") if is_version(folder) else None
+    recorded = {"layout": layout or ingested.get("layout"), "target": prepared.get("target")}
+    return {**params, **{k: v for k, v in recorded.items() if v and not params.get(k)}}
 
 
 def _evaluate_folder(args: argparse.Namespace, params: dict, run_id: str) -> dict:
@@ -161,7 +174,7 @@ def _evaluate_folder(args: argparse.Namespace, params: dict, run_id: str) -> dic
 
     if not args.dataset:
         raise ConfigError("--predictions needs --dataset (a dataset version or run folder)")
-    cfg = config_from_params(params)
+    cfg = config_from_params(_as_recorded(Path(args.dataset), params))
     out = args.out or RunDir.create(cfg.paths.runs_dir, run_id).evaluate
     return evaluate_folder(args.predictions, args.dataset, cfg, out).to_dict()
 

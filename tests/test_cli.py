@@ -46,22 +46,33 @@ def test_unknown_stage_exits_nonzero_with_one_line():
     assert len(lines) == 1 and "invalid choice: 'trian'" in lines[0] and "train" in lines[0]
 
 
-def test_another_layout_needs_no_channels_setting(capsys, tmp_path, shared_data):
-    """`cellseg run --layout ctc --target nuclei --source ...` as the README writes it: the
-    default config reads the layout's own channels (it asked for BBBC020's c1 and c5, and
-    preprocess stopped)."""
-    hela = shared_data / "ctc" / "Fluo-N2DL-HeLa"
-    args = ["--layout", "ctc", "--target", "nuclei", "--source", str(hela), "--run-id", "r"]
-    args += [
-        arg
-        for s in (f"paths.data_dir={tmp_path / 'd'}", f"paths.runs_dir={tmp_path / 'r'}")
-        for arg in ("--set", s)
-    ]
-    for stage in ("ingest", "validate", "preprocess"):
-        assert main([stage, *args]) == 0, (stage, capsys.readouterr().err)
+def test_another_layout_needs_no_channels_or_target_setting(capsys, tmp_path, shared_data):
+    """`cellseg run --layout ctc --source ...`: the default config reads the layout's own
+    channels and label set (it asked for BBBC020's c1 and c5 and its cells, and stopped); a
+    dataset version or run folder is then checked and scored as it was recorded."""
     from pipeline.rundir import RunDir
 
-    assert RunDir(tmp_path / "r" / "r").read_state("preprocess")["channels"] == ["fluo"]
+    hela = shared_data / "ctc" / "Fluo-N2DL-HeLa"
+    paths = (f"paths.data_dir={tmp_path / 'd'}", f"paths.runs_dir={tmp_path / 'r'}")
+    args = ["--layout", "ctc", "--source", str(hela), "--run-id", "r"]
+    args += [arg for s in paths for arg in ("--set", s)]
+    for stage in ("ingest", "validate", "preprocess"):
+        assert main([stage, *args]) == 0, (stage, capsys.readouterr().err)
+    state = RunDir(tmp_path / "r" / "r").read_state("preprocess")
+    assert state["channels"] == ["fluo"] and state["target"] == "nuclei"
+    version = next((tmp_path / "d" / "datasets").iterdir())
+    assert main(["validate", "--dataset", str(version), "--out", str(tmp_path / "v")]) == 0
+    preds = tmp_path / "truth_as_predictions"  # the silver truth itself, scored perfect
+    preds.mkdir()
+    for seg in sorted((hela / "01_ST" / "SEG").glob("man_seg*.tif")):
+        (preds / f"01-t{seg.stem[-3:]}.tif").write_bytes(seg.read_bytes())
+    run = str(tmp_path / "r" / "r")
+    evaluate = ["evaluate", "--predictions", str(preds), "--dataset", run]
+    capsys.readouterr()
+    assert main([*evaluate, "--out", str(tmp_path / "e")]) == 0, capsys.readouterr().err
+    scores = json.loads((tmp_path / "e" / "metrics_summary.json").read_text())["methods"]
+    # near 1, not 1: the default border policy drops predicted objects touching the edge
+    assert 0.99 < scores["truth_as_predictions"]["f1"] < 1.0
 
 
 def test_stage_order_is_enforced(capsys, tmp_path, demo_root):

@@ -103,3 +103,15 @@ def test_shipped_yaml_configs_load():
     assert configs, "configs/*.yaml missing"
     for path in configs:
         load_config(path)
+
+
+def test_the_default_target_follows_the_layout_an_explicit_one_stays(tmp_path):
+    assert load_config().data.target == "cells"  # BBBC020's, the default layout
+    assert load_config(None, {"data.layout": "ctc"}).data.target == "nuclei"
+    yaml_file = tmp_path / "folder.yaml"
+    yaml_file.write_text("data:\n  layout: folder\n")
+    assert load_config(yaml_file).data.target == "nuclei"
+    bbbc020_nuclei = load_config(None, {"data.target": "nuclei"})
+    assert bbbc020_nuclei.data.target == "nuclei"  # BBBC020 holds both: as asked
+    explicit = load_config(None, {"data.layout": "ctc", "data.target": "cells"})
+    assert explicit.data.target == "cells"  # refused where the data is read, as asked

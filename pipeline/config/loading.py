@@ -239,8 +239,9 @@ def apply_overrides(cfg: PipelineConfig, overrides: dict[str, Any]) -> PipelineC
 def load_config(
     path: str | Path | None = None, overrides: dict[str, Any] | None = None
 ) -> PipelineConfig:
-    """Defaults, then the YAML file at `path` (if given), then `overrides`."""
-    cfg = PipelineConfig()
+    """Defaults, then the YAML file at `path` (if given), then `overrides`; ``data.target``
+    left at its default follows ``data.layout`` (`target_for_layout`)."""
+    cfg, tree = PipelineConfig(), {}
     if path:
         path = Path(path)
         if not path.is_file():
@@ -255,7 +256,24 @@ def load_config(
             cfg = apply_overrides(cfg, tree)
         except ConfigError as exc:
             raise ConfigError(f"config file {path}: {exc}") from None
-    return resolve_paths(apply_overrides(cfg, overrides or {}))
+    cfg = apply_overrides(cfg, overrides or {})
+    given = {**_flatten(tree, cfg), **_flatten(overrides or {}, cfg)}
+    return resolve_paths(target_for_layout(cfg, explicit="data.target" in given))
+
+
+def target_for_layout(cfg: PipelineConfig, explicit: bool = False) -> PipelineConfig:
+    """`cfg` with ``data.target`` the layout's first label set when it was not set (`explicit`)
+    and the layout does not hold the default (``cells``, BBBC020's: CTC sets and plain folders
+    hold nuclei). An explicit target the layout lacks stays, to be refused where the data is
+    read."""
+    from pipeline.ingest.layouts import get_layout
+
+    targets = get_layout(cfg.data.layout).target_channel
+    if explicit or cfg.data.target in targets:
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    cfg.data.target = next(iter(targets))
+    return cfg
 
 
 def resolve_paths(cfg: PipelineConfig) -> PipelineConfig:
