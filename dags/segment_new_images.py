@@ -3,10 +3,10 @@
 
 Segments new microscopy images with the **production** model of the registry.
 
-- Looks in `predict.images` (a folder, `data/inbox` by default, or an `s3://bucket/prefix`
-  with `data.s3_endpoint_url`) every 30 minutes (`$CELLSEG_SEGMENT_SCHEDULE`, cron; `none`:
-  never on a clock) and whenever a model is registered (the `cellseg-model` Asset that
-  `cell_segmentation`'s register task emits).
+- Looks for images (TIF, PNG, JPEG, BMP) in `predict.images` (a folder, `data/inbox` by
+  default, or an `s3://bucket/prefix` with `data.s3_endpoint_url`) every 30 minutes
+  (`$CELLSEG_SEGMENT_SCHEDULE`, cron; `none`: never on a clock) and whenever a model is
+  registered (the `cellseg-model` Asset that `cell_segmentation`'s register task emits).
 - Writes into `predict.out` (`data/segmented`): `<image>_labels.tif` (instance labels,
   0 = background), `<image>_overlay.png`, `<image>_objects.csv` (per object: area, centroid,
   mean intensity per channel; in µm when the pixel size is known) and `images.csv` (per image:
