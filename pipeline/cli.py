@@ -112,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run's train/ folder or a registered version (folder or s3://...)",
     )
     pred.add_argument(
-        "--images", required=True, help="folder of images: TIF ((H, W), (C, H, W)), PNG, JPEG, BMP"
+        "--images",
+        required=True,
+        help="a folder of images, or one: TIF ((H, W), (C, H, W)), PNG, JPEG, BMP",
     )
     pred.add_argument("--out", required=True, help="folder for <stem>_labels.tif")
     pred.add_argument(

@@ -56,13 +56,17 @@ class SegmentResult(Record):
 
 
 def list_images(images: str | Path) -> list[Path]:
-    """The images (`pipeline.io.IMAGE_SUFFIXES`: TIF, PNG, JPEG, BMP) in folder `images`, sorted;
-    DataError when there are none, or when two share a name but the suffix (their outputs are
-    named by it)."""
+    """The images (`pipeline.io.IMAGE_SUFFIXES`: TIF, PNG, JPEG, BMP) in folder `images`, sorted,
+    or `images` itself when it is one image file; DataError when there are none, or when two
+    share a name but the suffix (their outputs are named by it)."""
     folder = Path(images)
     kinds = "/".join(s[1:] for s in IMAGE_SUFFIXES)
+    if folder.is_file() and folder.suffix.lower() in IMAGE_SUFFIXES:
+        return [folder]
     if not folder.is_dir():
-        raise DataError(f"{images}: folder does not exist; pass a folder of images ({kinds})")
+        raise DataError(
+            f"{images}: no such folder or image file; pass a folder of images or one ({kinds})"
+        )
     paths = sorted(
         p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
     )

@@ -316,7 +316,7 @@ def test_png_jpeg_and_colour_images_are_segmented_as_their_grey_tif(tmp_path):
 
 
 def test_bad_folders_are_clear(model, tmp_path):
-    with pytest.raises(DataError, match="folder does not exist"):
+    with pytest.raises(DataError, match="no such folder or image file"):
         segment_folder(model, tmp_path / "nope", tmp_path / "out")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no images to segment"):
@@ -326,6 +326,10 @@ def test_bad_folders_are_clear(model, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(DataError, match="exists and is not a folder"):
         segment_folder(model, tmp_path / "in", tmp_path / "file")
+    with pytest.raises(DataError, match="file: no such folder or image file"):  # not an image
+        segment_folder(model, tmp_path / "file", tmp_path / "out")
+    one = segment_folder(model, tmp_path / "in" / "a.tif", tmp_path / "one")  # one image
+    assert [Path(p).name for p in one.segmented] == ["a_labels.tif"]
 
 
 def test_an_s3_prefix_inbox_is_segmented_once(model, tmp_path, s3_server):
