@@ -54,7 +54,7 @@ def test_train_writes_a_model_folder_and_a_checkpoint_and_predicts(prepared, tin
     tifffile.imwrite(images / "b.tif", np.moveaxis(sample.raw, 0, -1))  # (H, W, C) works too
     written = predict_folder(result.model_dir, str(images), str(tmp_path / "out"))
     assert [tifffile.imread(w).shape for w in written] == [sample.raw.shape[1:]] * 2
-    with pytest.raises(DataError, match="folder does not exist"):
+    with pytest.raises(DataError, match="no such folder or image file"):
         predict_folder(result.model_dir, str(tmp_path / "nope"), str(tmp_path / "out"))
 
 
