@@ -113,7 +113,8 @@ def segment_folder(
     images_per_step: int = 0,
     channel: int = -1,
 ) -> SegmentResult:
-    """Segment every .tif in `images` ((H, W) or (C, H, W), C = the model's channels) into
+    """Segment every image in `images` (a folder of TIF, PNG, JPEG or BMP images, or one:
+    (H, W), (C, H, W) with C the model's channels, or colour for a one-channel model) into
     `out_dir` (layout in the module docstring). `pixel_size_um` (else the TIF's own
     resolution) puts areas and centroids in µm too; `object_diameter` (px, 0: measured per
     image) is the objects' size the network's input is rescaled from.

@@ -14,6 +14,7 @@ card says;
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import torch
@@ -162,31 +163,16 @@ def predict_folder(
     out_dir: str,
     pixel_size_um: float | None = None,
     object_diameter: float = 0.0,
-    workers: int = -1,
-    flip_tta: bool | None = None,
-    min_relative_intensity: float | None = None,
-    compile: bool = False,
-    images_per_step: int = 0,
-    channel: int = -1,
+    **options: Any,
 ) -> list[str]:
-    """Segment every image in `images` (`pipeline.io.IMAGE_SUFFIXES`; each (H, W) or (C, H, W),
-    C = model channels, or colour) into `out_dir`: labels, overlays and measurements
-    (`pipeline.segment.batch`); returns the paths of the ``<stem>_labels.tif`` written.
-    `object_diameter` as in `predict_labels`; `workers`: post-processing processes, `flip_tta`
-    and `min_relative_intensity` (None: the card's), `compile`, `images_per_step` and
-    `channel` as in `segment_folder`."""
+    """Segment every image in `images` (a folder of `pipeline.io.IMAGE_SUFFIXES`, or one; each
+    (H, W) or (C, H, W), C = model channels, or colour) into `out_dir`: labels, overlays and
+    measurements (`pipeline.segment.batch.segment_folder`, which takes `options`: workers,
+    flip_tta, min_relative_intensity, compile, images_per_step, channel; `batch.folder_options`
+    gives them from a config); returns the paths of the ``<stem>_labels.tif`` written.
+    `object_diameter` as in `predict_labels`."""
     from pipeline.segment.batch import segment_folder
 
     return segment_folder(
-        model_uri,
-        images,
-        out_dir,
-        pixel_size_um,
-        object_diameter,
-        workers=workers,
-        flip_tta=flip_tta,
-        min_relative_intensity=min_relative_intensity,
-        compile=compile,
-        images_per_step=images_per_step,
-        channel=channel,
+        model_uri, images, out_dir, pixel_size_um, object_diameter, **options
     ).segmented
