@@ -212,7 +212,12 @@ def read_image(path: str | Path) -> np.ndarray:
             elif im.mode not in ("L", "LA", "RGB", "RGBA", "I", "I;16", "I;16B", "F"):
                 im = im.convert("RGB")  # bilevel, CMYK or YCbCr
             arr = np.asarray(im)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # Pillow's guard against a pixel bomb
+        raise DataError(
+            f"{path}: more pixels than Pillow opens ({exc}); save it as a TIF, which is read "
+            "without that limit, or cut it into tiles"
+        ) from exc
+    except (OSError, ValueError, SyntaxError) as exc:
         raise DataError(
             f"{path}: not a readable image ({type(exc).__name__}: {exc}); "
             "re-export or remove the file"

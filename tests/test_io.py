@@ -114,6 +114,15 @@ def test_unreadable_images_name_the_file(tmp_path):
         read_image(tmp_path / "gone.jpg")
 
 
+def test_an_image_past_pillows_pixel_limit_names_the_fix(tmp_path, monkeypatch):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "mosaic.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow's setting, 89 Mpx by default
+    with pytest.raises(DataError, match="mosaic.png: more pixels than Pillow opens.*as a TIF"):
+        read_image(tmp_path / "mosaic.png")
+
+
 def test_colour_images_give_their_largest_channel():
     v = np.arange(48, dtype=np.uint8).reshape(6, 8) * 5
     zero = np.zeros_like(v)
