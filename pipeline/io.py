@@ -235,9 +235,25 @@ def colour_intensity(arr: np.ndarray) -> np.ndarray:
     false-colour lookup (BBBC020's, a green or magenta one) its intensities. Any other array is
     returned as it is. A composite of several stains in one colour image is merged by this: give
     the channel of the objects as an image of its own."""
-    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.shape[-1] < min(arr.shape[:2]):
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and channels_last(arr):
         return arr[..., :3].max(axis=-1)
     return arr
+
+
+def channels_last(arr: np.ndarray) -> bool:
+    """Whether a 3-D image holds its channels on the last axis, (H, W, C): the smaller axis is
+    the channels' (a colour image's 3 against its rows and columns)."""
+    return arr.ndim == 3 and arr.shape[-1] < min(arr.shape[:2])
+
+
+def images_by_name(paths: list[Path], clash: str) -> dict[str, Path]:
+    """Image `paths` by file name without suffix; DataError naming both files when two share
+    one (`clash` says what that would break)."""
+    found: dict[str, Path] = {}
+    for path in sorted(paths):
+        if (other := found.setdefault(path.stem, path)) is not path:
+            raise DataError(f"{other} and {path}: {clash}; rename or move one of them")
+    return found
 
 
 def _existing(path: str | Path) -> Path:

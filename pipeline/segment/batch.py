@@ -34,7 +34,14 @@ import pandas as pd
 from pipeline.config.sections import PredictConfig
 from pipeline.conventions import Record, now
 from pipeline.errors import DataError
-from pipeline.io import IMAGE_SUFFIXES, atomic_path, read_image, sha256_file, write_labels
+from pipeline.io import (
+    IMAGE_SUFFIXES,
+    atomic_path,
+    images_by_name,
+    read_image,
+    sha256_file,
+    write_labels,
+)
 from pipeline.segment import steps
 from pipeline.segment.card import ModelCard
 from pipeline.segment.handoff import Handoff, Parcel, Slots, discard, handoff, load, take
@@ -72,13 +79,7 @@ def list_images(images: str | Path) -> list[Path]:
     )
     if not paths:
         raise DataError(f"{images}: no images to segment ({kinds})")
-    stems: dict[str, Path] = {}
-    for p in paths:
-        if (other := stems.setdefault(p.stem, p)) is not p:
-            raise DataError(
-                f"{other} and {p}: one name, two images; their outputs would be one "
-                f"({p.stem}_labels.tif): rename or move one of them"
-            )
+    images_by_name(paths, "one name, two images; their outputs would be one")
     return paths
 
 

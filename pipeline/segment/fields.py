@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import DataError
-from pipeline.io import colour_intensity
+from pipeline.io import channels_last, colour_intensity
 from pipeline.preprocess.samples import measures_on_percentiles, normalise
 from pipeline.segment.card import ModelCard
 from pipeline.segment.scale import image_diameter
@@ -52,20 +52,14 @@ def one_channel(raw: np.ndarray, path: Path, channel: int, n_in: int) -> np.ndar
             f"{path}: predict.channel={channel} picks one channel for a one-channel model; this "
             f"model reads {n_in} ({', '.join(map(str, range(n_in)))}): leave predict.channel -1"
         )
-    if raw.ndim == 2:
-        count, pick = 1, lambda: raw
-    elif raw.ndim == 3 and raw.shape[-1] < min(raw.shape[:2]):
-        count, pick = raw.shape[-1], lambda: raw[..., channel]
-    elif raw.ndim == 3:
-        count, pick = raw.shape[0], lambda: raw[channel]
-    else:
-        count, pick = 0, None
-    if pick is None or channel >= count:
+    planes = np.moveaxis(raw, -1, 0) if channels_last(raw) else raw[None] if raw.ndim == 2 else raw
+    count = len(planes) if planes.ndim == 3 else 0
+    if channel >= count:
         raise DataError(
             f"{path}: shape {raw.shape} has {count} channel(s), predict.channel={channel} asks "
             f"for one it lacks; use 0..{max(count - 1, 0)} or -1 (the image as it is)"
         )
-    return pick()
+    return planes[channel]
 
 
 def measure_view(

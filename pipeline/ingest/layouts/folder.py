@@ -14,6 +14,7 @@ from pipeline.io import (
     LOSSY_SUFFIXES,
     binary_to_instances,
     colour_intensity,
+    images_by_name,
     read_image,
 )
 
@@ -34,15 +35,9 @@ def _to_labels(lab: np.ndarray, path: Path) -> np.ndarray:
 def _by_stem(folder: Path) -> dict[str, Path]:
     """The images (`IMAGE_SUFFIXES`) in `folder` by name without suffix; DataError when two
     share one (the field is named by it)."""
-    found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
-        if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
-            continue
-        if (other := found.setdefault(path.stem, path)) is not path:
-            raise DataError(
-                f"{other} and {path}: one field name, two files; rename or remove one of them"
-            )
-    return found
+    paths = folder.iterdir() if folder.is_dir() else []
+    images = [p for p in paths if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    return images_by_name(images, "one field name, two files")
 
 
 def parse_folder(root: Path) -> ParseResult:
