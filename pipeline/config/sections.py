@@ -227,7 +227,9 @@ class PostprocessConfig:
     smaller than ``min_relative_size`` times the image's typical object (area-weighted median)
     dropped (debris and fragments, whatever the magnification), and objects whose mean intensity
     is under ``min_relative_intensity`` times the typical object's (dim, out-of-focus nuclei an
-    annotation may leave out; 0 keeps them); the seeds grow over the
+    annotation may leave out; 0 keeps them); a field none of whose objects stands
+    ``min_field_contrast`` noise deviations out of the background around it keeps none (they
+    are what its normalised noise made the network draw); the seeds grow over the
     distance map (``flood: distance``) or the foreground probability (``foreground``, so
     touching objects part where it dips); ``watershed`` splits its
     foreground with the classical method's markers (nuclei for cells, distance peaks for nuclei;
@@ -247,6 +249,10 @@ class PostprocessConfig:
     flood: str = _rule("distance", choices=FLOOD_CHOICES)  # the surface the seeds grow over
     min_relative_size: float = fraction(0.2)  # drop objects below this x the typical object
     min_relative_intensity: float = fraction(0.0)  # drop objects dimmer than this x the typical
+    # a field none of whose objects stands this many noise deviations out of the background
+    # around it is empty: its objects are what its normalised noise made the network draw, and
+    # all are dropped (pipeline/segment/contrast.py); 0: never
+    min_field_contrast: float = _rule(2.0, min=0.0)
     tune_seed_threshold: bool = True  # after training, pick seed, size, intensity cuts on val
     min_object_size: int = positive(30)  # px; smaller objects (specks) are dropped
     tile_size: int = positive(1536)  # inference tiles (multiple of 32) for larger fields
@@ -321,6 +327,9 @@ class PredictConfig:
     # objects fainter than this x the typical object are dropped: None keeps the model card's
     # (`postprocess.min_relative_intensity`, chosen on the validation fields); 0 keeps them all
     min_relative_intensity: float | None = _rule(None, min=0.0, max=1.0, exclusive_max=True)
+    # a field none of whose objects stands this many noise deviations out of its surroundings
+    # keeps no object: None keeps the model card's (`postprocess.min_field_contrast`); 0: never
+    min_field_contrast: float | None = _rule(None, min=0.0)
     # torch.compile the network on a CPU (pipeline/segment/compiled.py): each pass about a fifth
     # shorter after about 13 s of compiling per field size, so for folders of many fields
     compile: bool = False

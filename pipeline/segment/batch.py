@@ -113,6 +113,7 @@ def segment_folder(
     compile: bool = False,
     images_per_step: int = 0,
     channel: int = -1,
+    min_field_contrast: float | None = None,
 ) -> SegmentResult:
     """Segment every image in `images` (a folder of TIF, PNG, JPEG or BMP images, or one:
     (H, W), (C, H, W) with C the model's channels, or colour for a one-channel model) into
@@ -130,12 +131,13 @@ def segment_folder(
     prepared images (a GPU fed too slowly waits), handed arrays off and waited for workers to
     finish images (they are short of cores); without workers, how long it prepared and finished
     images itself. `flip_tta` (None: the card's ``postprocess.flip_tta``) switches flip
-    test-time augmentation on or off; `min_relative_intensity` (None: the card's) sets the faint
-    objects' cut (0: keep them); `compile` runs the network through torch.compile on a CPU
-    (`pipeline.segment.compiled`); `images_per_step` (0: `default_images_per_step`) is how many
-    consecutive images of one size go through the network together
-    (`inference.card_maps_batch`); `channel` (-1: none) is the one channel of multi-channel or
-    colour images a one-channel model reads (`fields.as_chw`), recorded in images.csv."""
+    test-time augmentation on or off; `min_relative_intensity` and `min_field_contrast` (None:
+    the card's) set the faint-object and empty-field cuts (0: keep them); `compile` runs the
+    network through torch.compile on a CPU (`pipeline.segment.compiled`); `images_per_step`
+    (0: `default_images_per_step`) is how many consecutive images of one size go through the
+    network together (`inference.card_maps_batch`); `channel` (-1: none) is the one channel
+    of multi-channel or colour images a one-channel model reads (`fields.as_chw`), recorded
+    in images.csv."""
     from pipeline.segment.artifact import load_model, model_id, read_card
     from pipeline.segment.compiled import compiled
     from pipeline.segment.graphs import replayed
@@ -156,7 +158,7 @@ def segment_folder(
         handoff(pool is not None) as parcels,
     ):
         model, card = load_model(model_dir, device)  # while the workers start
-        card = card.for_prediction(flip_tta, min_relative_intensity)
+        card = card.for_prediction(flip_tta, min_relative_intensity, min_field_contrast)
         model = for_inference(model)  # on a GPU as CUDA graphs per image size, or compiled
         model = replayed(compiled(model, device, compile), device)
         mid, result, rows = model_id(model_dir), SegmentResult(str(out)), []
@@ -213,7 +215,7 @@ def folder_options(predict: PredictConfig) -> dict:
     """The ``predict`` settings `segment_folder` (and `inference.predict_folder`) takes as they
     are, by keyword: one place for the CLI and the DAG to pass them from."""
     keys = ("workers", "flip_tta", "min_relative_intensity", "compile", "images_per_step")
-    keys += ("channel",)
+    keys += ("channel", "min_field_contrast")
     return {k: getattr(predict, k) for k in keys}
 
 
@@ -290,6 +292,7 @@ def finish_image(
         "model_id": ids["model_id"],
         "flip_tta": card.postprocess.flip_tta,
         "min_relative_intensity": card.postprocess.min_relative_intensity,
+        "min_field_contrast": card.postprocess.min_field_contrast,
         "channel": ids.get("channel", -1),
         "segmented_at": now(),
     }

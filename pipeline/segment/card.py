@@ -70,17 +70,21 @@ class ModelCard(Record):
         )
 
     def for_prediction(
-        self, flip_tta: bool | None = None, min_relative_intensity: float | None = None
+        self,
+        flip_tta: bool | None = None,
+        min_relative_intensity: float | None = None,
+        min_field_contrast: float | None = None,
     ) -> ModelCard:
-        """This card with ``postprocess.flip_tta`` and ``postprocess.min_relative_intensity``
-        set for one prediction (the model's own card is not changed); None keeps the card's."""
+        """This card with ``postprocess.flip_tta``, ``min_relative_intensity`` and
+        ``min_field_contrast`` set for one prediction (the model's own card is not changed); None
+        keeps the card's."""
+        asked = {
+            "flip_tta": flip_tta,
+            "min_relative_intensity": min_relative_intensity,
+            "min_field_contrast": min_field_contrast,
+        }
         changes = {
-            k: v
-            for k, v in {
-                "flip_tta": flip_tta,
-                "min_relative_intensity": min_relative_intensity,
-            }.items()
-            if v is not None and v != getattr(self.postprocess, k)
+            k: v for k, v in asked.items() if v is not None and v != getattr(self.postprocess, k)
         }
         for k, v in changes.items():
             log.info("%s %s (the model card says %s)", k, v, getattr(self.postprocess, k))

@@ -168,9 +168,9 @@ def predict_folder(
     """Segment every image in `images` (a folder of `pipeline.io.IMAGE_SUFFIXES`, or one; each
     (H, W) or (C, H, W), C = model channels, or colour) into `out_dir`: labels, overlays and
     measurements (`pipeline.segment.batch.segment_folder`, which takes `options`: workers,
-    flip_tta, min_relative_intensity, compile, images_per_step, channel; `batch.folder_options`
-    gives them from a config); returns the paths of the ``<stem>_labels.tif`` written.
-    `object_diameter` as in `predict_labels`."""
+    flip_tta, min_relative_intensity, min_field_contrast, compile, images_per_step, channel;
+    `batch.folder_options` gives them from a config); returns the paths of the
+    ``<stem>_labels.tif`` written. `object_diameter` as in `predict_labels`."""
     from pipeline.segment.batch import segment_folder
 
     return segment_folder(

@@ -21,7 +21,10 @@ it (`seed_distance`), so a contact the network draws is a valley. Methods:
   times the image's typical object (the area-weighted median, which specks do not drag down) are
   dropped: debris and fragments, at any magnification; so are objects whose mean intensity is
   under ``min_relative_intensity`` times the typical object's (dim, out-of-focus nuclei that an
-  annotation may leave out, as the CTC GOWT1 silver truth does; the tuning decides).
+  annotation may leave out, as the CTC GOWT1 silver truth does; the tuning decides). A field
+  none of whose objects stands ``min_field_contrast`` noise deviations out of the background
+  around it is taken for empty and keeps no object (`pipeline.segment.contrast`: the network
+  draws objects in an empty field's normalised noise).
 - ``watershed``: the classical method's marker split (nuclei of the image for cells,
   distance-transform peaks for nuclei; `pipeline.segment.watershed.split_foreground`) applied to
   the network's foreground: model + classical post-processing.
@@ -30,6 +33,8 @@ it (`seed_distance`), so a contact the network draws is a valley. Methods:
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -37,6 +42,7 @@ from pipeline.config import PostprocessConfig
 from pipeline.config.sections import INSTANCE_METHODS
 from pipeline.errors import ConfigError
 from pipeline.segment.card import ModelCard
+from pipeline.segment.contrast import object_contrast
 from pipeline.segment.filters import (
     Parts,
     edt,
@@ -47,6 +53,9 @@ from pipeline.segment.filters import (
     parts,
 )
 from pipeline.segment.watershed import drop_small, split_foreground
+
+log = logging.getLogger(__name__)
+INTENSITY_CUTS = ("min_field_contrast", "min_relative_intensity")  # they need the image
 
 
 def foreground(prob: np.ndarray, post: PostprocessConfig) -> np.ndarray:
@@ -211,10 +220,12 @@ def drop_small_objects(
     labels: np.ndarray, post: PostprocessConfig, image: np.ndarray | None = None
 ) -> np.ndarray:
     """(H, W) int32 labels without the objects under ``post.min_object_size`` px or
-    ``post.min_relative_size`` x the typical object's area (`typical_area`), nor, when
-    ``post.min_relative_intensity`` > 0, those whose mean intensity in the (H, W) float `image`
+    ``post.min_relative_size`` x the typical object's area (`typical_area`); none at all when
+    ``post.min_field_contrast`` > 0 and none of those left stands that many noise deviations
+    out of the background around it in the (H, W) float `image` (`contrast.object_contrast`:
+    an empty field); nor, when ``post.min_relative_intensity`` > 0, those whose mean intensity
     is under it x the typical object's (the area-weighted median of the means of the objects
-    large enough), relabelled 1..n (a new array). Counted over the objects' pixels alone (a
+    still kept); relabelled 1..n (a new array). Counted over the objects' pixels alone (a
     sparse field is mostly background), in the same order: the same sums."""
     objects = labels > 0
     flat = labels[objects].astype(np.intp)  # cast once for both counts
@@ -223,17 +234,29 @@ def drop_small_objects(
     if post.min_relative_size and areas.size > 1:
         smallest = max(smallest, post.min_relative_size * typical_area(areas[1:][areas[1:] > 0]))
     drop = areas < smallest
-    if post.min_relative_intensity and areas.size > 1:
+    if (post.min_field_contrast or post.min_relative_intensity) and areas.size > 1:
         if image is None or image.shape != labels.shape:
+            cuts = [f"{k}={getattr(post, k)}" for k in INTENSITY_CUTS if getattr(post, k)]
             raise ValueError(
-                f"min_relative_intensity={post.min_relative_intensity} needs the (H, W) image "
-                f"of the {labels.shape} labels; got {None if image is None else image.shape}"
+                f"{' and '.join(cuts)} need(s) the (H, W) image of the {labels.shape} labels; "
+                f"got {None if image is None else image.shape} (0 switches a cut off)"
             )
         sums = np.bincount(flat, weights=image[objects], minlength=areas.size)
+        means = np.divide(sums, areas, out=np.zeros(areas.size), where=areas > 0)
         kept = (areas > 0) & ~drop
-        means = np.divide(sums, areas, out=np.zeros(areas.size), where=kept)
         kept[0] = False
-        if kept.any():
+        if post.min_field_contrast and kept.any():
+            best = np.nanmax(object_contrast(labels, image, means)[kept], initial=-np.inf)
+            if best < post.min_field_contrast:
+                log.info(
+                    "no object stands %.1f noise deviations out of the background around it "
+                    "(the most: %.2f): %d objects dropped as an empty field's noise",
+                    post.min_field_contrast,
+                    best,
+                    kept.sum(),
+                )
+                drop[:], kept[:] = True, False
+        if post.min_relative_intensity and kept.any():
             typical = weighted_median(means[kept], areas[kept])
             drop |= kept & (means < post.min_relative_intensity * typical)
     drop[0] = False

@@ -72,7 +72,9 @@ def tune_seed_threshold(
             f"tuning needs validation images with one label image each; got {len(images)} "
             f"images and {len(gts)} label images (give the dataset a validation split)"
         )
-    post = dataclasses.replace(card.postprocess, min_relative_intensity=0.0)  # chosen last
+    # the intensity cuts come last: the empty-field one as the card has it (not tuned: every
+    # validation field has nuclei), the dim objects' chosen
+    post = dataclasses.replace(card.postprocess, min_relative_intensity=0.0, min_field_contrast=0.0)
     maps = [
         card_maps(model, x, device, card, objects=median_diameter(y))
         for x, y in zip(images, gts, strict=True)
@@ -116,7 +118,11 @@ def tune_seed_threshold(
     ]
     dims = []
     for cut in INTENSITIES:
-        trial = dataclasses.replace(best.post, min_relative_intensity=cut)
+        trial = dataclasses.replace(
+            best.post,
+            min_relative_intensity=cut,
+            min_field_contrast=card.postprocess.min_field_contrast,
+        )
         labels = [
             drop_small_objects(x, trial, image[card.channel_index])
             for x, image in zip(split, images, strict=True)

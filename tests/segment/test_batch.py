@@ -219,6 +219,7 @@ def test_workers_start_without_torch_and_give_it_one_thread_when_a_field_needs_i
 def test_a_rank_model_segments_a_display_lookup_of_an_image_alike(tmp_path):
     card = ModelCard("resnet18", 1, ["foreground", "distance"], ["fluo"], "nuclei", "fluo", 1, 99)
     card.normalisation = "rank"
+    card.postprocess.min_field_contrast = 0.0  # an untrained network's objects are noise's
     torch.manual_seed(0)  # an untrained network whose foreground has objects on this image
     save_model(build_model(**card.arch), card, tmp_path / "model")
     yy, xx = np.mgrid[:64, :80]
@@ -368,7 +369,8 @@ def test_an_s3_prefix_inbox_is_segmented_once(model, tmp_path, s3_server):
 def _half_objects(model, tmp_path):
     """(an untrained network, its card with its foreground threshold at the median probability
     of a random 2-channel field written to tmp_path/in/a.tif, so half the field is objects; that
-    field and its normalised image)."""
+    field and its normalised image). A field of noise is an empty field: the card's empty-field
+    cut is off (``min_field_contrast`` 0), or it would keep none of them."""
     from pipeline.segment.inference import card_maps
 
     images = tmp_path / "in"
@@ -380,7 +382,7 @@ def _half_objects(model, tmp_path):
     net = build_model(**card.arch)
     norm = normalise(image.astype(np.float32), card.low_percentile, card.high_percentile)
     prob = card_maps(net.eval(), norm, torch.device("cpu"), card)[0]
-    post = replace(card.postprocess, threshold=float(np.median(prob)))
+    post = replace(card.postprocess, threshold=float(np.median(prob)), min_field_contrast=0.0)
     return net, replace(card, postprocess=post), image, norm
 
 
@@ -424,9 +426,11 @@ def test_flip_tta_can_be_switched_at_predict_time(model, tmp_path):
     assert load_config(None).predict.flip_tta is None
 
 
-def test_the_faint_object_cut_can_be_switched_at_predict_time(model, tmp_path):
+def test_the_faint_object_and_empty_field_cuts_can_be_switched_at_predict_time(model, tmp_path):
     """`predict.min_relative_intensity` overrides the card's: 0 keeps every object, as a card
-    without the cut does, and images.csv says which cut drew each image."""
+    without the cut does, and images.csv says which cut drew each image. The same for
+    `predict.min_field_contrast`: the field of noise, with the card's empty-field cut (2), keeps
+    none of the untrained network's objects; with 0, all."""
     from pipeline.config import load_config
     from pipeline.segment.inference import card_maps
 
@@ -436,31 +440,42 @@ def test_the_faint_object_cut_can_be_switched_at_predict_time(model, tmp_path):
     post = replace(card.postprocess, min_relative_size=0.0, min_object_size=5, **many)
     card = replace(card, postprocess=post)  # seeds at the untrained distance's median: objects
     strict = replace(card, postprocess=replace(post, min_relative_intensity=0.99))
+    guarded = replace(card, postprocess=replace(post, min_field_contrast=2.0))
     save_model(net, card, tmp_path / "plain_model")
     save_model(net, strict, tmp_path / "strict_model")
+    save_model(net, guarded, tmp_path / "guarded_model")
     runs = {
-        "plain": ("plain_model", None),
-        "card": ("strict_model", None),
-        "kept": ("strict_model", 0.0),
+        "plain": ("plain_model", {}),
+        "card": ("strict_model", {}),
+        "kept": ("strict_model", {"min_relative_intensity": 0.0}),
+        "empty": ("guarded_model", {}),
+        "unguarded": ("guarded_model", {"min_field_contrast": 0.0}),
     }
-    labels = {}
-    for name, (folder, cut) in runs.items():
-        segment_folder(
-            tmp_path / folder, tmp_path / "in", tmp_path / name, min_relative_intensity=cut
-        )
+    labels, used = {}, {}
+    for name, (folder, cuts) in runs.items():
+        segment_folder(tmp_path / folder, tmp_path / "in", tmp_path / name, **cuts)
         labels[name] = tifffile.imread(tmp_path / name / "a_labels.tif")
-    used = {
-        n: pd.read_csv(tmp_path / n / "images.csv")["min_relative_intensity"].item() for n in runs
+        row = pd.read_csv(tmp_path / name / "images.csv").iloc[0]
+        used[name] = (row["min_relative_intensity"], row["min_field_contrast"])
+    assert used == {
+        "plain": (0.0, 0.0),
+        "card": (0.99, 0.0),
+        "kept": (0.0, 0.0),
+        "empty": (0.0, 2.0),
+        "unguarded": (0.0, 0.0),
     }
-    assert used == {"plain": 0.0, "card": 0.99, "kept": 0.0}
     assert pd.read_csv(tmp_path / "kept" / "images.csv")["n_objects"].dtype.kind == "i"
     assert 1 < labels["card"].max() < labels["kept"].max()
     np.testing.assert_array_equal(labels["kept"], labels["plain"])
+    assert labels["empty"].max() == 0
+    np.testing.assert_array_equal(labels["unguarded"], labels["plain"])
     assert (
         load_config(None, {"predict.min_relative_intensity": "0"}).predict.min_relative_intensity
         == 0
     )
     assert load_config(None).predict.min_relative_intensity is None
+    assert load_config(None, {"predict.min_field_contrast": "0"}).predict.min_field_contrast == 0
+    assert load_config(None).predict.min_field_contrast is None
 
 
 @pytest.mark.slow  # a U-Net's compile: about 20 s on 2 cores

@@ -42,7 +42,9 @@ def _scene() -> np.ndarray:
 )
 def test_touching_objects_are_split_at_their_distance_valley(seeds):
     lab = _scene()
-    post = PostprocessConfig(min_object_size=10, min_relative_size=0.0, **seeds)
+    post = PostprocessConfig(
+        min_field_contrast=0.0, min_object_size=10, min_relative_size=0.0, **seeds
+    )
     pred = network_instances(lab > 0, normalised_distance(lab), post)
     assert pred.max() == 4
     for i in (1, 2, 3):  # each object is one predicted object, the pair is parted
@@ -62,7 +64,9 @@ def test_seeds_grow_over_the_surface_the_config_names():
     bumps = np.exp(-((xx - 25) ** 2) / 200) + np.exp(-((xx - 75) ** 2) / 200)
     dist = np.where(fg, bumps, 0).astype(np.float32)
     prob = np.where(fg, 0.9 - 0.5 * np.exp(-((xx - 40) ** 2) / 4), 0).astype(np.float32)
-    post = PostprocessConfig(seed_h=0.0, seed_threshold=0.8, min_relative_size=0.0)
+    post = PostprocessConfig(
+        min_field_contrast=0.0, seed_h=0.0, seed_threshold=0.8, min_relative_size=0.0
+    )
     parted_at = {}
     for flood in FLOODS:
         labels = network_instances(fg, dist, dataclasses.replace(post, flood=flood), prob=prob)
@@ -80,7 +84,9 @@ def test_the_seed_blur_is_measured_in_pixels_of_the_training_scale():
     lab = np.zeros((60, 80), np.int32)
     lab[np.hypot(yy - 30, xx - 30) < 8] = 1
     lab[np.hypot(yy - 30, xx - 45) < 8] = 2
-    post = PostprocessConfig(min_object_size=10, min_relative_size=0.0, seed_h=0.05, seed_sigma=8)
+    post = PostprocessConfig(
+        min_field_contrast=0.0, min_object_size=10, min_relative_size=0.0, seed_h=0.05, seed_sigma=8
+    )
     fg, dist = lab > 0, normalised_distance(lab)
     size = objects_size(fg, post)
     assert seed_scale(size, 40.0) == pytest.approx(0.4, abs=0.03)
@@ -99,7 +105,9 @@ def test_the_foreground_shape_parts_a_pair_whose_predicted_distance_has_no_valle
     fg = (np.hypot(yy - 30, xx - 30) < 14) | (np.hypot(yy - 30, xx - 55) < 14)
     bump = np.exp(-(((yy - 30) / 12.0) ** 2 + ((xx - 42.5) / 20.0) ** 2))
     dist = np.where(fg, bump, 0).astype(np.float32)
-    post = PostprocessConfig(min_object_size=10, min_relative_size=0.0, seed_h=0.05, seed_sigma=1)
+    post = PostprocessConfig(
+        min_field_contrast=0.0, min_object_size=10, min_relative_size=0.0, seed_h=0.05, seed_sigma=1
+    )
     assert objects_size(fg, post) == pytest.approx(28, abs=1)  # the larger disk's diameter
     assert network_instances(fg, dist, post, diameter=28.0).max() == 1
     shaped = network_instances(fg, dist, dataclasses.replace(post, seed_shape=4.0), 28.0)
@@ -146,7 +154,9 @@ def test_a_drawn_contact_parts_a_pair_whose_predicted_distance_has_no_valley():
 
 def test_objects_much_smaller_than_the_image_typical_object_are_dropped():
     lab = _scene()
-    base = PostprocessConfig(min_object_size=10, seed_h=0.0, min_relative_size=0.0)
+    base = PostprocessConfig(
+        min_field_contrast=0.0, min_object_size=10, seed_h=0.0, min_relative_size=0.0
+    )
     kept = network_instances(lab > 0, normalised_distance(lab), base)
     relative = dataclasses.replace(base, min_relative_size=0.2)
     dropped = network_instances(lab > 0, normalised_distance(lab), relative)
@@ -166,7 +176,7 @@ def test_specks_outnumbering_the_nuclei_do_not_shrink_the_size_filter():
     for j in range(20):
         y, x = 10 + 9 * j, 250 + 20 * (j % 2)
         lab[y : y + 5, x : x + 5] = 5 + j
-    post = PostprocessConfig(min_object_size=10, min_relative_size=0.3)
+    post = PostprocessConfig(min_field_contrast=0.0, min_object_size=10, min_relative_size=0.3)
     kept = drop_small_objects(lab, post)
     assert kept.max() == 4 and np.array_equal(kept > 0, lab.clip(0, 5) % 5 > 0)
     assert np.array_equal(
@@ -192,7 +202,9 @@ def test_objects_much_dimmer_than_the_typical_object_are_dropped_when_asked():
     kept = drop_small_objects(lab, dim, image)
     assert kept.max() == 3 and not kept[lab == 4].any()
     assert np.array_equal(kept > 0, (lab > 0) & (lab != 4))
-    with pytest.raises(ValueError, match=r"min_relative_intensity=0.2 needs the \(H, W\) image"):
+    with pytest.raises(
+        ValueError, match=r"min_relative_intensity=0.2 need\(s\) the \(H, W\) image"
+    ):
         drop_small_objects(lab, dim)
     maps = np.stack([(lab > 0).astype(np.float32), normalised_distance(lab)])
     card = ModelCard("resnet18", 1, list(OUTPUTS[:2]), ["fluo"], "nuclei", "fluo", 1.0, 99.8, dim)
