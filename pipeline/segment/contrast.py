@@ -3,7 +3,7 @@
 A field with no nuclei (an empty well, a tile of a slide away from the cells) is stretched by
 the percentile normalisation until its noise and uneven illumination fill the whole range, and
 the network then draws objects in it: on real background crops of the CTC HeLa frames, one to
-three objects covering 40-80% of the field (docs/experiments.md, "Empty fields"). Such an
+five objects covering 38-83% of the field (docs/experiments.md, "Empty fields"). Such an
 object is no brighter than the background next to it. `object_contrast` measures that: the
 mean intensity inside each object minus the mean of a ring of background pixels around it,
 divided by the field's noise (`noise_sigma`); `pipeline.segment.postprocess` takes a field none
@@ -50,10 +50,9 @@ def object_contrast(
     when the caller has them) minus the mean over the background pixels within RING px of it,
     in units of `noise_sigma` (on the background at least MARGIN px from every object, or the
     whole image where that is too little); both read on every STEP-th row and column. NaN for
-    entry 0, labels absent (or too small to be on that grid), and
-    objects with no background around them (one that fills the field stands out of
-    nothing); +inf for every object when the image has no noise to measure (a flat background:
-    a drawn image)."""
+    entry 0, labels absent (or too small to be on that grid) and objects with no background
+    around them (one that fills the field stands out of nothing); +inf for every object when
+    the image has no noise to measure (a flat background: a drawn image)."""
     if labels.shape != image.shape or labels.ndim != 2:
         raise ValueError(
             f"object_contrast needs (H, W) labels and image; got {labels.shape}, {image.shape}"
