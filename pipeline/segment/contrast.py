@@ -18,6 +18,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from pipeline.segment.filters import EXACT_FLOAT32
+
 RING = 6  # px of background around an object that its surroundings are measured on
 MARGIN = 8  # px kept between an object and the background pixels the noise is measured on
 STEP = 2  # the ring and the noise are read on every STEP-th row and column: a quarter the time
@@ -58,6 +60,10 @@ def object_contrast(
             f"object_contrast needs (H, W) labels and image; got {labels.shape}, {image.shape}"
         )
     size = int(labels.max(initial=0)) + 1
+    if size > EXACT_FLOAT32:  # the ring's dilation reads them as float32
+        raise ValueError(
+            f"object_contrast reads labels as float32, exact up to 2**24; got {size - 1}"
+        )
     if means is not None and means.shape != (size,):
         raise ValueError(f"object_contrast: means of shape {means.shape} for {size} labels")
     contrast = np.full(size, np.nan)

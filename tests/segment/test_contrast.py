@@ -63,6 +63,8 @@ def test_a_disc_three_deviations_bright_is_three_and_a_patch_of_noise_about_none
         object_contrast(labels, noise, means[:2])
     with pytest.raises(ValueError, match=r"\(120, 160\), \(120, 159\)"):
         object_contrast(labels, noise[:, 1:])
+    with pytest.raises(ValueError, match="exact up to 2..24; got 16777217"):
+        object_contrast(np.where(labels == 2, 2**24 + 1, labels), noise)
 
 
 def test_an_object_with_nothing_around_it_stands_out_of_nothing():
