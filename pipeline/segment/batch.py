@@ -25,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -269,7 +269,9 @@ def finish_image(
 ) -> dict:
     """One image's (K, H, W) output maps -> its instances (the card's method), measurements,
     overlay and label image written to `out`; returns its images.csv row (with the label
-    image's path under ``labels``). `ids`: its sha256, the model's id and the channel read (-1:
+    image's path under ``labels``; ``dropped_as_empty``: how many objects the empty-field cut,
+    ``postprocess.min_field_contrast``, took away, so a field it emptied can be told from one
+    the network found nothing in). `ids`: its sha256, the model's id and the channel read (-1:
     the image as it is). `raw` is its (C, H, W) image, `image` normalised; all
     three arrays as parcels (`pipeline.segment.handoff`): the images taken, the maps a slot
     the network's process reuses once this returns."""
@@ -278,6 +280,10 @@ def finish_image(
 
     raw, image, maps = take(raw), take(image), load(maps)  # maps: a slot, reused when done
     labels = to_instances(maps, image, card)
+    dropped = 0
+    if not labels.any() and card.postprocess.min_field_contrast:  # emptied, or nothing found?
+        uncut = replace(card, postprocess=replace(card.postprocess, min_field_contrast=0.0))
+        dropped = int(to_instances(maps, image, uncut).max())
     objects = measure(labels, raw, card.channels, path.name, size)
     with atomic_path(out / f"{path.stem}_objects.csv") as tmp:
         objects.to_csv(tmp, index=False)
@@ -293,6 +299,7 @@ def finish_image(
         "flip_tta": card.postprocess.flip_tta,
         "min_relative_intensity": card.postprocess.min_relative_intensity,
         "min_field_contrast": card.postprocess.min_field_contrast,
+        "dropped_as_empty": dropped,
         "channel": ids.get("channel", -1),
         "segmented_at": now(),
     }
@@ -313,7 +320,9 @@ def _collect(job: Future, maps: Parcel, result: SegmentResult, slots: Slots) -> 
     row = job.result()  # a worker's error is raised here
     slots.release(maps)  # its worker is done with it
     result.segmented.append(row.pop("labels"))
-    log.info("%s: %d objects", row["image"], row["n_objects"])
+    emptied = row["dropped_as_empty"]
+    why = f" ({emptied} dropped as an empty field's noise)" if emptied else ""
+    log.info("%s: %d objects%s", row["image"], row["n_objects"], why)
     return row
 
 

@@ -248,7 +248,7 @@ def drop_small_objects(
         if post.min_field_contrast and kept.any():
             best = np.nanmax(object_contrast(labels, image, means)[kept], initial=-np.inf)
             if best < post.min_field_contrast:
-                log.info(
+                log.debug(
                     "no object stands %.1f noise deviations out of the background around it "
                     "(the most: %.2f): %d objects dropped as an empty field's noise",
                     post.min_field_contrast,

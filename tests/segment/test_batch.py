@@ -430,7 +430,7 @@ def test_the_faint_object_and_empty_field_cuts_can_be_switched_at_predict_time(m
     """`predict.min_relative_intensity` overrides the card's: 0 keeps every object, as a card
     without the cut does, and images.csv says which cut drew each image. The same for
     `predict.min_field_contrast`: the field of noise, with the card's empty-field cut (2), keeps
-    none of the untrained network's objects; with 0, all."""
+    none of the untrained network's objects, and images.csv counts them as dropped; with 0, all."""
     from pipeline.config import load_config
     from pipeline.segment.inference import card_maps
 
@@ -451,12 +451,13 @@ def test_the_faint_object_and_empty_field_cuts_can_be_switched_at_predict_time(m
         "empty": ("guarded_model", {}),
         "unguarded": ("guarded_model", {"min_field_contrast": 0.0}),
     }
-    labels, used = {}, {}
+    labels, used, dropped = {}, {}, {}
     for name, (folder, cuts) in runs.items():
         segment_folder(tmp_path / folder, tmp_path / "in", tmp_path / name, **cuts)
         labels[name] = tifffile.imread(tmp_path / name / "a_labels.tif")
         row = pd.read_csv(tmp_path / name / "images.csv").iloc[0]
         used[name] = (row["min_relative_intensity"], row["min_field_contrast"])
+        dropped[name] = row["dropped_as_empty"]
     assert used == {
         "plain": (0.0, 0.0),
         "card": (0.99, 0.0),
@@ -469,6 +470,8 @@ def test_the_faint_object_and_empty_field_cuts_can_be_switched_at_predict_time(m
     np.testing.assert_array_equal(labels["kept"], labels["plain"])
     assert labels["empty"].max() == 0
     np.testing.assert_array_equal(labels["unguarded"], labels["plain"])
+    # images.csv tells the field the cut emptied from one the network found nothing in
+    assert dropped == dict.fromkeys(runs, 0) | {"empty": labels["plain"].max()}
     assert (
         load_config(None, {"predict.min_relative_intensity": "0"}).predict.min_relative_intensity
         == 0
