@@ -93,12 +93,14 @@ def test_a_faint_object_is_cut_only_when_the_truth_leaves_it_out(annotated):
     labels[np.hypot(yy - 48, xx - 48) < 8] = 5
     image = np.where(labels == 5, 0.1, (labels > 0).astype(np.float32))[None]
     truth = labels if annotated else np.where(labels == 5, 0, labels)
-    configured = PostprocessConfig(min_relative_intensity=0.1)  # the tuning chooses it anew
+    # the tuning chooses the faint objects' cut anew and keeps the empty-field cut configured
+    configured = PostprocessConfig(min_relative_intensity=0.1, min_field_contrast=3.5)
     card = ModelCard(
         "resnet18", 1, list(OUTPUTS[:2]), ["fluo"], "nuclei", "fluo", 1, 99.8, configured
     )
     tuned = tune_seed_threshold(_FaintToo(), ([image], [truth]), torch.device("cpu"), card)
     assert tuned.postprocess.min_relative_intensity == (0.0 if annotated else max(INTENSITIES))
+    assert tuned.postprocess.min_field_contrast == 3.5
 
 
 def _trial(h: float, field_scores: list[float], objects: int) -> Trial:
