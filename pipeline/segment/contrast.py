@@ -6,20 +6,23 @@ the network then draws objects in it: on real background crops of the CTC HeLa f
 five objects covering 38-83% of the field (docs/experiments.md, "Empty fields"). Such an
 object is no brighter than the background next to it. `object_contrast` measures that: the
 mean intensity inside each object minus the mean of a ring of background pixels around it,
-divided by the field's noise (`noise_sigma`); `pipeline.segment.postprocess` takes a field none
-of whose objects reaches ``postprocess.min_field_contrast`` for empty. A field, not each object:
-under few photons a real dim nucleus stands less than one deviation out of its noise, where the
-field's brightest ones stand eight or more. Ratios of intensities, so the same on raw and
-normalised images.
+divided by the field's noise (`noise_sigma`); `empty_field` takes a field none of whose
+objects reaches ``postprocess.min_field_contrast`` for empty (`pipeline.segment.postprocess`
+drops its objects, whichever the instance method). A field, not each object: under few photons
+a real dim nucleus stands less than one deviation out of its noise, where the field's brightest
+ones stand eight or more. Ratios of intensities, so the same on raw and normalised images.
 """
 
 from __future__ import annotations
+
+import logging
 
 import cv2
 import numpy as np
 
 from pipeline.segment.filters import EXACT_FLOAT32
 
+log = logging.getLogger(__name__)
 RING = 6  # px of background around an object that its surroundings are measured on
 MARGIN = 8  # px kept between an object and the background pixels the noise is measured on
 STEP = 2  # the ring and the noise are read on every STEP-th row and column: a quarter the time
@@ -94,6 +97,33 @@ def object_contrast(
     measured[0] = False
     contrast[measured] = (means[measured] - around[measured] / counts[measured]) / sigma
     return contrast
+
+
+def empty_field(
+    labels: np.ndarray,
+    image: np.ndarray,
+    min_contrast: float,
+    means: np.ndarray | None = None,
+    objects: np.ndarray | None = None,
+) -> bool:
+    """Whether the field of the (H, W) int `labels` (0 = background) is empty: `min_contrast` >
+    0 and none of its objects (those of the (N + 1,) bool `objects`, default all) stands that
+    many noise deviations out of the background around it in the (H, W) float `image`
+    (`object_contrast`, given the objects' (N + 1,) `means` when the caller has them).
+    A field without objects is not (nothing to drop)."""
+    if not min_contrast or not labels.any():
+        return False
+    contrast = object_contrast(labels, image, means)
+    best = np.nanmax(contrast[1:] if objects is None else contrast[objects], initial=-np.inf)
+    if best >= min_contrast:
+        return False
+    log.debug(
+        "no object stands %.1f noise deviations out of the background around it (the most: "
+        "%.2f): the field is taken for empty",
+        min_contrast,
+        best,
+    )
+    return True
 
 
 def _square(radius: int) -> np.ndarray:

@@ -21,19 +21,19 @@ it (`seed_distance`), so a contact the network draws is a valley. Methods:
   times the image's typical object (the area-weighted median, which specks do not drag down) are
   dropped: debris and fragments, at any magnification; so are objects whose mean intensity is
   under ``min_relative_intensity`` times the typical object's (dim, out-of-focus nuclei that an
-  annotation may leave out, as the CTC GOWT1 silver truth does; the tuning decides). A field
-  none of whose objects stands ``min_field_contrast`` noise deviations out of the background
-  around it is taken for empty and keeps no object (`pipeline.segment.contrast`: the network
-  draws objects in an empty field's normalised noise).
+  annotation may leave out, as the CTC GOWT1 silver truth does; the tuning decides).
 - ``watershed``: the classical method's marker split (nuclei of the image for cells,
   distance-transform peaks for nuclei; `pipeline.segment.watershed.split_foreground`) applied to
   the network's foreground: model + classical post-processing.
 - ``components``: connected components of the foreground.
+
+Whichever the method, a field none of whose objects stands ``min_field_contrast`` noise
+deviations out of the background around it is taken for empty and keeps no object
+(`pipeline.segment.contrast.empty_field`: the network draws objects in an empty field's
+normalised noise).
 """
 
 from __future__ import annotations
-
-import logging
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -42,7 +42,7 @@ from pipeline.config import PostprocessConfig
 from pipeline.config.sections import INSTANCE_METHODS
 from pipeline.errors import ConfigError
 from pipeline.segment.card import ModelCard
-from pipeline.segment.contrast import object_contrast
+from pipeline.segment.contrast import empty_field
 from pipeline.segment.filters import (
     Parts,
     edt,
@@ -54,7 +54,6 @@ from pipeline.segment.filters import (
 )
 from pipeline.segment.watershed import drop_small, split_foreground
 
-log = logging.getLogger(__name__)
 INTENSITY_CUTS = ("min_field_contrast", "min_relative_intensity")  # they need the image
 
 
@@ -245,17 +244,8 @@ def drop_small_objects(
         means = np.divide(sums, areas, out=np.zeros(areas.size), where=areas > 0)
         kept = (areas > 0) & ~drop
         kept[0] = False
-        if post.min_field_contrast and kept.any():
-            best = np.nanmax(object_contrast(labels, image, means)[kept], initial=-np.inf)
-            if best < post.min_field_contrast:
-                log.debug(
-                    "no object stands %.1f noise deviations out of the background around it "
-                    "(the most: %.2f): %d objects dropped as an empty field's noise",
-                    post.min_field_contrast,
-                    best,
-                    kept.sum(),
-                )
-                drop[:], kept[:] = True, False
+        if kept.any() and empty_field(labels, image, post.min_field_contrast, means, kept):
+            drop[:], kept[:] = True, False
         if post.min_relative_intensity and kept.any():
             typical = weighted_median(means[kept], areas[kept])
             drop |= kept & (means < post.min_relative_intensity * typical)
@@ -288,11 +278,17 @@ def to_instances(
             f"unknown instance method {method!r}; use one of {', '.join(INSTANCE_METHODS)}"
         )
     fg = foreground(maps[0], post)
-    if method == "components":
-        return ndi.label(fg, structure=np.ones((3, 3)))[0].astype(np.int32)
-    if method == "watershed":
-        image = image[: len(card.channels)]  # the percentile view when there are several
-        return split_foreground(fg, image, card.channels, card.channel, card.target, post.watershed)
+    if method in ("components", "watershed"):
+        if method == "components":
+            labels = ndi.label(fg, structure=np.ones((3, 3)))[0].astype(np.int32)
+        else:
+            views = image[: len(card.channels)]  # the percentile view when there are several
+            labels = split_foreground(
+                fg, views, card.channels, card.channel, card.target, post.watershed
+            )
+        # the network's own instances apply it among their cuts (`drop_small_objects`)
+        empty = empty_field(labels, image[card.channel_index], post.min_field_contrast)
+        return np.zeros_like(labels) if empty else labels
     if "distance" not in card.outputs:
         raise ConfigError(
             f"postprocess.instances=network needs a model with a distance output; this one has "

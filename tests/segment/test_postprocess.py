@@ -212,6 +212,8 @@ def test_objects_much_dimmer_than_the_typical_object_are_dropped_when_asked():
 
 
 def test_every_instance_method_gives_labels_and_an_unknown_one_lists_them():
+    """Every method draws the scene's objects; an unknown one is named with the valid ones;
+    on an image of noise alone every method keeps none (the empty-field cut), all with it off."""
     lab = _scene()
     maps = np.stack([(lab > 0).astype(np.float32), normalised_distance(lab)])
     image = maps[:1]
@@ -221,3 +223,9 @@ def test_every_instance_method_gives_labels_and_an_unknown_one_lists_them():
         assert out.shape == lab.shape and out.dtype == np.int32 and out.max() >= 2, method
     with pytest.raises(ConfigError, match="network, watershed, components"):
         to_instances(maps, image, card, "stardist")
+    # the same maps over an image of noise alone: an empty field, whichever the method
+    noise = np.random.default_rng(3).normal(0.3, 0.05, image.shape).astype(np.float32)
+    uncut = dataclasses.replace(card, postprocess=PostprocessConfig(min_field_contrast=0.0))
+    for method in INSTANCE_METHODS:
+        assert to_instances(maps, noise, card, method).max() == 0, method
+        assert to_instances(maps, noise, uncut, method).max() >= 2, method
