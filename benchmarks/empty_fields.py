@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import tifffile
 from scipy import ndimage as ndi
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,28 +29,35 @@ SETS = ("Fluo-N2DH-GOWT1", "Fluo-N2DL-HeLa")
 CLEARANCE = 20  # px between a crop and every nucleus of the truth, and the frame's edge
 
 
-def empty_crops(folder: Path, size: int, per_sequence: int, rng: np.random.Generator) -> list:
-    """(size, size) float32 crops of the frames of one CTC set (`folder`) with a silver-truth
-    label image, at most one per frame from `per_sequence` frames spread over each sequence,
-    at a random place CLEARANCE px or more from every true nucleus and from the edge."""
+def labelled_frames(folder: Path, per_sequence: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(frame (H, W) float32, its silver truth (H, W) labels) for `per_sequence` of the labelled
+    frames of each sequence of one CTC set (`folder`, read by the ingest stage's CTC layout),
+    spread over the sequence."""
+    from pipeline.ingest.layouts.ctc import parse_ctc
+
+    fields = [f for f in parse_ctc(folder).fields if "nuclei" in f.labels]
+    frames = []
+    for group in sorted({f.group for f in fields}):
+        labelled = [f for f in fields if f.group == group]
+        for f in labelled[:: max(1, len(labelled) // per_sequence)]:
+            frames.append((f.image[0].astype(np.float32), f.labels["nuclei"]))
+    return frames
+
+
+def empty_crops(frames: list, size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """(1, size, size) crops of the (frame, truth) `frames`, at most one per frame, at a random
+    place CLEARANCE px or more from every true nucleus and from the frame's edge."""
     crops = []
-    for truth_dir in sorted(folder.glob("0?_ST/SEG")):
-        labelled = sorted(truth_dir.glob("man_seg*.tif"))
-        for path in labelled[:: max(1, len(labelled) // per_sequence)]:
-            truth = tifffile.imread(path)
-            near = ndi.binary_dilation(truth > 0, iterations=CLEARANCE)
-            near[:, :CLEARANCE] = near[:, -CLEARANCE:] = True
-            near[:CLEARANCE] = near[-CLEARANCE:] = True
-            total = np.pad(near.astype(np.int32).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-            inside = total[size:, size:] - total[:-size, size:] - total[size:, :-size]
-            ys, xs = np.nonzero(inside + total[:-size, :-size] == 0)
-            if ys.size:
-                frame = (
-                    truth_dir.parent.parent / truth_dir.parent.name[:2] / f"t{path.stem[7:]}.tif"
-                )
-                i = rng.integers(ys.size)
-                raw = tifffile.imread(frame).astype(np.float32)
-                crops.append(raw[ys[i] : ys[i] + size, xs[i] : xs[i] + size][None])
+    for raw, truth in frames:
+        near = ndi.binary_dilation(truth > 0, iterations=CLEARANCE)
+        near[:, :CLEARANCE] = near[:, -CLEARANCE:] = True
+        near[:CLEARANCE] = near[-CLEARANCE:] = True
+        total = np.pad(near.astype(np.int32).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+        inside = total[size:, size:] - total[:-size, size:] - total[size:, :-size]
+        ys, xs = np.nonzero(inside + total[:-size, :-size] == 0)  # windows clear of them all
+        if ys.size:
+            i = rng.integers(ys.size)
+            crops.append(raw[ys[i] : ys[i] + size, xs[i] : xs[i] + size][None])
     return crops
 
 
@@ -79,11 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     cut = card.postprocess.min_field_contrast
     rng, rows = np.random.default_rng(0), []
     for name in SETS:
-        crops = [
-            c
-            for size in args.size
-            for c in empty_crops(args.shared / "ctc" / name, size, args.frames, rng)
-        ]
+        frames = labelled_frames(args.shared / "ctc" / name, args.frames)
+        crops = [c for size in args.size for c in empty_crops(frames, size, rng)]
         for shift_name, shift in shifts.items():
             for raw in crops:
                 raw = raw if shift is None else shift(raw, None, rng)[0]
