@@ -59,6 +59,8 @@ class SegmentResult(Record):
     skipped: list[str] = field(default_factory=list)  # images segmented before (with once)
     table: str = ""  # images.csv
     note: str = ""  # why nothing was done, when nothing was
+    # images taken for empty fields, their objects dropped (`postprocess.min_field_contrast`)
+    emptied: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # where this process's time went
 
 
@@ -321,6 +323,8 @@ def _collect(job: Future, maps: Parcel, result: SegmentResult, slots: Slots) -> 
     slots.release(maps)  # its worker is done with it
     result.segmented.append(row.pop("labels"))
     emptied = row["dropped_as_empty"]
+    if emptied:
+        result.emptied.append(row["image"])
     why = f" ({emptied} dropped as an empty field's noise)" if emptied else ""
     log.info("%s: %d objects%s", row["image"], row["n_objects"], why)
     return row

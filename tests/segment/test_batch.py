@@ -453,7 +453,8 @@ def test_the_faint_object_and_empty_field_cuts_can_be_switched_at_predict_time(m
     }
     labels, used, dropped = {}, {}, {}
     for name, (folder, cuts) in runs.items():
-        segment_folder(tmp_path / folder, tmp_path / "in", tmp_path / name, **cuts)
+        result = segment_folder(tmp_path / folder, tmp_path / "in", tmp_path / name, **cuts)
+        assert result.emptied == (["a.tif"] if name == "empty" else []), name
         labels[name] = tifffile.imread(tmp_path / name / "a_labels.tif")
         row = pd.read_csv(tmp_path / name / "images.csv").iloc[0]
         used[name] = (row["min_relative_intensity"], row["min_field_contrast"])
