@@ -6,7 +6,8 @@ MODEL_FOLDER is a trained model (a run's ``train/`` folder or a registered versi
 `cellseg run --config configs/ctc_nuclei.yaml`. The test block of each Cell Tracking Challenge
 set in ../shared is recorded again, in silico, as another microscope would record it
 (`SHIFTS`: half and double the magnification, a low photon count, defocus, uneven
-illumination, an 8-bit export through a gamma lookup), and scored for the network's own
+illumination, an 8-bit export through a gamma lookup or with the brightest nuclei saturated,
+out-of-focus haze, a tenth of the nuclei four times brighter), and scored for the network's own
 instances (the card's settings, the size measured on each image as `cellseg predict` does)
 and for the classical watershed with the parameters tuned for the set as recorded
 (configs/ctc_gowt1.yaml, configs/ctc_hela.yaml): neither method is re-tuned, as neither would
@@ -96,6 +97,38 @@ def gamma_8bit(raw, labels, rng, gamma: float = 0.5):
     return np.round(y * 255).astype(np.uint8), labels
 
 
+def saturated(raw, labels, rng, clip: float = 0.5):
+    """An 8-bit export whose range ends at `clip` x the bright end: the brightest nuclei
+    saturate at 255."""
+    x, low, high = _signal(raw)
+    y = np.clip((x - low) / (clip * (high - low)), 0, 1)
+    return np.round(y * 255).astype(np.uint8), labels
+
+
+def haze(raw, labels, rng, strength: float = 0.5):
+    """Out-of-focus light (a widefield microscope, a thick sample): the signal blurred over
+    three nuclei's median diameter, its peak `strength` x the bright end, added."""
+    from pipeline.segment.scale import median_diameter
+
+    x, low, high = _signal(raw)
+    sigma = 3 * median_diameter(labels)
+    glow = ndi.gaussian_filter(np.clip(x - low, 0, None), (0, sigma, sigma))
+    glow *= strength * (high - low) / max(float(glow.max()), 1e-9)
+    return (x + glow).astype(np.float32), labels
+
+
+def bright_nuclei(raw, labels, rng, share: float = 0.1, brightness: float = 4.0):
+    """Some nuclei far brighter than the rest (mitotic or dying ones, a stain taken up
+    unevenly): each with probability `share`, its signal above the background times
+    `brightness` (the gain blurred by 1 px). They move the percentiles the image is
+    normalised by, so the others reach the network dimmer."""
+    x, low, _ = _signal(raw)
+    ids = np.unique(labels[labels > 0])
+    gain = np.ones(int(labels.max()) + 1, np.float32)
+    gain[ids[rng.random(ids.size) < share]] = brightness
+    return (low + (x - low) * ndi.gaussian_filter(gain[labels], 1.0)).astype(np.float32), labels
+
+
 SHIFTS: dict[str, Shift] = {
     "as recorded": lambda raw, labels, rng: (raw, labels),
     "half magnification": _zoom(0.5),
@@ -104,6 +137,9 @@ SHIFTS: dict[str, Shift] = {
     "defocus": defocus,
     "uneven illumination": uneven,
     "8-bit, gamma 0.5": gamma_8bit,
+    "8-bit, saturated": saturated,
+    "haze": haze,
+    "a tenth of the nuclei x4": bright_nuclei,
 }
 
 

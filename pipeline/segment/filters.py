@@ -110,6 +110,36 @@ def gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(image, size, sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
 
 
+def background(image: np.ndarray, window: int, step: int = 8) -> np.ndarray:
+    """(H, W) float -> (H, W) float32: the smooth background the bright objects of `image`
+    stand on (haze, out-of-focus light, an uneven offset), objects up to about `window` px
+    across taken out: a grey opening (a minimum, then a maximum filter) by a square of
+    `window` px on the image's `step` x `step` block minima, blurred by a quarter of the window
+    and resized back. At most the image under the opening, to that blur. An image smaller than
+    the window gets a nearly flat one."""
+    if image.ndim != 2 or window < 1 or step < 1:
+        raise ValueError(
+            f"background needs an (H, W) image, window and step >= 1; got {image.shape}, "
+            f"{window}, {step}"
+        )
+    h, w = image.shape
+    hh, ww = -(-h // step), -(-w // step)
+    padded = np.pad(image.astype(np.float32), ((0, hh * step - h), (0, ww * step - w)), "edge")
+    small = padded[::step, ::step].copy()  # the blocks' minima, a slice at a time (fast)
+    for i in range(step):
+        for j in range(step):
+            np.minimum(small, padded[i::step, j::step], out=small)
+    k = max(3, window // step) | 1  # odd
+    square = np.ones((k, k), np.uint8)
+    opened = cv2.dilate(
+        cv2.erode(small, square, borderType=cv2.BORDER_REFLECT),
+        square,
+        borderType=cv2.BORDER_REFLECT,
+    )
+    smooth = cv2.GaussianBlur(opened, (0, 0), k / 4, borderType=cv2.BORDER_REFLECT)
+    return cv2.resize(smooth, (ww * step, hh * step), interpolation=cv2.INTER_LINEAR)[:h, :w]
+
+
 def inner_boundaries(labels: np.ndarray, width: int = 1) -> np.ndarray:
     """(H, W) integer labels -> (H, W) bool: the object pixels that touch another label or the
     background (`skimage.segmentation.find_boundaries` mode ``inner``), thickened to `width`

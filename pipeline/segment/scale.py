@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage as ndi
 
-from pipeline.segment.filters import Parts, edt, fill_holes, gaussian, parts
+from pipeline.segment.filters import Parts, background, edt, fill_holes, gaussian, parts
 from pipeline.segment.postprocess import weighted_median
 
 if TYPE_CHECKING:
@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 TOLERANCE = 1.3  # rescale only when the objects differ in size by more than this factor
 LIMITS = (0.25, 4.0)  # never shrink or enlarge an image by more than this
 HALF_RES_FROM = 512  # image_diameter measures fields this large a side at half resolution
+# image_diameter thresholds the image less its background under this scale (px): larger than
+# any object the network is meant for (nuclei of 10-80 px, cells), smaller than a field's haze
+FLAT_WINDOW = 256
 
 
 def object_distances(
@@ -100,16 +103,22 @@ def edge_bounded(
 
 def image_diameter(channel: np.ndarray) -> float:
     """Object diameter (px) in an (H, W) fluorescence image, measured classically: Gaussian
-    blur (2 px), Otsu threshold, holes filled, `foreground_diameter`. Fields of at least
-    HALF_RES_FROM px a side are measured at half resolution (within 5% of the full-resolution
-    figure on the CTC frames, in a fifth of the time). 0.0 when nothing stands out (a flat
-    image)."""
+    blur (2 px), its background under FLAT_WINDOW px subtracted (`filters.background`), Otsu
+    threshold, holes filled, `foreground_diameter`. Fields of at least HALF_RES_FROM px a side
+    are measured at half resolution (within 5% of the full-resolution figure on the CTC frames,
+    in a fifth of the time). 0.0 when nothing stands out (a flat image).
+
+    Without the background subtracted, out-of-focus light (haze half as bright as the nuclei,
+    in silico) joined the nuclei above Otsu's threshold: GOWT1's nuclei measured 316-474 px
+    instead of 51-66, the image was shrunk x4 and the network found little (HeLa F1 0.34).
+    With it, the same diameters on the clean CTC frames (within 2%; most identical)."""
     from skimage.filters import threshold_otsu
 
     h, w = channel.shape
     shrink = 2 if min(h, w) >= HALF_RES_FROM else 1
     small = halved(channel) if shrink > 1 else channel.astype(np.float32)
     smooth = gaussian(small, 2.0 / shrink)
+    smooth -= background(smooth, FLAT_WINDOW // shrink, step=8 // shrink)
     if smooth.max() - smooth.min() < 1e-6:
         return 0.0
     fg = fill_holes(smooth > threshold_otsu(smooth))

@@ -10,6 +10,7 @@ from skimage.morphology import h_maxima as reconstructed
 from skimage.segmentation import find_boundaries, watershed
 
 from pipeline.segment.filters import (
+    background,
     edt,
     fill_holes,
     flood,
@@ -187,7 +188,28 @@ def test_on_a_real_annotation(shared_data):
         assert same_parts(found.labels, found.n, *ndi.label(mask))
 
 
+@pytest.mark.parametrize("step", [1, 4, 8])
+def test_the_background_is_the_glow_under_the_objects_without_them(step):
+    # squares 30 px a side, 0.8 bright, on a broad glow from 0.2 to 0.7: the background is the
+    # glow (to a tenth of the squares' brightness), not the squares (under the window), so the
+    # image less it holds the squares on a flat floor; smaller than the window, a field's
+    # background is nearly flat
+    rows, cols = np.indices((300, 420))
+    glow = 0.2 + 0.5 * np.exp(-((rows - 150) ** 2 + (cols - 200) ** 2) / (2 * 120.0**2))
+    squares = (rows % 60 < 30) & (cols % 60 < 30)
+    image = (glow + 0.8 * squares).astype(np.float32)
+    found = background(image, 96, step)
+    assert found.shape == image.shape and found.dtype == np.float32
+    assert np.abs(found - glow).max() < 0.1
+    flat = image - found
+    assert flat[~squares].max() < 0.1 and flat[squares].min() > 0.7
+    small = background(image[:40, :40], 96, step)
+    assert np.ptp(small) < 0.02 and small.max() <= image[:40, :40].max()
+
+
 def test_bad_shapes_are_refused_with_the_shape():
+    with pytest.raises(ValueError, match=r"\(3,\), 8, 0"):
+        background(np.ones(3), 8, 0)
     with pytest.raises(ValueError, match=r"\(2, 3, 4\)"):
         edt(np.ones((2, 3, 4), bool))
     with pytest.raises(ValueError, match="float16"):

@@ -3,7 +3,9 @@ network was trained at."""
 
 import numpy as np
 import pytest
+import tifffile
 import torch
+from scipy import ndimage as ndi
 
 from pipeline.config import PostprocessConfig
 from pipeline.segment.card import OUTPUTS, ModelCard
@@ -159,3 +161,33 @@ def test_halving_is_resizes_area_average_to_the_bit(shape):
         want = resize(channel.astype(np.float32)[None], (shape[0] // 2, shape[1] // 2))[0]
         got = halved(channel)
         assert got.dtype == np.float32 and np.array_equal(got, want)
+
+
+def _hazed(image: np.ndarray, diameter: float, strength: float = 0.5) -> np.ndarray:
+    """(H, W) `image` with out-of-focus light added: itself above its 1st percentile blurred
+    over three object diameters, its peak `strength` x the 1st-99.8th percentile range."""
+    low, high = np.percentile(image, [1, 99.8])
+    glow = ndi.gaussian_filter(np.clip(image - low, 0, None), 3 * diameter)
+    return (image + glow * strength * (high - low) / glow.max()).astype(np.float32)
+
+
+@pytest.mark.parametrize("radius", [8, 15, 30])
+def test_objects_on_a_haze_are_measured_at_their_own_size(radius):
+    # out-of-focus light half as bright as the objects joined them above Otsu's threshold:
+    # the haze's size was measured, and the image shrunk for the network
+    fg = np.tile(_disks(radius, (6 * radius + 4, 6 * radius + 4)) > 0, (3, 3))
+    fg = np.pad(fg, ((0, max(0, 600 - fg.shape[0])), (0, max(0, 700 - fg.shape[1]))))
+    image = fg.astype(np.float32) * 0.8 + 0.1
+    image += np.random.default_rng(0).normal(0, 0.03, image.shape).astype(np.float32)
+    assert image_diameter(_hazed(image, 2 * radius)) == pytest.approx(2 * radius, rel=0.1)
+
+
+def test_real_nuclei_on_a_haze_are_measured_at_their_own_size(shared_data):
+    for frame, truth in (
+        ("Fluo-N2DH-GOWT1/02/t085.tif", "Fluo-N2DH-GOWT1/02_ST/SEG/man_seg085.tif"),
+        ("Fluo-N2DL-HeLa/01/t089.tif", "Fluo-N2DL-HeLa/01_ST/SEG/man_seg089.tif"),
+    ):
+        image = tifffile.imread(shared_data / "ctc" / frame).astype(np.float32)
+        size = median_diameter(tifffile.imread(shared_data / "ctc" / truth))
+        assert image_diameter(image) == pytest.approx(size, rel=0.1), frame
+        assert image_diameter(_hazed(image, size)) == pytest.approx(size, rel=0.15), frame
