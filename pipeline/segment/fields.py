@@ -84,4 +84,4 @@ def image_objects(image: np.ndarray, card: ModelCard, raw: np.ndarray | None = N
     if card.diameter <= 0:
         return 0.0
     view = measure_view(image, card, raw)
-    return image_diameter((image if view is None else view)[card.channel_index])
+    return image_diameter((image if view is None else view)[card.channel_index], card.diameter)

@@ -56,7 +56,7 @@ def predict_maps(
     post = post or PostprocessConfig()
     maps = None
     if image.ndim == 3 and diameter > 0 and not objects:
-        objects = image_diameter((image if measure_on is None else measure_on)[channel])
+        objects = image_diameter((image if measure_on is None else measure_on)[channel], diameter)
         if not objects:
             maps = network_maps(model, image, device, post, precision, batch)
             objects = foreground_diameter(foreground(maps[0], post))

@@ -29,8 +29,11 @@ TOLERANCE = 1.3  # rescale only when the objects differ in size by more than thi
 LIMITS = (0.25, 4.0)  # never shrink or enlarge an image by more than this
 HALF_RES_FROM = 512  # image_diameter measures fields this large a side at half resolution
 # image_diameter thresholds the image less its background under this scale (px): larger than
-# any object the network is meant for (nuclei of 10-80 px, cells), smaller than a field's haze
+# the objects the network is meant for (nuclei of 10-80 px; for a model trained on larger ones,
+# such as BBBC020's cells of about 150 px, FLAT_WINDOW_DIAMETERS times its training diameter),
+# smaller than a field's haze
 FLAT_WINDOW = 256
+FLAT_WINDOW_DIAMETERS = 6
 
 
 def object_distances(
@@ -101,12 +104,14 @@ def edge_bounded(
     return np.minimum(dist if at is None else dist[at], frame.astype(np.float32))
 
 
-def image_diameter(channel: np.ndarray) -> float:
+def image_diameter(channel: np.ndarray, trained: float = 0.0) -> float:
     """Object diameter (px) in an (H, W) fluorescence image, measured classically: Gaussian
-    blur (2 px), its background under FLAT_WINDOW px subtracted (`filters.background`), Otsu
-    threshold, holes filled, `foreground_diameter`. Fields of at least HALF_RES_FROM px a side
-    are measured at half resolution (within 5% of the full-resolution figure on the CTC frames,
-    in a fifth of the time). 0.0 when nothing stands out (a flat image).
+    blur (2 px), its background subtracted (`filters.background`, under a window of FLAT_WINDOW
+    px or FLAT_WINDOW_DIAMETERS x `trained`, the diameter the network was trained at, whichever
+    is larger), Otsu threshold, holes filled, `foreground_diameter`. Fields of at least
+    HALF_RES_FROM px a side are measured at half resolution (within 5% of the full-resolution
+    figure on the CTC frames, in a fifth of the time). 0.0 when nothing stands out (a flat
+    image).
 
     Without the background subtracted, out-of-focus light (haze half as bright as the nuclei,
     in silico) joined the nuclei above Otsu's threshold: GOWT1's nuclei measured 316-474 px
@@ -118,7 +123,8 @@ def image_diameter(channel: np.ndarray) -> float:
     shrink = 2 if min(h, w) >= HALF_RES_FROM else 1
     small = halved(channel) if shrink > 1 else channel.astype(np.float32)
     smooth = gaussian(small, 2.0 / shrink)
-    smooth -= background(smooth, FLAT_WINDOW // shrink, step=8 // shrink)
+    window = max(FLAT_WINDOW, round(FLAT_WINDOW_DIAMETERS * trained))
+    smooth -= background(smooth, window // shrink, step=8 // shrink)
     if smooth.max() - smooth.min() < 1e-6:
         return 0.0
     fg = fill_holes(smooth > threshold_otsu(smooth))

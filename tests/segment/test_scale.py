@@ -191,3 +191,14 @@ def test_real_nuclei_on_a_haze_are_measured_at_their_own_size(shared_data):
         size = median_diameter(tifffile.imread(shared_data / "ctc" / truth))
         assert image_diameter(image) == pytest.approx(size, rel=0.1), frame
         assert image_diameter(_hazed(image, size)) == pytest.approx(size, rel=0.15), frame
+
+
+def test_the_background_window_grows_with_the_training_diameter():
+    # an object 400 px tall cut by the image's edge (its inscribed diameter 200 px) holds a
+    # 256 px square and no hole to fill: under the default window most of it is taken for
+    # background; a network trained on 100 px objects (cells) measures under a 600 px one
+    rows, cols = np.indices((1000, 1000))
+    image = ((rows - 500) ** 2 + cols**2 < 200**2) * 0.8 + 0.1
+    image += ((rows - 150) ** 2 + (cols - 700) ** 2 < 60**2) * 0.8  # and a 120 px one
+    assert image_diameter(image.astype(np.float32), trained=100) == pytest.approx(200, rel=0.05)
+    assert image_diameter(image.astype(np.float32)) < 150
