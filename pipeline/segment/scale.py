@@ -34,6 +34,14 @@ HALF_RES_FROM = 512  # image_diameter measures fields this large a side at half 
 # smaller than a field's haze
 FLAT_WINDOW = 256
 FLAT_WINDOW_DIAMETERS = 6
+# A haze that varies faster than FLAT_WINDOW (small nuclei, a strong haze) still inflates the
+# measure. When it measures more than TOLERANCE x a coarse measure under FINE_WINDOW px, the
+# objects are measured again under FLAT_WINDOW_DIAMETERS x that coarse diameter, and that is
+# taken if one of them stands FINE_CONTRAST noise deviations out of the background around it
+# (real fields 36-161 on the CTC frames, under haze too; the noise of empty fields 1-10, which
+# small windows measure small, and which the network, shown them enlarged, fills with specks)
+FINE_WINDOW = 48
+FINE_CONTRAST = 20.0
 
 
 def object_distances(
@@ -108,27 +116,48 @@ def image_diameter(channel: np.ndarray, trained: float = 0.0) -> float:
     """Object diameter (px) in an (H, W) fluorescence image, measured classically: Gaussian
     blur (2 px), its background subtracted (`filters.background`, under a window of FLAT_WINDOW
     px or FLAT_WINDOW_DIAMETERS x `trained`, the diameter the network was trained at, whichever
-    is larger), Otsu threshold, holes filled, `foreground_diameter`. Fields of at least
-    HALF_RES_FROM px a side are measured at half resolution (within 5% of the full-resolution
-    figure on the CTC frames, in a fifth of the time). 0.0 when nothing stands out (a flat
-    image).
+    is larger), Otsu threshold, holes filled, `foreground_diameter` (`flattened`); measured
+    again under a finer window where a haze may have inflated it (FINE_WINDOW). Fields of at
+    least HALF_RES_FROM px a side are measured at half resolution (within 5% of the
+    full-resolution figure on the CTC frames, in a fifth of the time). 0.0 when nothing stands
+    out (a flat image).
 
     Without the background subtracted, out-of-focus light (haze half as bright as the nuclei,
     in silico) joined the nuclei above Otsu's threshold: GOWT1's nuclei measured 316-474 px
     instead of 51-66, the image was shrunk x4 and the network found little (HeLa F1 0.34).
     With it, the same diameters on the clean CTC frames (within 2%; most identical)."""
+    size, _ = flattened(channel, max(FLAT_WINDOW, round(FLAT_WINDOW_DIAMETERS * trained)))
+    first, _ = flattened(channel, FINE_WINDOW, coarse=True)
+    if not first or size <= TOLERANCE * first:
+        return size
+    fine, (fg, small) = flattened(channel, max(FINE_WINDOW, round(FLAT_WINDOW_DIAMETERS * first)))
+    from pipeline.segment.contrast import object_contrast
+
+    contrast = object_contrast(parts(fg).labels, small)[1:]
+    return fine if np.nanmax(contrast, initial=-np.inf) >= FINE_CONTRAST else size
+
+
+def flattened(
+    channel: np.ndarray, window: int, coarse: bool = False
+) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
+    """`image_diameter`'s measure of the (H, W) `channel` with its background under `window`
+    px subtracted; `coarse`: at half the resolution it would use (fields of 256 px or more).
+    Returns the diameter (px of `channel`) and the (h, w) bool foreground it was measured on
+    with the (h, w) float32 image at that resolution (0.0 and empty arrays for a flat one)."""
     from skimage.filters import threshold_otsu
 
     h, w = channel.shape
     shrink = 2 if min(h, w) >= HALF_RES_FROM else 1
     small = halved(channel) if shrink > 1 else channel.astype(np.float32)
+    if coarse and min(h, w) >= HALF_RES_FROM // 2:
+        small, shrink = halved(small), 2 * shrink
     smooth = gaussian(small, 2.0 / shrink)
-    window = max(FLAT_WINDOW, round(FLAT_WINDOW_DIAMETERS * trained))
-    smooth -= background(smooth, window // shrink, step=8 // shrink)
+    step = max(1, min(8, window // 16) // shrink)  # the background's blocks: 1-8 px
+    smooth -= background(smooth, max(3, window // shrink), step)
     if smooth.max() - smooth.min() < 1e-6:
-        return 0.0
+        return 0.0, (np.zeros(small.shape, bool), small)
     fg = fill_holes(smooth > threshold_otsu(smooth))
-    return shrink * foreground_diameter(fg)
+    return shrink * foreground_diameter(fg), (fg, small)
 
 
 def halved(channel: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ from pipeline.segment.scale import (
     LIMITS,
     diameters,
     edge_bounded,
+    flattened,
     foreground_diameter,
     halved,
     image_diameter,
@@ -202,3 +203,29 @@ def test_the_background_window_grows_with_the_training_diameter():
     image += ((rows - 150) ** 2 + (cols - 700) ** 2 < 60**2) * 0.8  # and a 120 px one
     assert image_diameter(image.astype(np.float32), trained=100) == pytest.approx(200, rel=0.05)
     assert image_diameter(image.astype(np.float32)) < 150
+
+
+def test_small_objects_under_a_fast_haze_are_measured_again_under_a_finer_window():
+    # clusters of nuclei 12 px across under a haze about 36 px wide, as bright as they are: the
+    # 256 px window cannot follow it and the measure swells threefold; the finer window's, taken
+    # as its objects stand out of their noise, holds (touching nuclei merge: up to 1.5x)
+    rng = np.random.default_rng(0)
+    rows, cols = np.indices((350, 550))
+    image = np.zeros((350, 550), np.float32)
+    centres = rng.integers(40, (310, 510), (6, 2))
+    for y, x in centres[rng.integers(0, 6, 120)] + rng.normal(0, 25, (120, 2)).astype(int):
+        image[(rows - y) ** 2 + (cols - x) ** 2 < 6**2] = 0.8
+    image = _hazed(image + 0.1, 12.0, strength=1.0)
+    image += rng.normal(0, 0.02, image.shape).astype(np.float32)
+    assert flattened(image, 256)[0] > 2.5 * 12
+    assert 12 <= image_diameter(image) <= 18
+
+
+def test_noise_alone_keeps_the_coarse_windows_measure():
+    # an empty field's noise measures what it measures, but a small window makes it small and
+    # the network, shown it enlarged, fills it with specks: nothing stands out, the 256 px
+    # window's measure stays
+    rng = np.random.default_rng(1)
+    noise = ndi.gaussian_filter(rng.normal(0, 1, (256, 256)), 5).astype(np.float32)
+    assert image_diameter(noise) == flattened(noise, 256)[0]
+    assert flattened(noise, 256)[0] > 1.3 * flattened(noise, 48, coarse=True)[0]
