@@ -115,8 +115,7 @@ def background(image: np.ndarray, window: int, step: int = 8) -> np.ndarray:
     stand on (haze, out-of-focus light, an uneven offset), objects up to about `window` px
     across taken out: a grey opening (a minimum, then a maximum filter) by a square of
     `window` px on the image's `step` x `step` block minima, blurred by a quarter of the window
-    and resized back. At most the image under the opening, to that blur. An image smaller than
-    the window gets a nearly flat one."""
+    and resized back. An image smaller than the window gets a nearly flat one."""
     if image.ndim != 2 or window < 1 or step < 1:
         raise ValueError(
             f"background needs an (H, W) image, window and step >= 1; got {image.shape}, "

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage as ndi
 
+from pipeline.segment.contrast import object_contrast
 from pipeline.segment.filters import Parts, background, edt, fill_holes, gaussian, parts
 from pipeline.segment.postprocess import weighted_median
 
@@ -131,8 +132,6 @@ def image_diameter(channel: np.ndarray, trained: float = 0.0) -> float:
     if not first or size <= TOLERANCE * first:
         return size
     fine, (fg, small) = flattened(channel, max(FINE_WINDOW, round(FLAT_WINDOW_DIAMETERS * first)))
-    from pipeline.segment.contrast import object_contrast
-
     contrast = object_contrast(parts(fg).labels, small)[1:]
     return fine if np.nanmax(contrast, initial=-np.inf) >= FINE_CONTRAST else size
 
@@ -143,7 +142,7 @@ def flattened(
     """`image_diameter`'s measure of the (H, W) `channel` with its background under `window`
     px subtracted; `coarse`: at half the resolution it would use (fields of 256 px or more).
     Returns the diameter (px of `channel`) and the (h, w) bool foreground it was measured on
-    with the (h, w) float32 image at that resolution (0.0 and empty arrays for a flat one)."""
+    with the (h, w) float32 image at that resolution (0.0 and no foreground for a flat one)."""
     from skimage.filters import threshold_otsu
 
     h, w = channel.shape
