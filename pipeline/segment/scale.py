@@ -127,29 +127,50 @@ def image_diameter(channel: np.ndarray, trained: float = 0.0) -> float:
     in silico) joined the nuclei above Otsu's threshold: GOWT1's nuclei measured 316-474 px
     instead of 51-66, the image was shrunk x4 and the network found little (HeLa F1 0.34).
     With it, the same diameters on the clean CTC frames (within 2%; most identical)."""
-    size, _ = flattened(channel, max(FLAT_WINDOW, round(FLAT_WINDOW_DIAMETERS * trained)))
-    first, _ = flattened(channel, FINE_WINDOW, coarse=True)
+    view = resolution(channel)  # halved once for the three measures
+    size, _ = flattened(
+        channel, max(FLAT_WINDOW, round(FLAT_WINDOW_DIAMETERS * trained)), view=view
+    )
+    first, _ = flattened(channel, FINE_WINDOW, view=resolution(channel, True, finer=view))
     if not first or size <= TOLERANCE * first:
         return size
-    fine, (fg, small) = flattened(channel, max(FINE_WINDOW, round(FLAT_WINDOW_DIAMETERS * first)))
+    window = max(FINE_WINDOW, round(FLAT_WINDOW_DIAMETERS * first))
+    fine, (fg, small) = flattened(channel, window, view=view)
     contrast = object_contrast(parts(fg).labels, small)[1:]
     return fine if np.nanmax(contrast, initial=-np.inf) >= FINE_CONTRAST else size
 
 
+def resolution(
+    channel: np.ndarray, coarse: bool = False, finer: tuple[np.ndarray, int] | None = None
+) -> tuple[np.ndarray, int]:
+    """The (h, w) float32 image `image_diameter` measures the (H, W) `channel` on, and its
+    shrink (H / h): half the resolution from HALF_RES_FROM px a side, else the channel itself;
+    `coarse`: halved once more (fields of 256 px or more). `finer`: this call's result without
+    `coarse` when the caller has it (not halved again)."""
+    h, w = channel.shape
+    if finer is None:
+        finer = (
+            (halved(channel), 2) if min(h, w) >= HALF_RES_FROM else (channel.astype(np.float32), 1)
+        )
+    small, shrink = finer
+    if coarse and min(h, w) >= HALF_RES_FROM // 2:
+        small, shrink = halved(small), 2 * shrink
+    return small, shrink
+
+
 def flattened(
-    channel: np.ndarray, window: int, coarse: bool = False
+    channel: np.ndarray,
+    window: int,
+    coarse: bool = False,
+    view: tuple[np.ndarray, int] | None = None,
 ) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
     """`image_diameter`'s measure of the (H, W) `channel` with its background under `window`
-    px subtracted; `coarse`: at half the resolution it would use (fields of 256 px or more).
+    px subtracted, at `resolution(channel, coarse)` (`view`: that, when the caller has it).
     Returns the diameter (px of `channel`) and the (h, w) bool foreground it was measured on
     with the (h, w) float32 image at that resolution (0.0 and no foreground for a flat one)."""
     from skimage.filters import threshold_otsu
 
-    h, w = channel.shape
-    shrink = 2 if min(h, w) >= HALF_RES_FROM else 1
-    small = halved(channel) if shrink > 1 else channel.astype(np.float32)
-    if coarse and min(h, w) >= HALF_RES_FROM // 2:
-        small, shrink = halved(small), 2 * shrink
+    small, shrink = resolution(channel, coarse) if view is None else view
     smooth = gaussian(small, 2.0 / shrink)
     step = max(1, min(8, window // 16) // shrink)  # the background's blocks: 1-8 px
     smooth -= background(smooth, max(3, window // shrink), step)
