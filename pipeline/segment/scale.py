@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage as ndi
 
-from pipeline.segment.contrast import object_contrast
 from pipeline.segment.filters import Parts, background, edt, fill_holes, gaussian, parts
 from pipeline.segment.postprocess import weighted_median
 
@@ -38,9 +37,10 @@ FLAT_WINDOW_DIAMETERS = 6
 # A haze that varies faster than FLAT_WINDOW (small nuclei, a strong haze) still inflates the
 # measure. When it measures more than TOLERANCE x a coarse measure under FINE_WINDOW px, the
 # objects are measured again under FLAT_WINDOW_DIAMETERS x that coarse diameter, and that is
-# taken if one of them stands FINE_CONTRAST noise deviations out of the background around it
-# (real fields 36-161 on the CTC frames, under haze too; the noise of empty fields 1-10, which
-# small windows measure small, and which the network, shown them enlarged, fills with specks)
+# taken if the brightest of them stands FINE_CONTRAST deviations out of the background on the
+# image it was measured on (`peak_contrast`; real fields 23-465 on the CTC frames under haze,
+# 20 photons and both together; empty crops 5-12, blurred and resampled too: a small window
+# measures their noise small, and the network, shown them enlarged, fills them with specks)
 FINE_WINDOW = 48
 FINE_CONTRAST = 20.0
 
@@ -118,7 +118,8 @@ def image_diameter(channel: np.ndarray, trained: float = 0.0) -> float:
     blur (2 px), its background subtracted (`filters.background`, under a window of FLAT_WINDOW
     px or FLAT_WINDOW_DIAMETERS x `trained`, the diameter the network was trained at, whichever
     is larger), Otsu threshold, holes filled, `foreground_diameter` (`flattened`); measured
-    again under a finer window where a haze may have inflated it (FINE_WINDOW). Fields of at
+    again under a finer window where a haze may have inflated it (FINE_WINDOW), and that taken
+    when its objects stand out (`peak_contrast`). Fields of at
     least HALF_RES_FROM px a side are measured at half resolution (within 5% of the
     full-resolution figure on the CTC frames, in a fifth of the time). 0.0 when nothing stands
     out (a flat image).
@@ -135,9 +136,25 @@ def image_diameter(channel: np.ndarray, trained: float = 0.0) -> float:
     if not first or size <= TOLERANCE * first:
         return size
     window = max(FINE_WINDOW, round(FLAT_WINDOW_DIAMETERS * first))
-    fine, (fg, small) = flattened(channel, window, view=view)
-    contrast = object_contrast(parts(fg).labels, small)[1:]
-    return fine if np.nanmax(contrast, initial=-np.inf) >= FINE_CONTRAST else size
+    fine, (fg, smooth) = flattened(channel, window, view=view)
+    return fine if peak_contrast(fg, smooth) >= FINE_CONTRAST else size
+
+
+def peak_contrast(fg: np.ndarray, smooth: np.ndarray) -> float:
+    """How far the brightest pixel of the (h, w) bool foreground `fg` stands above the rest
+    of the (h, w) float `smooth` image (`flattened`'s: blurred, its background subtracted), in
+    robust deviations of that rest (1.4826 x its median absolute deviation; both read on every
+    other row and column). The deviation is the background's own at the scale the objects were
+    found at, so blurred or resampled noise, whose pixels vary together, is not taken for
+    objects (a deviation from neighbouring pixels' differences would be too small there).
+    -inf without foreground or background; +inf when the background is flat."""
+    rest = smooth[::2, ::2][~fg[::2, ::2]]
+    if not fg.any() or not rest.size:
+        return -np.inf
+    level = np.median(rest)
+    deviation = 1.4826 * np.median(np.abs(rest - level))
+    peak = float(smooth[fg].max()) - level
+    return peak / deviation if deviation > 0 else np.inf
 
 
 def resolution(
@@ -167,7 +184,8 @@ def flattened(
     """`image_diameter`'s measure of the (H, W) `channel` with its background under `window`
     px subtracted, at `resolution(channel, coarse)` (`view`: that, when the caller has it).
     Returns the diameter (px of `channel`) and the (h, w) bool foreground it was measured on
-    with the (h, w) float32 image at that resolution (0.0 and no foreground for a flat one)."""
+    with the (h, w) float32 image it was thresholded on (blurred, its background subtracted;
+    0.0, no foreground and the image at that resolution for a flat one)."""
     from skimage.filters import threshold_otsu
 
     small, shrink = resolution(channel, coarse) if view is None else view
@@ -177,7 +195,7 @@ def flattened(
     if smooth.max() - smooth.min() < 1e-6:
         return 0.0, (np.zeros(small.shape, bool), small)
     fg = fill_holes(smooth > threshold_otsu(smooth))
-    return shrink * foreground_diameter(fg), (fg, small)
+    return shrink * foreground_diameter(fg), (fg, smooth)
 
 
 def halved(channel: np.ndarray) -> np.ndarray:
