@@ -18,9 +18,7 @@ model, write to another folder.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -29,15 +27,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from pipeline.config.sections import PredictConfig
 from pipeline.conventions import Record, now
 from pipeline.errors import DataError
 from pipeline.io import (
-    IMAGE_SUFFIXES,
     atomic_path,
-    images_by_name,
     read_image,
     sha256_file,
     write_labels,
@@ -45,11 +40,10 @@ from pipeline.io import (
 from pipeline.segment import steps
 from pipeline.segment.card import ModelCard
 from pipeline.segment.handoff import Handoff, Parcel, Slots, discard, handoff, load, take
+from pipeline.segment.outfolder import claim, list_images, record_done, update_table
 from pipeline.segment.workers import default_workers, processes, submit
 
 log = logging.getLogger(__name__)
-DONE = ".done"
-STALE_CLAIM_S = 3600  # a claim this old with no result: its run died; claim it again
 
 
 @dataclass
@@ -62,44 +56,6 @@ class SegmentResult(Record):
     # images taken for empty fields, their objects dropped (`postprocess.min_field_contrast`)
     emptied: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # where this process's time went
-
-
-def list_images(images: str | Path) -> list[Path]:
-    """The images (`pipeline.io.IMAGE_SUFFIXES`: TIF, PNG, JPEG, BMP) in folder `images`, sorted,
-    or `images` itself when it is one image file; DataError when there are none, or when two
-    share a name but the suffix (their outputs are named by it)."""
-    folder = Path(images)
-    kinds = "/".join(s[1:] for s in IMAGE_SUFFIXES)
-    if folder.is_file() and folder.suffix.lower() in IMAGE_SUFFIXES:
-        return [folder]
-    if not folder.is_dir():
-        raise DataError(
-            f"{images}: no such folder or image file; pass a folder of images or one ({kinds})"
-        )
-    paths = sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
-    if not paths:
-        raise DataError(f"{images}: no images to segment ({kinds})")
-    images_by_name(paths, "one name, two images; their outputs would be one")
-    return paths
-
-
-def _claim(out: Path, digest: str, image: Path) -> bool:
-    """Create the image's ``.done`` entry if absent (exclusive); False if it exists."""
-    (out / DONE).mkdir(parents=True, exist_ok=True)
-    entry = out / DONE / f"{digest}.json"
-    try:
-        fd = os.open(entry, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        done = json.loads(entry.read_text() or "{}")
-        if "segmented_at" in done or time.time() - entry.stat().st_mtime < STALE_CLAIM_S:
-            return False
-        log.warning("%s: re-segmenting; its claim by a run that died is stale", image)
-        fd = os.open(entry, os.O_TRUNC | os.O_WRONLY)
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"image": image.name, "claimed_at": now()}, fh)
-    return True
 
 
 def segment_folder(
@@ -209,7 +165,7 @@ def segment_folder(
             rows.append(_collect(*pending.popleft(), result, slots))
     clock["total"] = time.perf_counter() - start
     result.seconds = {k: round(v, 3) for k, v in clock.items()}
-    result.table = str(_update_table(out, rows))
+    result.table = str(update_table(out, rows))
     return result
 
 
@@ -222,10 +178,10 @@ def folder_options(predict: PredictConfig) -> dict:
 
 
 def _unclaimed(prepared: Iterator, out: Path, result: SegmentResult) -> Iterator:
-    """The images of `prepared` this run claims (`_claim`); those segmented before go to
+    """The images of `prepared` this run claims (`outfolder.claim`); those segmented before go to
     `result.skipped`, their parcels discarded."""
     for p in prepared:
-        if _claim(out, p.digest, p.path):
+        if claim(out, p.digest, p.path):
             yield p
         else:
             result.skipped.append(str(p.path))
@@ -306,7 +262,7 @@ def finish_image(
         "segmented_at": now(),
     }
     if once:
-        (out / DONE / f"{ids['sha256']}.json").write_text(json.dumps(row))
+        record_done(out, ids["sha256"], row)
     return {**row, "labels": str(written)}
 
 
@@ -328,17 +284,3 @@ def _collect(job: Future, maps: Parcel, result: SegmentResult, slots: Slots) -> 
     why = f" ({emptied} dropped as an empty field's noise)" if emptied else ""
     log.info("%s: %d objects%s", row["image"], row["n_objects"], why)
     return row
-
-
-def _update_table(out: Path, rows: list[dict]) -> Path:
-    """images.csv: earlier rows (other images) kept, this call's rows added or replaced."""
-    path = out / "images.csv"
-    table = pd.DataFrame(rows, columns=None if rows else ["image"])
-    if path.is_file():
-        old = pd.read_csv(path)
-        parts = [t for t in (old[~old["image"].isin(table["image"])], table) if len(t)]
-        if parts:  # empty frames left out: a concat with one makes the counts floats
-            table = pd.concat(parts, ignore_index=True)
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
-    return path
