@@ -21,6 +21,7 @@ import numpy as np
 from pipeline.conventions import LABEL_SETS, safe_name
 from pipeline.errors import DataError
 from pipeline.io import read_tif
+from pipeline.preprocess.hot_pixels import remove_hot_pixels
 
 INDEX = "index.json"
 
@@ -126,14 +127,16 @@ def normalise(image: np.ndarray, low: float, high: float, method: str = "percent
     ``percentile`` maps the `low`..`high` percentiles to 0..1; ``rank`` maps each pixel to its
     rank, so that a display lookup applied before export does not change what the network sees;
     ``percentile_rank`` gives both, (2C, H, W): the C percentile channels, then the C rank
-    channels (the first C channels are always a percentile view when there is one)."""
+    channels (the first C channels are always a percentile view when there is one). Hot pixels
+    are removed first (`hot_pixels.remove_hot_pixels`)."""
     if image.ndim != 3:
         raise ValueError(f"normalise expects (C, H, W), got shape {image.shape}")
     n = views(method)
     c_in = image.shape[0]
     out = np.empty((n * c_in, *image.shape[1:]), np.float32)
+    channels = [remove_hot_pixels(ch, low, high) for ch in image]
     for v, view in enumerate(NORMALISERS[method]):
-        for c, ch in enumerate(image):
+        for c, ch in enumerate(channels):
             out[v * c_in + c] = view(ch, low, high)
     return out
 
