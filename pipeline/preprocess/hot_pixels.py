@@ -16,21 +16,25 @@ import numpy as np
 # the 8 neighbours of a pixel, not the pixel
 RING = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], np.uint8)
 OPENCV_DTYPES = (np.uint8, np.uint16, np.int16, np.float32, np.float64)  # cv2.dilate's
-STEP = 4  # the range is measured on every STEP-th row and column
+STEP = 4  # the range is measured on every STEP-th row and column of fields this large:
+STEP_FROM = 256  # px a side (smaller ones on every pixel)
+# the range a hot pixel stands above its neighbours by: these percentiles, whatever the
+# normalisation's (a narrow window, such as the 33rd to 67th, would take noise for hot pixels)
+PERCENTILES = (1.0, 99.8)
 
 
-def remove_hot_pixels(channel: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
-    """The (H, W) `channel` with each pixel that stands more than the channel's `low`..`high`
-    percentile range above the brightest of its 8 neighbours set to their median (the range
-    measured with every such peak clipped to its neighbours, on every STEP-th row
-    and column, so that hot pixels do not widen it). Real structure never does that: a nucleus
+def remove_hot_pixels(channel: np.ndarray) -> np.ndarray:
+    """The (H, W) `channel` with each pixel that stands more than the channel's PERCENTILES
+    range above the brightest of its 8 neighbours set to their median (the range
+    measured with every such peak clipped to its neighbours, so that hot pixels do not widen
+    it; on every STEP-th row and column of a field STEP_FROM px a side or more). Real structure never does that: a nucleus
     (10 px or more across) has neighbours as bright as its brightest pixel, and on the 66 CTC
     frames 8 pixels did, one or two in 7 GOWT1 frames, each alone. The channel itself, not a
     copy, when no pixel does (or the range is empty: a flat field is left as it is); a new
     array of the same dtype otherwise. Pairs of hot pixels side by side are kept."""
     if channel.ndim != 2:
         raise ValueError(f"remove_hot_pixels expects an (H, W) channel, got {channel.shape}")
-    if channel.dtype.kind not in "uif" or channel.size < 2:
+    if channel.dtype.kind not in "uif" or min(channel.shape) < 3:  # no pixel has 8 neighbours
         return channel
     work = channel if channel.dtype in OPENCV_DTYPES else channel.astype(np.float64)
     around = cv2.dilate(work, RING)  # the brightest neighbour (outside the image: none)
@@ -38,8 +42,9 @@ def remove_hot_pixels(channel: np.ndarray, low: float = 1.0, high: float = 99.8)
     top = excess.max()
     if not top > 0:
         return channel
-    clipped = np.minimum(work[::STEP, ::STEP], around[::STEP, ::STEP])
-    lo, hi = np.percentile(clipped, [low, high])
+    step = STEP if min(channel.shape) >= STEP_FROM else 1
+    clipped = np.minimum(work[::step, ::step], around[::step, ::step])
+    lo, hi = np.percentile(clipped, PERCENTILES)
     span = float(hi) - float(lo)
     if not span > 0 or top <= span:
         return channel

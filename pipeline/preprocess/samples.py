@@ -134,7 +134,7 @@ def normalise(image: np.ndarray, low: float, high: float, method: str = "percent
     n = views(method)
     c_in = image.shape[0]
     out = np.empty((n * c_in, *image.shape[1:]), np.float32)
-    channels = [remove_hot_pixels(ch, low, high) for ch in image]
+    channels = [remove_hot_pixels(ch) for ch in image]
     for v, view in enumerate(NORMALISERS[method]):
         for c, ch in enumerate(channels):
             out[v * c_in + c] = view(ch, low, high)
