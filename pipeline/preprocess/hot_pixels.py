@@ -25,13 +25,14 @@ PERCENTILES = (1.0, 99.8)
 
 def remove_hot_pixels(channel: np.ndarray) -> np.ndarray:
     """The (H, W) `channel` with each pixel that stands more than the channel's PERCENTILES
-    range above the brightest of its 8 neighbours set to their median (the range
-    measured with every such peak clipped to its neighbours, so that hot pixels do not widen
-    it; on every STEP-th row and column of a field STEP_FROM px a side or more). Real structure never does that: a nucleus
-    (10 px or more across) has neighbours as bright as its brightest pixel, and on the 66 CTC
-    frames 8 pixels did, one or two in 7 GOWT1 frames, each alone. The channel itself, not a
-    copy, when no pixel does (or the range is empty: a flat field is left as it is); a new
-    array of the same dtype otherwise. Pairs of hot pixels side by side are kept."""
+    range above the brightest of its 8 neighbours set to their median (the range measured
+    with every such peak clipped to its neighbours, so that hot pixels do not widen it; on
+    every STEP-th row and column of a field STEP_FROM px a side or more). Real structure
+    never does that: a nucleus (10 px or more across) has neighbours as bright as its
+    brightest pixel, and on the 66 CTC frames 8 pixels did, one or two in 7 GOWT1 frames, each
+    alone. The channel itself, not a copy, when no pixel does (or the range is empty: a flat
+    field is left as it is); a new array of the same dtype otherwise. Pairs of hot pixels
+    side by side are kept."""
     if channel.ndim != 2:
         raise ValueError(f"remove_hot_pixels expects an (H, W) channel, got {channel.shape}")
     if channel.dtype.kind not in "uif" or min(channel.shape) < 3:  # no pixel has 8 neighbours
