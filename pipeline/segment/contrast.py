@@ -54,10 +54,11 @@ def object_contrast(
     under 2**24): the mean of the (H, W) float `image` inside the object (`means`, (N + 1,),
     when the caller has them) minus the mean over the background pixels within RING px of it,
     in units of `noise_sigma` (on the background at least MARGIN px from every object, or the
-    whole image where that is too little); both read on every STEP-th row and column. NaN for
-    entry 0, labels absent (or too small to be on that grid) and objects with no background
-    around them (one that fills the field stands out of nothing); +inf for every object when
-    the image has no noise to measure (a flat background: a drawn image)."""
+    whole image where that is too little); both read on every STEP-th row and column (the
+    noise of a field too small for that on every pixel). NaN for entry 0, labels absent (or too
+    small to be on that grid) and objects with no background around them (one that fills the
+    field stands out of nothing); +inf for every object when the image has no noise to measure
+    (a flat background: a drawn image; or a field of under MIN_PAIRS pixel pairs)."""
     if labels.shape != image.shape or labels.ndim != 2:
         raise ValueError(
             f"object_contrast needs (H, W) labels and image; got {labels.shape}, {image.shape}"
@@ -84,6 +85,8 @@ def object_contrast(
     sigma = noise_sigma(pixels, ~near)
     if np.isnan(sigma):  # too little background far from the objects
         sigma = noise_sigma(pixels)
+    if np.isnan(sigma):  # a field under about 33 px a side: every pixel, not the grid's
+        sigma = noise_sigma(image)
     if not sigma > 0:
         contrast[1:] = np.inf
         return contrast

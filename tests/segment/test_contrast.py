@@ -114,3 +114,19 @@ def test_a_real_empty_field_keeps_no_object_and_a_real_field_all_of_its_own(shar
     kept = drop_small_objects(both, post, image)  # relabelled 1..n
     assert kept.max() == len(np.unique(both)) - 1
     np.testing.assert_array_equal(kept > 0, both > 0)
+
+
+def test_a_field_too_small_for_the_grid_is_measured_on_every_pixel(shared_data):
+    """A 24 px square of the HeLa t004 background: on every other row and column it has too few
+    pixel pairs to measure the noise by, which read as no noise at all (every object +inf, the
+    network's six objects over 70% of such a crop kept); on every pixel there are enough, and
+    its smoothed blobs stand under one deviation out, so the cut keeps none of them."""
+    raw = tifffile.imread(shared_data / "ctc" / "Fluo-N2DL-HeLa" / "01" / "t004.tif")
+    crop = normalise(raw[408:432, 587:611][None].astype(np.float32), 1.0, 99.8)[0]
+    smooth = ndi.gaussian_filter(crop, 3)
+    junk = ndi.label(smooth > np.median(smooth))[0]
+    assert junk.max() >= 1
+    contrast = object_contrast(junk, crop)[1:]
+    assert not np.isinf(contrast).any() and np.nanmax(contrast) < 1.0
+    post = PostprocessConfig(min_object_size=5, min_relative_size=0.0)
+    assert drop_small_objects(junk, post, crop).max() == 0
