@@ -7,10 +7,11 @@ MODEL_FOLDER is a trained model (a run's ``train/`` folder or a registered versi
 set in ../shared is recorded again, in silico, as another microscope would record it
 (`SHIFTS`: half and double the magnification, a low photon count, defocus, uneven
 illumination, an 8-bit export through a gamma lookup or with the brightest nuclei saturated,
-out-of-focus haze, a tenth of the nuclei four times brighter, and half the magnification, haze
-and few photons at once), and scored for the network's own instances (the card's settings,
-the size measured on each image as `cellseg predict` does) and for the classical watershed
-with the parameters tuned for the set as recorded (configs/ctc_gowt1.yaml,
+out-of-focus haze, a tenth of the nuclei four times brighter, half the magnification, haze
+and few photons at once, a tenth of the field zeroed as registration or stitching pads it,
+and a scale bar burned in), and scored for the network's own instances (the card's
+settings, the size measured on each image as `cellseg predict` does) and for the classical
+watershed with the parameters tuned for the set as recorded (configs/ctc_gowt1.yaml,
 configs/ctc_hela.yaml): neither method is re-tuned, as neither would be on a user's new
 microscope. Label images follow the geometric shifts (nearest neighbour);
 the border policy is the set's config's. Prints one table: mean over the test frames.
@@ -130,6 +131,30 @@ def bright_nuclei(raw, labels, rng, share: float = 0.1, brightness: float = 4.0)
     return (low + (x - low) * ndi.gaussian_filter(gain[labels], 1.0)).astype(np.float32), labels
 
 
+def padded(raw, labels, rng, share: float = 0.1):
+    """Padding (registration, drift correction, stitching): the first `share` of the rows
+    zeroed, far below a camera's offset, and the labels there with them."""
+    rows = int(round(share * labels.shape[0]))
+    x, truth = raw.copy(), labels.copy()
+    x[:, :rows] = 0
+    truth[:rows] = 0
+    return x, truth
+
+
+def scale_bar(raw, labels, rng, share: float = 0.003, height: int = 12):
+    """A scale bar burned in at the format's maximum (4x the brightest pixel for floats), 30 px
+    from the lower right corner, `height` px high and as long as makes `share` of the field;
+    the nuclei it hides are hidden in the labels too."""
+    h, w = labels.shape
+    length = int(share * h * w / height)
+    bar = (slice(h - 30 - height, h - 30), slice(w - 30 - length, w - 30))
+    top = np.iinfo(raw.dtype).max if raw.dtype.kind in "ui" else 4 * float(raw.max())
+    x, truth = raw.copy(), labels.copy()
+    x[(slice(None), *bar)] = top
+    truth[bar] = 0
+    return x, truth
+
+
 def _chain(*shifts: Shift) -> Shift:
     """The `shifts` one after the other (a small-nucleus field, hazed, with few photons)."""
 
@@ -153,6 +178,8 @@ SHIFTS: dict[str, Shift] = {
     "haze": haze,
     "a tenth of the nuclei x4": bright_nuclei,
     "x0.5, haze, 20 photons": _chain(_zoom(0.5), haze, low_light),
+    "a tenth zeroed (padding)": padded,
+    "a scale bar (0.3%)": scale_bar,
 }
 
 

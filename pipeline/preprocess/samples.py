@@ -21,9 +21,13 @@ import numpy as np
 from pipeline.conventions import LABEL_SETS, safe_name
 from pipeline.errors import DataError
 from pipeline.io import read_tif
+from pipeline.preprocess.flat_regions import clip_flat_regions
 from pipeline.preprocess.hot_pixels import remove_hot_pixels
 
 INDEX = "index.json"
+# what `normalise` does to each (H, W) channel first, in order: each returns the channel itself
+# when it has nothing to change (flat, tiny, boolean channels included)
+CLEANERS = (clip_flat_regions, remove_hot_pixels)
 
 
 @dataclass
@@ -127,14 +131,17 @@ def normalise(image: np.ndarray, low: float, high: float, method: str = "percent
     ``percentile`` maps the `low`..`high` percentiles to 0..1; ``rank`` maps each pixel to its
     rank, so that a display lookup applied before export does not change what the network sees;
     ``percentile_rank`` gives both, (2C, H, W): the C percentile channels, then the C rank
-    channels (the first C channels are always a percentile view when there is one). Hot pixels
-    are removed first (`hot_pixels.remove_hot_pixels`)."""
+    channels (the first C channels are always a percentile view when there is one). Flat regions
+    at the extremes are clipped (`flat_regions.clip_flat_regions`: padding, scale bars) and hot
+    pixels removed (`hot_pixels.remove_hot_pixels`) first."""
     if image.ndim != 3:
         raise ValueError(f"normalise expects (C, H, W), got shape {image.shape}")
     n = views(method)
     c_in = image.shape[0]
     out = np.empty((n * c_in, *image.shape[1:]), np.float32)
-    channels = [remove_hot_pixels(ch) for ch in image]
+    channels = list(image)
+    for clean in CLEANERS:
+        channels = [clean(ch) for ch in channels]
     for v, view in enumerate(NORMALISERS[method]):
         for c, ch in enumerate(channels):
             out[v * c_in + c] = view(ch, low, high)

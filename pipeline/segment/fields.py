@@ -36,7 +36,12 @@ def as_chw(raw: np.ndarray, path: Path, card: ModelCard, channel: int = -1) -> n
     if raw.ndim == 3 and raw.shape[0] != n_in and raw.shape[-1] == n_in:
         raw = np.moveaxis(raw, -1, 0)  # (H, W, C) -> (C, H, W)
     if raw.ndim != 3 or raw.shape[0] != n_in:
-        pick = "; pick one with --channel K (predict.channel)" if n_in == 1 else ""
+        pick = (
+            "; pick one with --channel K (predict.channel), or, for a stack of time points or "
+            "z slices, save one image per plane (Fiji: Image > Stacks > Stack to Images)"
+            if n_in == 1
+            else ""
+        )
         raise DataError(
             f"{path}: shape {raw.shape}, model expects {n_in} channel(s) "
             f"({', '.join(card.channels)}) as (C, H, W) or (H, W, C){pick}"

@@ -1,0 +1,96 @@
+"""Flat regions far outside the rest (padding, scale bars) are clipped before the
+normalisation; real fields, saturated nuclei, black backgrounds and masks are not touched."""
+
+import numpy as np
+import tifffile
+from scipy import ndimage as ndi
+
+from pipeline.preprocess.flat_regions import clip_flat_regions
+from pipeline.preprocess.samples import normalise
+
+
+def _hela(shared_data, frame: str = "t089") -> np.ndarray:
+    return tifffile.imread(shared_data / "ctc" / "Fluo-N2DL-HeLa" / "01" / f"{frame}.tif")
+
+
+def _gowt1(shared_data) -> np.ndarray:
+    return tifffile.imread(shared_data / "ctc" / "Fluo-N2DH-GOWT1" / "02" / "t005.tif")
+
+
+def test_a_zeroed_band_no_longer_takes_the_normalisations_range(shared_data):
+    # the real HeLa t089 (uint16, background near 33000) with its first tenth of rows zeroed,
+    # as registration or stitching leaves it: the zeros were the 1st percentile and the
+    # background sat near the top of the range; now they are the darkest background
+    raw = _hela(shared_data)
+    assert clip_flat_regions(raw) is raw  # a real frame: nothing to fill
+    padded = raw.copy()
+    padded[:70] = 0
+    low, high = np.percentile(padded, [1, 99.8])
+    assert low == 0 and np.median((padded[70:] - low) / (high - low)) > 0.8  # near the top
+    out = clip_flat_regions(padded)
+    assert out.dtype == padded.dtype and out is not padded
+    assert np.array_equal(out[70:], raw[70:])  # only the padding changes
+    fill = out[0, 0]
+    assert (out[:70] == fill).all()
+    assert np.percentile(raw, 0.5) <= fill <= np.percentile(raw, 5)  # the dark background
+    clean = normalise(raw[None], 1.0, 99.8)[0]
+    fixed = normalise(padded[None], 1.0, 99.8)[0]
+    assert (fixed[:70] == 0).all()
+    assert np.abs(fixed[70:] - clean[70:]).max() < 0.02  # the clean range, within 2%
+
+
+def test_a_scale_bar_no_longer_takes_the_normalisations_range(shared_data):
+    # the real GOWT1 t005 (uint8, its nuclei up to about 50) with a scale bar at 255 on 0.3%
+    # of the field: the bar was the 99.8th percentile and the nuclei sat in the bottom fifth
+    raw = _gowt1(shared_data)
+    barred = raw.copy()
+    bar = (slice(980, 992), slice(700, 962))
+    barred[bar] = 255
+    assert np.percentile(barred, 99.8) == 255
+    out = clip_flat_regions(barred)
+    outside = np.ones(raw.shape, bool)
+    outside[bar] = False
+    assert np.array_equal(out[outside], raw[outside])  # only the bar changes
+    assert (out[bar] == out[bar][0, 0]).all() and 40 <= out[bar][0, 0] <= 60  # the bright end
+    clean = normalise(raw[None], 1.0, 99.8)[0]
+    fixed = normalise(barred[None], 1.0, 99.8)[0]
+    assert (fixed[bar] == 1).all()
+    assert np.abs(fixed - clean)[outside].max() < 0.05  # the clean range, within 5%
+
+
+def test_saturated_nuclei_are_left_as_they_are(shared_data):
+    # an 8-bit export of HeLa t089 whose range ends at half the bright end: the brightest
+    # nuclei are flat at 255, but their rims reach up to it
+    raw = _hela(shared_data).astype(np.float64)
+    low, high = np.percentile(raw, [1, 99.8])
+    export = np.round(np.clip((raw - low) / (0.5 * (high - low)), 0, 1) * 255).astype(np.uint8)
+    assert (export == 255).mean() > 0.002 and (export == 0).mean() > 0.01
+    assert clip_flat_regions(export) is export
+
+
+def test_a_rotation_with_zero_fill_is_filled(shared_data):
+    raw = _hela(shared_data, "t004").astype(np.float32)
+    turned = ndi.rotate(raw, 10, reshape=True, order=1, cval=0.0)
+    corners = turned == 0
+    assert corners.mean() > 0.1
+    out = clip_flat_regions(turned)
+    assert (out[corners] > 30000).all() and np.array_equal(out[~corners], turned[~corners])
+
+
+def test_real_fields_black_backgrounds_and_masks_are_left_as_they_are(shared_data):
+    gowt1 = _gowt1(shared_data)
+    assert (gowt1 == 0).mean() > 0.1  # 8-bit zeros are its background, one level below the rest
+    assert clip_flat_regions(gowt1) is gowt1
+    corner = gowt1[:128, :128].astype(np.float64)  # background only; an 8-bit gamma-0.5 export
+    low, high = np.percentile(corner, [1, 99.8])
+    export = np.round(np.clip((corner - low) / (high - low), 0, 1) ** 0.5 * 255).astype(np.uint8)
+    assert (export == 0).mean() > 0.5 and export[export > 0].min() > 100  # zeros far below
+    assert clip_flat_regions(export) is export  # but scattered among the rest: no solid core
+    rows, cols = np.indices((128, 160))
+    black = np.zeros((128, 160), np.uint16)  # bright objects on exact zero: the rest is objects
+    for y, x in ((30, 30), (30, 100), (90, 60), (95, 130)):
+        disc = (rows - y) ** 2 + (cols - x) ** 2 < 10**2
+        black[disc] = np.random.default_rng(y).integers(800, 1000, disc.sum())
+    assert clip_flat_regions(black) is black
+    mask = (black > 0).astype(np.uint8) * 255  # one level besides zero: nothing to measure by
+    assert clip_flat_regions(mask) is mask
