@@ -571,3 +571,6 @@ def test_one_channel_of_an_image_is_picked_along_its_smaller_axis():
     two = replace(card, channels=["c1", "c5"], channel="c5", in_channels=2)
     with pytest.raises(DataError, match="this model reads 2"):
         as_chw(np.stack([a, b]), where, two, 0)
+    stack = np.stack([a] * 12)  # 12 time points or z slices, not channels
+    with pytest.raises(DataError, match=r"x.tif: shape \(12, 6, 8\).*one image per plane"):
+        as_chw(stack, where, card)
