@@ -197,7 +197,7 @@ def read_image(path: str | Path) -> np.ndarray:
     """Read an image of any of IMAGE_SUFFIXES: a TIF as it is stored (`read_tif`); a PNG (8- or
     16-bit), JPEG or BMP as (H, W) grey or (H, W, 3) colour, its alpha dropped (transparency is
     never intensity) and a palette looked up. DataError naming the file when it is missing or
-    unreadable (`colour_intensity` makes a colour image one channel)."""
+    unreadable (`pipeline.colour.colour_intensity` makes a colour image one channel)."""
     path = Path(path)
     if path.suffix.lower() in (".tif", ".tiff"):
         return read_tif(path)
@@ -227,23 +227,6 @@ def read_image(path: str | Path) -> np.ndarray:
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     return _pixels(arr, path, "image")
-
-
-def colour_intensity(arr: np.ndarray) -> np.ndarray:
-    """(H, W, 3) or (H, W, 4) colour -> (H, W) intensity, the largest of R, G and B (a 4th
-    channel, alpha, dropped): a grey image stored as colour gives its grey values, a
-    false-colour lookup (BBBC020's, a green or magenta one) its intensities. Any other array is
-    returned as it is. A composite of several stains in one colour image is merged by this: give
-    the channel of the objects as an image of its own."""
-    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and channels_last(arr):
-        return arr[..., :3].max(axis=-1)
-    return arr
-
-
-def channels_last(arr: np.ndarray) -> bool:
-    """Whether a 3-D image holds its channels on the last axis, (H, W, C): the smaller axis is
-    the channels' (a colour image's 3 against its rows and columns)."""
-    return arr.ndim == 3 and arr.shape[-1] < min(arr.shape[:2])
 
 
 def images_by_name(paths: list[Path], clash: str) -> dict[str, Path]:

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import tifffile
 
+from pipeline.colour import colour_intensity
 from pipeline.errors import DataError
 from pipeline.io import (
     atomic_path,
-    colour_intensity,
     read_image,
     read_tif,
     write_labels,
@@ -121,15 +121,3 @@ def test_an_image_past_pillows_pixel_limit_names_the_fix(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow's setting, 89 Mpx by default
     with pytest.raises(DataError, match="mosaic.png: more pixels than Pillow opens.*as a TIF"):
         read_image(tmp_path / "mosaic.png")
-
-
-def test_colour_images_give_their_largest_channel():
-    v = np.arange(48, dtype=np.uint8).reshape(6, 8) * 5
-    zero = np.zeros_like(v)
-    green = np.dstack([zero, v, zero])  # a green lookup
-    magenta = np.dstack([v, zero, v])
-    bbbc020 = np.dstack([v // 2, v // 2, v])  # R equals G, as BBBC020's false colour
-    for rgb in (green, magenta, bbbc020, np.dstack([v, v, v, zero])):
-        assert np.array_equal(colour_intensity(rgb), v)
-    stack = np.stack([v, v, v])  # (3, H, W) channels: not colour
-    assert colour_intensity(stack) is stack and colour_intensity(v) is v

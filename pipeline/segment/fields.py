@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.colour import channels_last, colour_intensity
 from pipeline.errors import DataError
-from pipeline.io import channels_last, colour_intensity
 from pipeline.preprocess.samples import measures_on_percentiles, normalise
 from pipeline.segment.card import ModelCard
 from pipeline.segment.scale import image_diameter
@@ -24,14 +24,14 @@ log = logging.getLogger(__name__)
 def as_chw(raw: np.ndarray, path: Path, card: ModelCard, channel: int = -1) -> np.ndarray:
     """A new image as (C, H, W) with the card's channels: accepts (H, W) for one channel,
     (H, W, C) when C matches, and a colour image, (H, W, 3) or (H, W, 4), for one channel as its
-    intensity (`pipeline.io.colour_intensity`: the largest of R, G and B). `channel` >= 0 (for
+    intensity (`pipeline.colour.colour_intensity`: the largest of R, G and B). `channel` >= 0 (for
     a one-channel model) takes that channel of a multi-channel (C, H, W) or (H, W, C) image
     instead (colour: 0 red, 1 green, 2 blue), e.g. the nuclei of a composite."""
     n_in = len(card.channels)
     if channel >= 0:
         raw = one_channel(raw, path, channel, n_in)
     elif n_in == 1:
-        raw = colour_intensity(raw)
+        raw = colour_intensity(raw, path)
     raw = raw[None] if raw.ndim == 2 else raw
     if raw.ndim == 3 and raw.shape[0] != n_in and raw.shape[-1] == n_in:
         raw = np.moveaxis(raw, -1, 0)  # (H, W, C) -> (C, H, W)

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.colour import colour_intensity
 from pipeline.errors import DataError
 from pipeline.ingest.layouts.base import Field, ParseResult, merge_objects, overlap_stats
-from pipeline.io import colour_intensity, read_tif
+from pipeline.io import read_tif
 
 log = logging.getLogger(__name__)
 

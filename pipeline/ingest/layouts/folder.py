@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.colour import colour_intensity
 from pipeline.errors import DataError
 from pipeline.ingest.layouts.base import Field, ParseResult
 from pipeline.io import (
     IMAGE_SUFFIXES,
     LOSSY_SUFFIXES,
     binary_to_instances,
-    colour_intensity,
     images_by_name,
     read_image,
 )
@@ -55,7 +55,7 @@ def parse_folder(root: Path) -> ParseResult:
     by_stem = _by_stem(masks)
     out, skipped = [], []
     for stem, path in sorted(_by_stem(images).items()):
-        image = colour_intensity(read_image(path))
+        image = colour_intensity(read_image(path), path)
         if image.ndim == 3 and image.shape[-1] <= 4:
             image = np.moveaxis(image, -1, 0)
         elif image.ndim == 2:
