@@ -1,5 +1,5 @@
 """Colour images as one channel: a grey image stored as colour, a false-colour lookup, and
-composites of several stains, which one channel cannot hold (`colour_stains` tells them)."""
+composites of several stains, which one channel cannot hold (`is_composite` tells them)."""
 
 from __future__ import annotations
 
@@ -16,44 +16,43 @@ def colour_intensity(arr: np.ndarray, path: str | Path | None = None) -> np.ndar
     channel, alpha, dropped): a grey image stored as colour gives its grey values, a
     false-colour lookup (BBBC020's, a green or magenta one) its intensities. Any other array is
     returned as it is. A composite of several stains in one colour image is merged by this
-    (`colour_stains`); with the image's `path` given, a warning names it and the fix: give the
+    (`is_composite`); with the image's `path` given, a warning names it and the fix: give the
     channel of the objects (`cellseg predict --channel`) or as an image of its own."""
     if arr.ndim == 3 and arr.shape[-1] in (3, 4) and channels_last(arr):
-        if path is not None and len(stains := colour_stains(arr)) > 1:
+        if path is not None and is_composite(arr):
             log.warning(
-                "%s: %s apart (a composite of stains, or a lookup of several colours such as "
+                "%s: colours that vary apart (a composite of stains, or a lookup such as "
                 "Fire), read as the largest of them at each pixel; for one stain give its "
                 "channel (cellseg predict --channel K: 0 red, 1 green, 2 blue), or save the "
                 "grey data as an image of its own",
                 path,
-                " and ".join(stains),
             )
         return arr[..., :3].max(axis=-1)
     return arr
 
 
-COLOURS = ("red", "green", "blue")
-STAIN_MARGIN = 0.1  # of the image's range: a colour that clearly holds a pixel's brightest value
-STAIN_SHARE = 0.01  # of its pixels (every 4th row and column)
+BRIGHT = 0.25  # of the image's range: the pixels whose colour is read
+SPREAD = 0.5  # a colour's share of a pixel's brightest value varying this much: a composite
+TAILS = (2.0, 98.0)  # percentiles of that share the spread is read between
 
 
-def colour_stains(arr: np.ndarray) -> list[str]:
-    """The colours of an (H, W, 3) or (H, W, 4) image that each hold the brightest value, by more
-    than STAIN_MARGIN of the image's range over the other two, on at least STAIN_SHARE of its
-    pixels: none for grey stored as colour (or a magenta lookup, red and blue alike), one for a
-    single-colour lookup, two or three for a composite of stains (nuclei in blue, cells in
-    red)."""
+def is_composite(arr: np.ndarray) -> bool:
+    """Whether an (H, W, 3) or (H, W, 4) image holds several colours that vary apart: over its
+    bright pixels (above BRIGHT of its range; every 4th row and column), a colour's share of the
+    pixel's brightest value spreads by more than SPREAD between the TAILS percentiles. A grey
+    image stored as colour, or a lookup of one colour (green; magenta; BBBC020's, red equal to
+    green, or blue), keeps every share fixed; a composite of stains (cells in red and green,
+    nuclei in blue, as BBBC020's merged files) or a lookup of several colours (Fiji's Fire)
+    does not."""
     rgb = arr[::4, ::4, :3].astype(np.float32)
-    span = float(rgb.max() - rgb.min())
-    if not span > 0:
-        return []
-    ordered = np.sort(rgb, axis=-1)
-    clear = ordered[..., 2] - ordered[..., 1] > STAIN_MARGIN * span
-    top = rgb.argmax(axis=-1)
-    enough = STAIN_SHARE * clear.size
-    return [
-        name for c, name in enumerate(COLOURS) if np.count_nonzero(clear & (top == c)) >= enough
-    ]
+    top = rgb.max(axis=-1)
+    lo, hi = np.percentile(top, (0.0, 99.9))
+    bright = top > lo + BRIGHT * (hi - lo)
+    if not hi > lo or np.count_nonzero(bright) < 16:
+        return False
+    shares = rgb[bright] / top[bright, None]
+    low, high = np.percentile(shares, TAILS, axis=0)
+    return bool((high - low > SPREAD).any())
 
 
 def channels_last(arr: np.ndarray) -> bool:
