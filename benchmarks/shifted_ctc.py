@@ -9,9 +9,10 @@ set in ../shared is recorded again, in silico, as another microscope would recor
 illumination, an 8-bit export through a gamma lookup or with the brightest nuclei saturated,
 out-of-focus haze, a tenth of the nuclei four times brighter, half the magnification, haze
 and few photons at once, a tenth of the field zeroed as registration or stitching pads it,
-and a scale bar burned in), and scored for the network's own instances (the card's
-settings, the size measured on each image as `cellseg predict` does) and for the classical
-watershed with the parameters tuned for the set as recorded (configs/ctc_gowt1.yaml,
+a scale bar burned in, and a bright blob of debris), and scored for the network's own
+instances (the card's settings, the size measured on each image as `cellseg predict` does)
+and for the classical watershed with the parameters tuned for the set as recorded
+(configs/ctc_gowt1.yaml,
 configs/ctc_hela.yaml): neither method is re-tuned, as neither would be on a user's new
 microscope. Label images follow the geometric shifts (nearest neighbour);
 the border policy is the set's config's. Prints one table: mean over the test frames.
@@ -155,6 +156,26 @@ def scale_bar(raw, labels, rng, share: float = 0.003, height: int = 12):
     return x, truth
 
 
+def debris(raw, labels, rng, size: float = 2.0, brightness: float = 10.0):
+    """A bright blob (debris, a dead cell, a bead) `size` x the nuclei's median diameter across
+    at `brightness` x the bright end, its edge blurred by 2 px, placed clear of every nucleus
+    (none when no place is clear); not an object of the labels."""
+    from pipeline.segment.scale import median_diameter
+
+    x, low, high = _signal(raw)
+    radius = size * median_diameter(labels) / 2
+    clear = ~ndi.binary_dilation(labels > 0, iterations=int(radius) + 2)
+    rows, cols = np.indices(labels.shape)
+    inside = (rows >= radius) & (rows < labels.shape[0] - radius)
+    inside &= (cols >= radius) & (cols < labels.shape[1] - radius)
+    centres = np.argwhere(inside & (ndi.distance_transform_edt(clear) > radius))
+    if not len(centres):
+        return x.astype(np.float32), labels
+    cy, cx = centres[rng.integers(len(centres))]
+    blob = ndi.gaussian_filter(((rows - cy) ** 2 + (cols - cx) ** 2 < radius**2) * 1.0, 2.0)
+    return (x + blob * brightness * (high - low)).astype(np.float32), labels
+
+
 def _chain(*shifts: Shift) -> Shift:
     """The `shifts` one after the other (a small-nucleus field, hazed, with few photons)."""
 
@@ -180,6 +201,7 @@ SHIFTS: dict[str, Shift] = {
     "x0.5, haze, 20 photons": _chain(_zoom(0.5), haze, low_light),
     "a tenth zeroed (padding)": padded,
     "a scale bar (0.3%)": scale_bar,
+    "debris (2 diameters, x10)": debris,
 }
 
 

@@ -276,3 +276,20 @@ def test_peak_contrast_of_nothing_and_of_a_flat_background():
     assert peak_contrast(~fg, smooth) == -np.inf  # no background
     fg[10:14, 10:14] = True
     assert peak_contrast(fg, smooth + fg) == np.inf  # a drawn object on a flat background
+
+
+def test_real_nuclei_beside_a_far_brighter_blob_are_measured_at_their_own_size(shared_data):
+    # the real HeLa t089 with one blob 4 nuclear diameters across at 10x its bright end
+    # (debris, in silico): Otsu's threshold found the blob alone and measured it (about 85 px)
+    ctc = shared_data / "ctc" / "Fluo-N2DL-HeLa"
+    image = tifffile.imread(ctc / "01" / "t089.tif").astype(np.float32)
+    truth = tifffile.imread(ctc / "01_ST" / "SEG" / "man_seg089.tif")
+    size = median_diameter(truth)
+    low, high = np.percentile(image, [1, 99.8])
+    rows, cols = np.indices(image.shape)
+    clear = ~ndi.binary_dilation(truth > 0, iterations=int(2 * size) + 2)
+    cy, cx = np.argwhere(clear[100:-100, 100:-100])[0] + 100  # a place clear of every nucleus
+    blob = ndi.gaussian_filter(((rows - cy) ** 2 + (cols - cx) ** 2 < (2 * size) ** 2) * 1.0, 2)
+    debris = image + 10 * (high - low) * blob
+    normalised = np.clip((debris - low) / (debris.max() - low), 0, 1)
+    assert image_diameter(normalised, 40.0) == pytest.approx(size, rel=0.15)
