@@ -5,7 +5,8 @@ Where they cover more than a normalisation percentile's share (1% at the bottom,
 top), that percentile is theirs: a tenth of a HeLa frame zeroed left its background near the
 top of the range, a scale bar on 0.3% of a GOWT1 frame its nuclei at the bottom, and the
 network or the watershed found nothing (docs/experiments.md, "Padding, scale bars, debris and
-colour JPEGs"). `clip_flat_regions` runs before every normalisation (`pipeline.preprocess.samples.normalise`).
+colour JPEGs"). `clip_flat_regions` runs before every normalisation
+(`pipeline.preprocess.samples.normalise`).
 """
 
 from __future__ import annotations
