@@ -14,6 +14,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from pipeline.preprocess.hot_pixels import PERCENTILES, sampled
+
 # A flat region passes three tests (`clip_flat_regions`):
 # 1. solid: at least MIN_SHARE of the field at the channel's minimum (maximum), and at least
 #    SOLID of those pixels with all 8 neighbours at it too (a dim background's zeros are
@@ -27,9 +29,6 @@ GAP = 0.5
 # 3. the rest mostly background: its median within BACKGROUND x that range of its low
 #    percentile (on a black background with bright objects the rest is the objects).
 BACKGROUND = 0.25
-PERCENTILES = (1.0, 99.8)
-STEP = 4  # the rest's percentiles on every STEP-th row and column of fields this large:
-STEP_FROM = 256  # px a side (smaller ones on every pixel)
 
 
 def clip_flat_regions(channel: np.ndarray) -> np.ndarray:
@@ -49,9 +48,8 @@ def clip_flat_regions(channel: np.ndarray) -> np.ndarray:
     flats = [(at, mask) for at in (channel.min(), channel.max()) if _solid(mask := channel == at)]
     if not flats:
         return channel
-    step = STEP if min(channel.shape) >= STEP_FROM else 1
-    outside = np.logical_or.reduce([mask[::step, ::step] for _, mask in flats])
-    rest = channel[::step, ::step][~outside]
+    outside = np.logical_or.reduce([sampled(mask) for _, mask in flats])
+    rest = sampled(channel)[~outside]  # the percentiles the hot pixels are read by, too
     if rest.size == 0:
         return channel
     lo, median, hi = (float(v) for v in np.percentile(rest, (PERCENTILES[0], 50.0, PERCENTILES[1])))

@@ -16,8 +16,8 @@ import numpy as np
 # the 8 neighbours of a pixel, not the pixel
 RING = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], np.uint8)
 OPENCV_DTYPES = (np.uint8, np.uint16, np.int16, np.float32, np.float64)  # cv2.dilate's
-STEP = 4  # the range is measured on every STEP-th row and column of fields this large:
-STEP_FROM = 256  # px a side (smaller ones on every pixel)
+STEP = 4  # percentiles are read on every STEP-th row and column of fields this large
+STEP_FROM = 256  # (px a side; smaller ones on every pixel): `sampled`
 # the range a hot pixel stands above its neighbours by: these percentiles, whatever the
 # normalisation's (a narrow window, such as the 33rd to 67th, would take noise for hot pixels)
 PERCENTILES = (1.0, 99.8)
@@ -43,8 +43,7 @@ def remove_hot_pixels(channel: np.ndarray) -> np.ndarray:
     top = excess.max()
     if not top > 0:
         return channel
-    step = STEP if min(channel.shape) >= STEP_FROM else 1
-    clipped = np.minimum(work[::step, ::step], around[::step, ::step])
+    clipped = np.minimum(sampled(work), sampled(around))
     lo, hi = np.percentile(clipped, PERCENTILES)
     span = float(hi) - float(lo)
     if not span > 0 or top <= span:
@@ -55,3 +54,9 @@ def remove_hot_pixels(channel: np.ndarray) -> np.ndarray:
     out = channel.copy()
     out[rows, cols] = np.median(ring, axis=0).astype(channel.dtype)
     return out
+
+
+def sampled(array: np.ndarray) -> np.ndarray:
+    """The (H, W) `array` on every STEP-th row and column when it is STEP_FROM px a side or
+    more (its percentiles, read on a sixteenth of the pixels), else as it is (a view)."""
+    return array[::STEP, ::STEP] if min(array.shape) >= STEP_FROM else array
