@@ -207,6 +207,19 @@ def typical_area(areas: np.ndarray) -> float:
     return weighted_median(areas, areas)
 
 
+# a normal distribution's standard deviation per median absolute deviation
+MAD_TO_SD = 1.4826
+
+
+def robust_deviation(
+    values: np.ndarray, level: np.ndarray | float, axis: int | None = None
+) -> np.ndarray:
+    """The standard deviation of `values` read robustly, as outliers (objects among background
+    pixels) leave it: MAD_TO_SD x their median absolute deviation from `level` (their median,
+    shaped to broadcast against them) along `axis` (all of them when None)."""
+    return MAD_TO_SD * np.median(np.abs(values - level), axis=axis)
+
+
 def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
     """The smallest of the (N,) `values` (N >= 1) at or below which half of the total of the
     (N,) non-negative `weights` lies."""

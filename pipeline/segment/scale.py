@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from pipeline.segment.filters import Parts, background, edt, fill_holes, gaussian, parts
-from pipeline.segment.postprocess import weighted_median
+from pipeline.segment.postprocess import robust_deviation, weighted_median
 
 if TYPE_CHECKING:
     import torch
@@ -149,16 +149,16 @@ def image_diameter(channel: np.ndarray, trained: float = 0.0) -> float:
 def peak_contrast(fg: np.ndarray, smooth: np.ndarray) -> float:
     """How far the brightest pixel of the (h, w) bool foreground `fg` stands above the rest
     of the (h, w) float `smooth` image (`flattened`'s: blurred, its background subtracted), in
-    robust deviations of that rest (1.4826 x its median absolute deviation; both read on every
-    other row and column). The deviation is the background's own at the scale the objects were
-    found at, so blurred or resampled noise, whose pixels vary together, is not taken for
-    objects (a deviation from neighbouring pixels' differences would be too small there).
+    robust deviations of that rest (`robust_deviation`; both read on every other row and
+    column). The deviation is the background's own at the scale the objects were found at, so
+    blurred or resampled noise, whose pixels vary together, is not taken for objects (a
+    deviation from neighbouring pixels' differences would be too small there).
     -inf without foreground or background; +inf when the background is flat."""
     rest = smooth[::2, ::2][~fg[::2, ::2]]
     if not fg.any() or not rest.size:
         return -np.inf
     level = np.median(rest)
-    deviation = 1.4826 * np.median(np.abs(rest - level))
+    deviation = robust_deviation(rest, level)
     peak = float(smooth[fg].max()) - level
     return peak / deviation if deviation > 0 else np.inf
 
@@ -201,24 +201,25 @@ def flattened(
     if smooth.max() - smooth.min() < 1e-6:
         return 0.0, (np.zeros(small.shape, bool), small)
     fg = fill_holes(smooth > threshold_otsu(smooth))
-    fg = beneath_brightest(fg, smooth)
-    return shrink * foreground_diameter(fg), (fg, smooth)
+    fg, fg_parts = beneath_brightest(fg, smooth)
+    return shrink * foreground_diameter(fg, fg_parts=fg_parts), (fg, smooth)
 
 
-def beneath_brightest(fg: np.ndarray, smooth: np.ndarray) -> np.ndarray:
-    """The (h, w) bool foreground `flattened` measures on, given Otsu's `fg` of the (h, w) float
-    `smooth` image: `fg` itself, unless it has FEW parts or fewer and Otsu's threshold of the
-    rest of the image finds MANY times as many apart from them (parts touching them are their
-    rims), the brightest standing FINE_CONTRAST deviations out (`peak_contrast`): then those.
-    One bright blob 4 nuclear diameters across at 10x the nuclei's brightness (debris, in
-    silico) measured 79-87 px on HeLa frames whose nuclei are 21 px across, and the network,
-    shown them at a fifth of its training size, reached F1 0.07-0.24 on them; a crop of one or
-    two nuclei has nothing but noise beside them, which does not stand out so far."""
+def beneath_brightest(fg: np.ndarray, smooth: np.ndarray) -> tuple[np.ndarray, Parts]:
+    """The (h, w) bool foreground `flattened` measures on, with its `parts`, given Otsu's `fg`
+    of the (h, w) float `smooth` image: `fg` itself, unless it has FEW parts or fewer and
+    Otsu's threshold of the rest of the image finds MANY times as many apart from them (parts
+    touching them are their rims), the brightest standing FINE_CONTRAST deviations out
+    (`peak_contrast`): then those. One bright blob 4 nuclear diameters across at 10x the
+    nuclei's brightness (debris, in silico) measured 79-87 px on HeLa frames whose nuclei are
+    21 px across, and the network, shown them at a fifth of its training size, reached F1
+    0.07-0.24 on them; a crop of one or two nuclei has nothing but noise beside them, which
+    does not stand out so far."""
     from skimage.filters import threshold_otsu
 
     bright = parts(fg)
     if not 0 < bright.n <= FEW or fg.all():
-        return fg
+        return fg, bright
     above = parts(fill_holes(smooth > threshold_otsu(smooth[~fg])))
     rims = np.unique(above.labels[fg])
     keep = np.ones(above.n + 1, bool)
@@ -226,8 +227,8 @@ def beneath_brightest(fg: np.ndarray, smooth: np.ndarray) -> np.ndarray:
     keep[0] = False
     dim = keep[above.labels]
     if np.count_nonzero(keep) < MANY * bright.n or peak_contrast(dim, smooth) < FINE_CONTRAST:
-        return fg
-    return dim
+        return fg, bright
+    return dim, parts(dim)
 
 
 def halved(channel: np.ndarray) -> np.ndarray:

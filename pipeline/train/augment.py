@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 from pipeline.config.sections import AugmentConfig
+from pipeline.segment.postprocess import robust_deviation
 from pipeline.train.paste import paste_touching
 from pipeline.train.targets import UNKNOWN
 
@@ -85,15 +86,15 @@ def hide_invisible(
 ) -> np.ndarray:
     """(H, W) int32 `labels` with each object of `ids` whose mean in the (C, H, W) `image` lies
     less than `widths` noise widths above the background's median marked UNKNOWN (-1). The
-    noise width is the background's robust standard deviation (1.4826 x its median absolute
-    deviation, at least NOISE_FLOOR), so a faint object counts as visible on a clean
-    background, not in heavy noise. The channel where it stands out most decides."""
+    noise width is the background's robust standard deviation (`robust_deviation`, at least
+    NOISE_FLOOR), so a faint object counts as visible on a clean background, not in heavy
+    noise. The channel where it stands out most decides."""
     background = labels == 0
     if not ids.size or widths <= 0 or not background.any():
         return labels
     bg = image[:, background]
     level = np.median(bg, axis=1)
-    width = np.maximum(1.4826 * np.median(np.abs(bg - level[:, None]), axis=1), NOISE_FLOOR)
+    width = np.maximum(robust_deviation(bg, level[:, None], axis=1), NOISE_FLOOR)
     out = labels.copy()
     for i in ids:
         inside = labels == i
