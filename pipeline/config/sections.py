@@ -173,6 +173,9 @@ class AugmentConfig:
     # probability per object that a copy of another object of the crop is pasted touching it
     # (pipeline.train.paste): the pairs pressed together that a sparse training field lacks
     paste: float = fraction(0.0)
+    # probability that a crop comes back as from a colour JPEG export (pipeline.train.jpeg): 8
+    # bits over a random range in one lookup colour, block artefacts and all
+    jpeg: float = fraction(0.0)
 
 
 @dataclass

@@ -11,8 +11,9 @@ dimmed on their own (`dim_objects`): in one field nuclei may differ tenfold in b
 a network that never saw a faint nucleus beside bright ones misses it. A dimmed object can
 end up fainter than the noise added after it; with ``train.augment.visible`` > 0 such an
 object becomes unknown (`hide_invisible`): the loss neither asks the network to find a nucleus
-it cannot see nor to call it background. Labels use nearest-neighbour interpolation so ids
-survive.
+it cannot see nor to call it background. With ``train.augment.jpeg`` > 0 (off by default),
+a crop comes back as a colour JPEG export would give it (`pipeline.train.jpeg`). Labels use
+nearest-neighbour interpolation so ids survive.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 
 from pipeline.config.sections import AugmentConfig
 from pipeline.segment.postprocess import robust_deviation
+from pipeline.train.jpeg import jpeg_export
 from pipeline.train.paste import paste_touching
 from pipeline.train.targets import UNKNOWN
 
@@ -195,5 +197,7 @@ def random_crop(
     )
     img = np.clip(out["image"], 0.0, 1.0).astype(np.float32)
     img = np.ascontiguousarray((img[..., None] if img.ndim == 2 else img).transpose(2, 0, 1))
+    if aug.enabled and aug.jpeg and rng.random() < aug.jpeg:
+        img = jpeg_export(img, rng)
     labels_out = np.rint(out["mask"]).astype(np.int32)
     return img, hide_invisible(img, labels_out, dimmed, aug.visible)
