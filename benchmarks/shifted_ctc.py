@@ -176,6 +176,24 @@ def debris(raw, labels, rng, size: float = 2.0, brightness: float = 10.0):
     return (x + blob * brightness * (high - low)).astype(np.float32), labels
 
 
+def colour_jpeg(raw, labels, rng, top: int = 50, quality: int = 90):
+    """A colour JPEG export in blue (DAPI, Hoechst): the signal over 0-`top` of 255 in the blue
+    channel, saved by Pillow at `quality` (4:2:0 chroma), read back as `cellseg predict` reads
+    colour (the largest of R, G and B)."""
+    import io
+
+    from PIL import Image
+
+    from pipeline.colour import colour_intensity
+
+    x, low, high = _signal(raw)
+    rgb = np.zeros((*labels.shape, 3), np.uint8)
+    rgb[..., 2] = np.round(np.clip((x[0] - low) / (high - low), 0, 1) * top)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "JPEG", quality=quality)
+    return colour_intensity(np.asarray(Image.open(io.BytesIO(buffer.getvalue()))))[None], labels
+
+
 def _chain(*shifts: Shift) -> Shift:
     """The `shifts` one after the other (a small-nucleus field, hazed, with few photons)."""
 
@@ -202,6 +220,7 @@ SHIFTS: dict[str, Shift] = {
     "a tenth zeroed (padding)": padded,
     "a scale bar (0.3%)": scale_bar,
     "debris (2 diameters, x10)": debris,
+    "a dim blue JPEG (0-50, q90)": colour_jpeg,
 }
 
 
