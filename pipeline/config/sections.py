@@ -147,8 +147,9 @@ class BaselineConfig:
 @dataclass
 class AugmentConfig:
     """Training augmentation (albumentations), covering what differs between microscopes:
-    object scale, orientation, shape, intensity and gamma, noise and blur. Contrast inversion is
-    never applied: fluorescent objects are bright on a dark background."""
+    object scale, orientation, shape, intensity and gamma, noise and blur (and, optionally,
+    how an image was exported: `jpeg`). Contrast inversion is never applied: fluorescent
+    objects are bright on a dark background."""
 
     enabled: bool = True
     scale_min: float = positive(0.5)  # zoom range: objects 10 to 80 px across from 20-40 px ones
