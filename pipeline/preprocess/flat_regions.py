@@ -5,7 +5,9 @@ Where they cover more than a normalisation percentile's share (1% at the bottom,
 top), that percentile is theirs: a tenth of a HeLa frame zeroed left its background near the
 top of the range, a scale bar on 0.3% of a GOWT1 frame its nuclei at the bottom, and the
 network or the watershed found nothing (docs/experiments.md, "Padding, scale bars, debris and
-colour JPEGs"). `clip_flat_regions` runs before every normalisation
+colour JPEGs"). A mark drawn as a filled rectangle at the maximum (a scale bar) becomes the
+background: clipped to the bright end, the network drew it as an object ("Scale bars as
+background"). `clip_flat_regions` runs before every normalisation
 (`pipeline.preprocess.samples.normalise`).
 """
 
@@ -29,26 +31,40 @@ GAP = 0.5
 # 3. the rest mostly background: its median within BACKGROUND x that range of its low
 #    percentile (on a black background with bright objects the rest is the objects).
 BACKGROUND = 0.25
+# A mark: a component of the pixels at the maximum that fills its bounding box exactly, at
+# least MARK_SIDE px on each side and MARK_SHARE of the field (a scale bar 5 px thick on 0.1%
+# of a GOWT1 frame; saturated nuclei are not rectangles, lone or paired hot pixels too small).
+# It becomes the background (the rest's low percentile), even below MIN_SHARE.
+MARK_SIDE = 3
+MARK_SHARE = 0.0001
 
 
 def clip_flat_regions(channel: np.ndarray) -> np.ndarray:
     """The (H, W) `channel` with its flat regions at the minimum set to the rest's low
     percentile and those at the maximum to its high one (PERCENTILES), so that the
-    normalisation's range is the rest's: padding becomes the darkest background, a scale bar
-    the brightest signal. A flat region is every pixel at that extreme, when it passes the
-    three tests above. Real fields do not: a camera's noise scatters its darkest levels
-    (GOWT1's 8-bit zeros sit among ones, an 8-bit gamma export's among 36s), saturated nuclei
-    have rims up to the maximum, and on a black background the rest is the objects. The
-    channel itself, not a copy, when nothing is clipped; a new array of the same dtype
-    otherwise."""
+    normalisation's range is the rest's: padding becomes the darkest background, the
+    brightest pixels the brightest signal, and marks (filled rectangles at the maximum: a
+    scale bar) the darkest background too. A flat region is every pixel at that extreme, when
+    it passes the three tests above (a mark the last two). Real fields do not: a camera's
+    noise scatters its darkest levels (GOWT1's 8-bit zeros sit among ones, an 8-bit gamma
+    export's among 36s), saturated nuclei have rims up to the maximum, and on a black
+    background the rest is the objects. The channel itself, not a copy, when nothing is
+    clipped; a new array of the same dtype otherwise."""
     if channel.ndim != 2:
         raise ValueError(f"clip_flat_regions expects an (H, W) channel, got {channel.shape}")
     if channel.dtype.kind not in "uif" or channel.size == 0:
         return channel
-    flats = [(at, mask) for at in (channel.min(), channel.max()) if _solid(mask := channel == at)]
+    flats = []  # (the extreme, its pixels to clip, the marks among them or None)
+    for at, top in ((channel.min(), False), (channel.max(), True)):
+        mask = channel == at
+        marks = _marks(mask) if top else None
+        if _solid(mask):
+            flats.append((at, mask, marks))
+        elif marks is not None:
+            flats.append((at, marks, marks))
     if not flats:
         return channel
-    outside = np.logical_or.reduce([sampled(mask) for _, mask in flats])
+    outside = np.logical_or.reduce([sampled(mask) for _, mask, _ in flats])
     rest = sampled(channel)[~outside]  # the percentiles the hot pixels are read by, too
     if rest.size == 0:
         return channel
@@ -57,12 +73,39 @@ def clip_flat_regions(channel: np.ndarray) -> np.ndarray:
     if not span > 0 or median - lo > BACKGROUND * span:
         return channel
     out = channel
-    for at, mask in flats:
+    for at, mask, marks in flats:
         edge = lo if at < lo else hi
         if abs(float(at) - edge) > GAP * span:
             out = channel.copy() if out is channel else out
             out[mask] = np.asarray(edge).astype(channel.dtype)
+            if marks is not None:
+                out[marks] = np.asarray(lo).astype(channel.dtype)
     return out
+
+
+def _marks(mask: np.ndarray) -> np.ndarray | None:
+    """The pixels of the (H, W) boolean `mask`'s marks (its 8-connected components that fill
+    their bounding box, MARK_SIDE and MARK_SHARE), or None when it has none. The components
+    are labelled only where a mark could be: a core MARK_SIDE px square, within the bounding
+    box of the mask (a HeLa frame's 138 pixels at its maximum: 6 ms on the whole frame)."""
+    if np.count_nonzero(mask) < max(MARK_SHARE * mask.size, MARK_SIDE**2):
+        return None
+    pixels = mask.view(np.uint8)
+    if not cv2.erode(pixels, np.ones((MARK_SIDE, MARK_SIDE), np.uint8)).any():
+        return None
+    x, y, w, h = cv2.boundingRect(pixels)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(
+        pixels[y : y + h, x : x + w], connectivity=8
+    )
+    width, height = stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]
+    area = stats[1:, cv2.CC_STAT_AREA]
+    mark = (area == width * height) & (np.minimum(width, height) >= MARK_SIDE)
+    mark &= area >= MARK_SHARE * mask.size
+    if not mark.any():
+        return None
+    marks = np.zeros_like(mask)
+    marks[y : y + h, x : x + w] = np.concatenate([[False], mark])[labels]
+    return marks
 
 
 def _solid(mask: np.ndarray) -> bool:
