@@ -5,9 +5,9 @@ Where they cover more than a normalisation percentile's share (1% at the bottom,
 top), that percentile is theirs: a tenth of a HeLa frame zeroed left its background near the
 top of the range, a scale bar on 0.3% of a GOWT1 frame its nuclei at the bottom, and the
 network or the watershed found nothing (docs/experiments.md, "Padding, scale bars, debris and
-colour JPEGs"). A mark drawn as a filled rectangle at the maximum (a scale bar) becomes the
-background: clipped to the bright end, the network drew it as an object ("Scale bars as
-background"). `clip_flat_regions` runs before every normalisation
+colour JPEGs"). A mark drawn as a filled rectangle at the maximum (a scale bar) and its label
+become the background: clipped to the bright end, the network drew them as objects ("Scale
+bars as background"). `clip_flat_regions` runs before every normalisation
 (`pipeline.preprocess.samples.normalise`).
 """
 
@@ -37,6 +37,11 @@ BACKGROUND = 0.25
 # It becomes the background (the rest's low percentile), even below MIN_SHARE.
 MARK_SIDE = 3
 MARK_SHARE = 0.0001
+# Its label: the other components at the maximum, each no larger than the mark, whose box
+# comes within LABEL_GAP x the mark's short side (LABEL_GAP_MIN px or more) of the mark's (a
+# "10 um" beside the bar): the background too.
+LABEL_GAP = 2
+LABEL_GAP_MIN = 8
 
 
 def clip_flat_regions(channel: np.ndarray) -> np.ndarray:
@@ -85,9 +90,10 @@ def clip_flat_regions(channel: np.ndarray) -> np.ndarray:
 
 def _marks(mask: np.ndarray) -> np.ndarray | None:
     """The pixels of the (H, W) boolean `mask`'s marks (its 8-connected components that fill
-    their bounding box, MARK_SIDE and MARK_SHARE), or None when it has none. The components
-    are labelled only where a mark could be: a core MARK_SIDE px square, within the bounding
-    box of the mask (a HeLa frame's 138 pixels at its maximum: 6 ms on the whole frame)."""
+    their bounding box, MARK_SIDE and MARK_SHARE) and their labels (LABEL_GAP), or None when
+    it has no mark. The components are labelled only where a mark could be: a core MARK_SIDE
+    px square, within the bounding box of the mask (a HeLa frame's 138 pixels at its maximum:
+    6 ms on the whole frame)."""
     if np.count_nonzero(mask) < max(MARK_SHARE * mask.size, MARK_SIDE**2):
         return None
     pixels = mask.view(np.uint8)
@@ -103,6 +109,12 @@ def _marks(mask: np.ndarray) -> np.ndarray | None:
     mark &= area >= MARK_SHARE * mask.size
     if not mark.any():
         return None
+    left, top = stats[1:, cv2.CC_STAT_LEFT], stats[1:, cv2.CC_STAT_TOP]
+    for i in np.flatnonzero(mark):
+        gap = max(LABEL_GAP * min(width[i], height[i]), LABEL_GAP_MIN)
+        apart_x = np.maximum(left - (left[i] + width[i]), left[i] - (left + width))
+        apart_y = np.maximum(top - (top[i] + height[i]), top[i] - (top + height))
+        mark |= (np.maximum(apart_x, apart_y) < gap) & (area <= area[i])
     marks = np.zeros_like(mask)
     marks[y : y + h, x : x + w] = np.concatenate([[False], mark])[labels]
     return marks
