@@ -39,7 +39,8 @@ MARK_SIDE = 3
 MARK_SHARE = 0.0001
 # Its label: the other components at the maximum, each no larger than the mark, whose box
 # comes within LABEL_GAP x the mark's short side (LABEL_GAP_MIN px or more) of the mark's (a
-# "10 um" beside the bar): the background too.
+# "10 um" beside the bar): the background too, with every pixel above the rest's bright end
+# connected to them (anti-aliased edges and strokes).
 LABEL_GAP = 2
 LABEL_GAP_MIN = 8
 
@@ -49,7 +50,7 @@ def clip_flat_regions(channel: np.ndarray) -> np.ndarray:
     percentile and those at the maximum to its high one (PERCENTILES), so that the
     normalisation's range is the rest's: padding becomes the darkest background, the
     brightest pixels the brightest signal, and marks (filled rectangles at the maximum: a
-    scale bar) the darkest background too. A flat region is every pixel at that extreme, when
+    scale bar) with their labels and edges the darkest background too. A flat region is every pixel at that extreme, when
     it passes the three tests above (a mark the last two). Real fields do not: a camera's
     noise scatters its darkest levels (GOWT1's 8-bit zeros sit among ones, an 8-bit gamma
     export's among 36s), saturated nuclei have rims up to the maximum, and on a black
@@ -84,25 +85,22 @@ def clip_flat_regions(channel: np.ndarray) -> np.ndarray:
             out = channel.copy() if out is channel else out
             out[mask] = np.asarray(edge).astype(channel.dtype)
             if marks is not None:
-                out[marks] = np.asarray(lo).astype(channel.dtype)
+                out[_above(channel, hi, marks)] = np.asarray(lo).astype(channel.dtype)
     return out
 
 
 def _marks(mask: np.ndarray) -> np.ndarray | None:
     """The pixels of the (H, W) boolean `mask`'s marks (its 8-connected components that fill
     their bounding box, MARK_SIDE and MARK_SHARE) and their labels (LABEL_GAP), or None when
-    it has no mark. The components are labelled only where a mark could be: a core MARK_SIDE
-    px square, within the bounding box of the mask (a HeLa frame's 138 pixels at its maximum:
-    6 ms on the whole frame)."""
+    it has no mark. The components are labelled only where a mark could be: within the
+    bounding box of the mask, when it holds a MARK_SIDE px square."""
     if np.count_nonzero(mask) < max(MARK_SHARE * mask.size, MARK_SIDE**2):
         return None
-    pixels = mask.view(np.uint8)
+    x, y, w, h = cv2.boundingRect(mask.view(np.uint8))
+    pixels = mask.view(np.uint8)[y : y + h, x : x + w]
     if not cv2.erode(pixels, np.ones((MARK_SIDE, MARK_SIDE), np.uint8)).any():
         return None
-    x, y, w, h = cv2.boundingRect(pixels)
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(
-        pixels[y : y + h, x : x + w], connectivity=8
-    )
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(pixels, connectivity=8)
     width, height = stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]
     area = stats[1:, cv2.CC_STAT_AREA]
     mark = (area == width * height) & (np.minimum(width, height) >= MARK_SIDE)
@@ -118,6 +116,16 @@ def _marks(mask: np.ndarray) -> np.ndarray | None:
     marks = np.zeros_like(mask)
     marks[y : y + h, x : x + w] = np.concatenate([[False], mark])[labels]
     return marks
+
+
+def _above(channel: np.ndarray, high: float, marks: np.ndarray) -> np.ndarray:
+    """The (H, W) boolean mask of the 8-connected components of `channel` above `high` that
+    hold a pixel of `marks` (a mark, its label and their anti-aliased edges)."""
+    _, parts = cv2.connectedComponents((channel > high).view(np.uint8), connectivity=8)
+    hit = np.zeros(int(parts.max()) + 1, bool)
+    hit[parts[marks]] = True
+    hit[0] = False
+    return hit[parts]
 
 
 def _solid(mask: np.ndarray) -> bool:

@@ -74,6 +74,25 @@ def test_a_scale_bar_becomes_the_background(shared_data, height, length):
     assert np.abs(fixed - clean)[outside].max() < 0.05  # the clean range, within 5%
 
 
+def test_an_anti_aliased_label_goes_with_its_edges(shared_data):
+    # the label drawn anti-aliased over GOWT1 t005: its strokes' cores at 255, their edges
+    # between the background and 255, most far above the nuclei (up to about 50); those next
+    # to the cores become the background too, fainter ones and the rest stay as they were
+    raw = _gowt1(shared_data)
+    barred = raw.copy()
+    barred[980:992, 700:962] = 255
+    cover = np.zeros(raw.shape, np.uint8)
+    cv2.putText(cover, "10 um", (700, 964), cv2.FONT_HERSHEY_SIMPLEX, 0.8, 255, 2, cv2.LINE_AA)
+    alpha = cover / 255.0
+    barred[cover > 0] = np.round(raw * (1 - alpha) + 255 * alpha)[cover > 0]
+    edges = (cover > 0) & (cover < 255)
+    high = np.percentile(raw, 99.8)
+    assert (barred[edges] > 2 * high).sum() > 100
+    out = clip_flat_regions(barred)
+    assert (out[cover > 0] <= high).all()  # no part of the label above the nuclei
+    assert np.array_equal(out[barred == raw], raw[barred == raw])
+
+
 def test_bright_regions_that_are_not_rectangles_become_the_bright_end(shared_data):
     # the same bar with a notch cut out of its corner is no mark, but still a flat region at
     # the maximum far above the rest: clipped to the bright end as before; hot pixels in pairs
