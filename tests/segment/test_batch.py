@@ -20,7 +20,7 @@ import torch
 from pipeline.errors import DataError
 from pipeline.evaluate.plots import PRED_COLOUR
 from pipeline.preprocess.samples import Sample, normalise
-from pipeline.segment import batch, handoff, workers
+from pipeline.segment import batch, handoff, passes, workers
 from pipeline.segment.artifact import load_model, save_model
 from pipeline.segment.batch import segment_folder
 from pipeline.segment.card import ModelCard
@@ -262,13 +262,16 @@ def test_a_two_view_model_reads_the_images_channels(instances, tmp_path):
         segment_folder(str(tmp_path / "model"), tmp_path / "in", tmp_path / "out2")
 
 
-def test_png_jpeg_and_colour_images_are_segmented_as_their_grey_tif(tmp_path):
+def test_png_jpeg_and_colour_images_are_segmented_as_their_grey_tif(tmp_path, monkeypatch):
     """A one-channel model reads PNG, JPEG and BMP as well as TIF, and a colour image (a grey
     one stored as RGB, a green lookup, a transparency) as its intensity."""
     from PIL import Image
 
+    # fp32 on every CPU: an untrained network's objects depend on the precision (seed 0 found
+    # the blob with bf16 on a Xeon with AMX, nothing in fp32 on an AVX2-only EPYC)
+    monkeypatch.setattr(passes, "cpu_bf16", lambda: False)
     card = ModelCard("resnet18", 1, ["foreground", "distance"], ["fluo"], "nuclei", "fluo", 1, 99)
-    torch.manual_seed(0)
+    torch.manual_seed(2)
     net, model = build_model(**card.arch), str(tmp_path / "model")
     with torch.no_grad():  # confident outputs, as a trained network's (see the compiled test)
         net.segmentation_head[0].weight.mul_(30)
