@@ -96,8 +96,9 @@ def _marks(mask: np.ndarray) -> np.ndarray | None:
     bounding box of the mask, when it holds a MARK_SIDE px square."""
     if np.count_nonzero(mask) < max(MARK_SHARE * mask.size, MARK_SIDE**2):
         return None
-    x, y, w, h = cv2.boundingRect(mask.view(np.uint8))
-    pixels = mask.view(np.uint8)[y : y + h, x : x + w]
+    whole = mask.view(np.uint8)
+    x, y, w, h = cv2.boundingRect(whole)
+    pixels = whole[y : y + h, x : x + w]
     if not cv2.erode(pixels, np.ones((MARK_SIDE, MARK_SIDE), np.uint8)).any():
         return None
     _, labels, stats, _ = cv2.connectedComponentsWithStats(pixels, connectivity=8)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.colour import colour_intensity
+
 # lookup colours as OpenCV orders them (blue, green, red) and how often each is drawn: nuclear
 # stains are mostly blue, and blue is the one JPEG keeps worst (11% of the brightness it codes
 # in full; magenta 41%, red 30%, green 59%)
@@ -62,5 +64,5 @@ def jpeg_export(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if not ok:
             raise RuntimeError(f"OpenCV could not encode a {grey.shape} crop as JPEG")
         decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)
-        out[c] = decoded.max(axis=-1).astype(np.float32) / top
+        out[c] = colour_intensity(decoded).astype(np.float32) / top
     return np.clip(out, 0.0, 1.0)
