@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import glob
 import hashlib
 import json
 import os
@@ -60,21 +59,27 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
 def _temporaries(final: Path) -> Iterator[tuple[Path, str]]:
     """`final`'s temporaries, each with the pid of the process that made it (as text)."""
     folder = final.parent / TEMPORARIES
-    if not folder.is_dir():
+    try:
+        names = sorted(os.listdir(folder))
+    except FileNotFoundError:  # none, or another write removed the emptied folder just then
         return
-    for tmp in sorted(folder.glob(f"{glob.escape(final.name)}.*.tmp")):
-        pid, _, rest = tmp.name[len(final.name) + 1 : -len(".tmp")].partition(".")
+    prefix = f"{final.name}."
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        pid, _, rest = name[len(prefix) : -len(".tmp")].partition(".")
         if rest and "." not in rest:  # not a longer name's: "<name>.<pid>.<random>.tmp"
-            yield tmp, pid
+            yield folder / name, pid
 
 
 def _new_temporary(final: Path) -> Path:
-    for _ in range(10):
-        (final.parent / TEMPORARIES).mkdir(exist_ok=True)
+    prefix = f"{final.name}.{os.getpid()}."  # the owner's pid: orphans are recognised
+    for _ in range(100):  # other writes in the folder may remove it, emptied, at any moment
+        with contextlib.suppress(FileExistsError):  # pathlib's exist_ok raises if it went
+            (final.parent / TEMPORARIES).mkdir()
         try:
-            prefix = f"{final.name}.{os.getpid()}."  # the owner's pid: orphans are recognised
             return Path(tempfile.mkdtemp(prefix, ".tmp", final.parent / TEMPORARIES))
-        except FileNotFoundError:  # another write removed the empty folder just then
+        except FileNotFoundError:  # removed between the two calls: make it again
             continue
     raise OSError(f"{final.parent / TEMPORARIES}: cannot create a temporary for {final.name}")
 

@@ -1,3 +1,6 @@
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tifffile
@@ -40,6 +43,24 @@ def test_crash_between_the_two_renames_is_repaired(tmp_path):
         raise RuntimeError("and fails itself")
     assert (final / "a.txt").read_text() == "old"
     assert not (aside / "previous").exists()
+
+
+def _write_many(folder: str, writer: int, count: int) -> list[str]:
+    for i in range(count):
+        with atomic_path(Path(folder) / f"{writer}_{i}.txt") as tmp:
+            tmp.write_text(f"{writer} {i}")
+    return [f"{writer}_{i}.txt" for i in range(count)]
+
+
+def test_processes_writing_into_one_folder_never_trip_over_each_others_temporaries(tmp_path):
+    # each write makes the shared temporaries folder if it is missing and removes it once empty:
+    # another process's listing or mkdir must survive it vanishing or reappearing in between
+    # (this test failed 4 runs in 4 before: FileNotFoundError / FileExistsError in io.py)
+    with ProcessPoolExecutor(4) as pool:
+        jobs = [pool.submit(_write_many, str(tmp_path), writer, 250) for writer in range(4)]
+        written = sorted(name for job in jobs for name in job.result())
+    assert sorted(p.name for p in tmp_path.iterdir()) == written  # and no temporaries left
+    assert (tmp_path / "3_249.txt").read_text() == "3 249"
 
 
 def test_labels_keep_their_ids_beyond_uint16(tmp_path):
