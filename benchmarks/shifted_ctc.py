@@ -9,7 +9,8 @@ set in ../shared is recorded again, in silico, as another microscope would recor
 illumination, an 8-bit export through a gamma lookup or with the brightest nuclei saturated,
 out-of-focus haze, a tenth of the nuclei four times brighter, half the magnification, haze
 and few photons at once, a tenth of the field zeroed as registration or stitching pads it,
-a scale bar burned in, and a bright blob of debris), and scored for the network's own
+a scale bar burned in, with its label, a time stamp burned in, and a bright blob of debris),
+and scored for the network's own
 instances (the card's settings, the size measured on each image as `cellseg predict` does)
 and for the classical watershed with the parameters tuned for the set as recorded
 (configs/ctc_gowt1.yaml,
@@ -142,17 +143,48 @@ def padded(raw, labels, rng, share: float = 0.1):
     return x, truth
 
 
-def scale_bar(raw, labels, rng, share: float = 0.003, height: int = 12):
-    """A scale bar burned in at the format's maximum (4x the brightest pixel for floats), 30 px
-    from the lower right corner, `height` px high and as long as makes `share` of the field;
-    the nuclei it hides are hidden in the labels too."""
+def scale_bar(raw, labels, rng, share: float = 0.003, height: int = 12, label: str = ""):
+    """A scale bar burned in at the format's maximum (`_burn`), 30 px from the lower right
+    corner, `height` px high and as long as makes `share` of the field, with its `label` above
+    it (anti-aliased, as Fiji draws it); the nuclei they hide are hidden in the labels too."""
     h, w = labels.shape
     length = int(share * h * w / height)
-    bar = (slice(h - 30 - height, h - 30), slice(w - 30 - length, w - 30))
+    cover = np.zeros((h, w), np.uint8)
+    cover[h - 30 - height : h - 30, w - 30 - length : w - 30] = 255
+    if label:  # as tall as the bar, 8 px above it
+        scale = height / 17
+        _text(cover, label, (w - 30 - length, h - 38 - height), scale, max(1, round(2 * scale)))
+    return _burn(raw, labels, cover)
+
+
+def time_stamp(raw, labels, rng, text: str = "00:05:00"):
+    """A time stamp burned in at the format's maximum (`_burn`), anti-aliased, 10 px from the
+    upper left corner, its height a fiftieth of the field's width (22 px on a CTC frame); the
+    nuclei it hides are hidden in the labels too."""
+    cover = np.zeros(labels.shape, np.uint8)
+    scale = labels.shape[1] / 1100
+    _text(cover, text, (10, 10 + round(22 * scale)), scale, max(1, round(2 * scale)))
+    return _burn(raw, labels, cover)
+
+
+def _text(cover: np.ndarray, text: str, corner: tuple[int, int], scale: float, thick: int):
+    import cv2
+
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    cv2.putText(cover, text, corner, font, scale, 255, thick, cv2.LINE_AA)
+
+
+def _burn(raw, labels, cover: np.ndarray):
+    """`raw` with the (H, W) uint8 `cover` (255: the mark's, fractions: its anti-aliased edges)
+    blended in at the format's maximum (4x the brightest pixel for floats); the labels with
+    every pixel in the cover's box hidden (0)."""
     top = np.iinfo(raw.dtype).max if raw.dtype.kind in "ui" else 4 * float(raw.max())
-    x, truth = raw.copy(), labels.copy()
-    x[(slice(None), *bar)] = top
-    truth[bar] = 0
+    alpha = cover / 255.0
+    x = (raw * (1 - alpha) + top * alpha).astype(np.float64)
+    x = np.round(x).astype(raw.dtype) if raw.dtype.kind in "ui" else x.astype(raw.dtype)
+    rows, cols = np.nonzero(cover)
+    truth = labels.copy()
+    truth[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = 0
     return x, truth
 
 
@@ -219,6 +251,10 @@ SHIFTS: dict[str, Shift] = {
     "x0.5, haze, 20 photons": _chain(_zoom(0.5), haze, low_light),
     "a tenth zeroed (padding)": padded,
     "a scale bar (0.3%)": scale_bar,
+    "a scale bar and its label": lambda raw, labels, rng: scale_bar(
+        raw, labels, rng, label="10 um"
+    ),
+    "a time stamp": time_stamp,
     "debris (2 diameters, x10)": debris,
     "a dim blue JPEG (0-50, q90)": colour_jpeg,
 }

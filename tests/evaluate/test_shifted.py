@@ -47,9 +47,18 @@ def test_each_shift_keeps_the_labels_on_the_objects(name):
     dimmest = min(np.median(channel[truth == i]) for i in np.unique(truth[truth > 0]))
     found = channel > (np.median(channel[truth == 0]) + dimmest) / 2
     seen = truth > 0
-    if name in ("a scale bar (0.3%)", "debris (2 diameters, x10)"):  # marks, not objects:
+    marks = (
+        "a scale bar (0.3%)",
+        "a scale bar and its label",
+        "a time stamp",
+        "debris (2 diameters, x10)",
+    )
+    if name in marks:  # marks, not objects:
         mark = channel > 2 * channel[seen].max()  # far brighter than any nucleus, compared
-        away = ~ndi.binary_dilation(mark, iterations=4)  # away from them and their edges
+        rows, cols = np.nonzero(ndi.binary_dilation(mark, iterations=4))  # with their edges
+        away = np.ones_like(mark)  # away from their box (hidden in the labels)
+        if len(rows):  # debris finds no clear place in this small field
+            away[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = False
         found, seen = found & away, seen & away
     assert foreground_iou(found, seen) > 0.85
     offset = np.argwhere(found).mean(axis=0) - np.argwhere(seen).mean(axis=0)
