@@ -85,10 +85,13 @@ def _new_temporary(final: Path) -> Path:
 
 
 def _restore_previous(final: Path) -> None:
-    """Put back a folder version left aside by a crash in the middle of a folder swap."""
+    """Put back a folder version left aside by a crash in the middle of a folder swap (a dead
+    writer's: a live one is between its two renames, and puts its new version there itself)."""
     if final.exists():
         return
-    for tmp, _ in _temporaries(final):
+    for tmp, pid in _temporaries(final):
+        if pid.isdigit() and _alive(int(pid)):
+            continue
         if (tmp / "previous").exists():
             (tmp / "previous").rename(final)
             return

@@ -1,3 +1,4 @@
+import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -43,6 +44,21 @@ def test_crash_between_the_two_renames_is_repaired(tmp_path):
         raise RuntimeError("and fails itself")
     assert (final / "a.txt").read_text() == "old"
     assert not (aside / "previous").exists()
+
+
+def test_a_live_writers_folder_swap_is_left_to_it(tmp_path):
+    # a writer alive between its two renames (this process's pid) has its previous version
+    # aside: a second write to the same path must not put it back under the first one's feet
+    final = tmp_path / "version"
+    aside = tmp_path / ".atomic" / f"version.{os.getpid()}.x.tmp"
+    (aside / "previous").mkdir(parents=True)
+    (aside / "previous" / "a.txt").write_text("old")
+    with atomic_path(final) as tmp:
+        assert not final.exists()
+        tmp.mkdir()
+        (tmp / "a.txt").write_text("new")
+    assert (final / "a.txt").read_text() == "new"
+    assert (aside / "previous" / "a.txt").read_text() == "old"  # still the live writer's
 
 
 def _write_many(folder: str, writer: int, count: int) -> list[str]:
