@@ -47,12 +47,15 @@ LABEL_GAP_MIN = 8
 # component at the maximum at least GLYPH_LONG px on its longer side with sharp edges: the
 # median 2-GLYPH_RING px outside it within GLYPH_EDGE x the rest's PERCENTILES range of its
 # low end, on the background (the optics blur a saturated cell's plateau into a ramp: 0.5-0.7
-# of that range there on a real HeLa frame).
+# of that range there on a real HeLa frame), and drawn in strokes: no pixel of it further
+# than 1/GLYPH_THIN of its longer side from its edge (a "0" 22 px high has strokes 4 px from
+# theirs, a round plateau is half its side from it).
 # A time stamp on 0.24% of a HeLa frame was the 99.8th percentile, and the network's F1 fell
 # from 0.94 to 0.35 ("Burned-in text").
 GLYPH_LONG = 8
 GLYPH_RING = 3
 GLYPH_EDGE = 0.25
+GLYPH_THIN = 3
 
 
 def clip_flat_regions(channel: np.ndarray) -> np.ndarray:
@@ -103,8 +106,8 @@ def clip_flat_regions(channel: np.ndarray) -> np.ndarray:
 def _marks(channel: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
     """The pixels of the (H, W) boolean `mask` (the (H, W) `channel`'s maximum) that are
     marks: its 8-connected components that fill their bounding box (MARK_SIDE, MARK_SHARE) or
-    are glyphs (GLYPH_LONG, GLYPH_RING, GLYPH_EDGE), and their labels (LABEL_GAP); None when
-    it has none. The components are labelled only within the bounding box of the mask, and
+    are glyphs (GLYPH_LONG, GLYPH_RING, GLYPH_EDGE, GLYPH_THIN), and their labels (LABEL_GAP);
+    None when it has none. The components are labelled only within the bounding box of the mask, and
     only when it holds GLYPH_LONG pixels."""
     if np.count_nonzero(mask) < GLYPH_LONG:
         return None
@@ -116,7 +119,8 @@ def _marks(channel: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
     area = stats[1:, cv2.CC_STAT_AREA]
     mark = (area == width * height) & (np.minimum(width, height) >= MARK_SIDE)
     mark &= area >= MARK_SHARE * mask.size
-    mark |= _sharp(channel, mask, stats, (np.maximum(width, height) >= GLYPH_LONG) & ~mark, (x, y))
+    long = (np.maximum(width, height) >= GLYPH_LONG) & ~mark
+    mark |= _glyphs(channel, mask, labels, stats, long, (x, y))
     if not mark.any():
         return None
     left, top = stats[1:, cv2.CC_STAT_LEFT], stats[1:, cv2.CC_STAT_TOP]
@@ -130,27 +134,29 @@ def _marks(channel: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
     return marks
 
 
-def _sharp(
+def _glyphs(
     channel: np.ndarray,
     mask: np.ndarray,
+    labels: np.ndarray,
     stats: np.ndarray,
     candidates: np.ndarray,
     origin: tuple[int, int],
 ) -> np.ndarray:
-    """(N,) bool: which `candidates` of the N components (`stats`, from the box at `origin`
-    (x, y) of the (H, W) bool `mask`) have sharp edges: the median of the (H, W) `channel`
-    2 to GLYPH_RING px outside each (past an anti-aliased edge) is within GLYPH_EDGE x the
-    PERCENTILES range of the pixels off the mask of its low end."""
-    sharp = np.zeros(len(candidates), bool)
+    """(N,) bool: which `candidates` of the N components (`labels` and `stats`, of the box at
+    `origin` (x, y) of the (H, W) bool `mask`) are glyphs: with sharp edges (the median of the
+    (H, W) `channel` 2 to GLYPH_RING px outside each, past an anti-aliased edge, within
+    GLYPH_EDGE x the PERCENTILES range of the pixels off the mask of its low end) and drawn
+    in strokes (GLYPH_THIN)."""
+    glyph = np.zeros(len(candidates), bool)
     if not candidates.any():
-        return sharp
+        return glyph
     rest = sampled(channel)[~sampled(mask)]
     if not rest.size:
-        return sharp
+        return glyph
     low, high = (float(v) for v in np.percentile(rest, PERCENTILES))
     at = float(channel.flat[np.argmax(mask)])  # the maximum
     if at - high <= GAP * (high - low):  # not clipped (a saturated export)
-        return sharp
+        return glyph
     edge = low + GLYPH_EDGE * (high - low)
     rows, cols = mask.shape
     for i in np.flatnonzero(candidates):
@@ -161,8 +167,12 @@ def _sharp(
         part = mask[y0:y1, x0:x1].view(np.uint8)
         near = cv2.dilate(part, np.ones((2 * GLYPH_RING + 1,) * 2, np.uint8))
         ring = near > cv2.dilate(part, np.ones((3, 3), np.uint8))  # 2 to GLYPH_RING px out
-        sharp[i] = ring.any() and np.median(channel[y0:y1, x0:x1][ring]) < edge
-    return sharp
+        if not (ring.any() and np.median(channel[y0:y1, x0:x1][ring]) < edge):
+            continue
+        own = np.pad(labels[top : top + h, left : left + w] == i + 1, 1).view(np.uint8)
+        radius = cv2.distanceTransform(own, cv2.DIST_L2, 3).max()  # half its thickest stroke
+        glyph[i] = radius <= max(w, h) / GLYPH_THIN
+    return glyph
 
 
 def _above(channel: np.ndarray, high: float, marks: np.ndarray) -> np.ndarray:
