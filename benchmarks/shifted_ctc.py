@@ -22,6 +22,7 @@ the border policy is the set's config's. Prints one table: mean over the test fr
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -180,8 +181,8 @@ def _burn(raw, labels, cover: np.ndarray):
     every pixel in the cover's box hidden (0)."""
     top = np.iinfo(raw.dtype).max if raw.dtype.kind in "ui" else 4 * float(raw.max())
     alpha = cover / 255.0
-    x = (raw * (1 - alpha) + top * alpha).astype(np.float64)
-    x = np.round(x).astype(raw.dtype) if raw.dtype.kind in "ui" else x.astype(raw.dtype)
+    x = raw * (1 - alpha) + top * alpha  # float64
+    x = (np.round(x) if raw.dtype.kind in "ui" else x).astype(raw.dtype)
     rows, cols = np.nonzero(cover)
     truth = labels.copy()
     truth[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = 0
@@ -251,9 +252,7 @@ SHIFTS: dict[str, Shift] = {
     "x0.5, haze, 20 photons": _chain(_zoom(0.5), haze, low_light),
     "a tenth zeroed (padding)": padded,
     "a scale bar (0.3%)": scale_bar,
-    "a scale bar and its label": lambda raw, labels, rng: scale_bar(
-        raw, labels, rng, label="10 um"
-    ),
+    "a scale bar and its label": functools.partial(scale_bar, label="10 um"),
     "a time stamp": time_stamp,
     "debris (2 diameters, x10)": debris,
     "a dim blue JPEG (0-50, q90)": colour_jpeg,

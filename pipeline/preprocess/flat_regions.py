@@ -64,12 +64,12 @@ def clip_flat_regions(channel: np.ndarray) -> np.ndarray:
     normalisation's range is the rest's: padding becomes the darkest background, the
     brightest pixels the brightest signal, and marks (filled rectangles at the maximum: a
     scale bar; glyphs with sharp edges: a time stamp) with their labels and edges the darkest
-    background too. A flat region is every
-    pixel at that extreme, when it passes the three tests above (a mark the last two). Real
-    fields do not: a camera's noise scatters its darkest levels (GOWT1's 8-bit zeros sit
-    among ones, an 8-bit gamma export's among 36s), saturated nuclei have rims up to the
-    maximum, and on a black background the rest is the objects. The channel itself, not a
-    copy, when nothing is clipped; a new array of the same dtype otherwise."""
+    background too. A flat region is every pixel at that extreme, when it passes the three
+    tests above (a mark the last two). Real fields do not: a camera's noise scatters its
+    darkest levels (GOWT1's 8-bit zeros sit among ones, an 8-bit gamma export's among 36s),
+    saturated nuclei have rims up to the maximum, and on a black background the rest is the
+    objects. The channel itself, not a copy, when nothing is clipped; a new array of the same
+    dtype otherwise."""
     if channel.ndim != 2:
         raise ValueError(f"clip_flat_regions expects an (H, W) channel, got {channel.shape}")
     if channel.dtype.kind not in "uif" or channel.size == 0:
