@@ -84,20 +84,17 @@ def clip_flat_regions(channel: np.ndarray) -> np.ndarray:
             flats.append((at, marks, marks))
     if not flats:
         return channel
-    outside = np.logical_or.reduce([sampled(mask) for _, mask, _ in flats])
-    rest = sampled(channel)[~outside]  # the percentiles the hot pixels are read by, too
-    if rest.size == 0:
+    rest = _rest(channel, np.logical_or.reduce([mask for _, mask, _ in flats]))
+    if rest is None:
         return channel
-    lo, median, hi = (float(v) for v in np.percentile(rest, (PERCENTILES[0], 50.0, PERCENTILES[1])))
-    span = hi - lo
-    if not span > 0 or median - lo > BACKGROUND * span:
+    lo, median, hi = rest
+    if not hi > lo or median - lo > BACKGROUND * (hi - lo):
         return channel
     out = channel
     for at, mask, marks in flats:
-        edge = lo if at < lo else hi
-        if abs(float(at) - edge) > GAP * span:
+        if _stands_out(float(at), lo, hi):
             out = channel.copy() if out is channel else out
-            out[mask] = np.asarray(edge).astype(channel.dtype)
+            out[mask] = np.asarray(lo if at < lo else hi).astype(channel.dtype)
             if marks is not None:
                 out[_above(channel, hi, marks)] = np.asarray(lo).astype(channel.dtype)
     return out
@@ -150,13 +147,11 @@ def _glyphs(
     glyph = np.zeros(len(candidates), bool)
     if not candidates.any():
         return glyph
-    rest = sampled(channel)[~sampled(mask)]
-    if not rest.size:
-        return glyph
-    low, high = (float(v) for v in np.percentile(rest, PERCENTILES))
+    rest = _rest(channel, mask)
     at = float(channel.flat[np.argmax(mask)])  # the maximum
-    if at - high <= GAP * (high - low):  # not clipped (a saturated export)
+    if rest is None or not _stands_out(at, rest[0], rest[2]):  # not clipped (saturated nuclei)
         return glyph
+    low, _, high = rest
     edge = low + GLYPH_EDGE * (high - low)
     rows, cols = mask.shape
     for i in np.flatnonzero(candidates):
@@ -173,6 +168,23 @@ def _glyphs(
         radius = cv2.distanceTransform(own, cv2.DIST_L2, 3).max()  # half its thickest stroke
         glyph[i] = radius <= max(w, h) / GLYPH_THIN
     return glyph
+
+
+def _rest(channel: np.ndarray, outside: np.ndarray) -> tuple[float, float, float] | None:
+    """The (low PERCENTILES, median, high PERCENTILES) values of the (H, W) `channel`'s pixels
+    off the (H, W) boolean `outside`, read as the hot pixels' range is (`sampled`); None when
+    no pixel is left."""
+    rest = sampled(channel)[~sampled(outside)]
+    if not rest.size:
+        return None
+    lo, median, hi = np.percentile(rest, (PERCENTILES[0], 50.0, PERCENTILES[1]))
+    return float(lo), float(median), float(hi)
+
+
+def _stands_out(at: float, lo: float, hi: float) -> bool:
+    """Whether an extreme value `at` lies more than GAP x the rest's range (`lo`..`hi`) outside
+    the rest's percentile at its end (`lo` below it, `hi` above)."""
+    return abs(at - (lo if at < lo else hi)) > GAP * (hi - lo)
 
 
 def _above(channel: np.ndarray, high: float, marks: np.ndarray) -> np.ndarray:
