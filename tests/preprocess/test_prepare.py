@@ -41,6 +41,21 @@ def test_integer_channels_are_counted_into_numpys_percentile_stretch(dtype, low,
         np.testing.assert_array_equal(normalise(ch[None], *q)[0], want)
 
 
+def test_counting_stays_exact_past_float32_counts_and_on_strided_channels():
+    """8- and 16-bit channels are counted by OpenCV's float32 histogram below 2**24 pixels:
+    with one intensity on 2**24 + 1 pixels (one more than float32 counts exactly) and a strided
+    view of a 16-bit channel, the stretch is still NumPy's."""
+    big = np.zeros((1, 2**24 + 2), np.uint8)
+    big[0, -1] = 255
+    strided = np.random.default_rng(3).integers(0, 4000, (40, 60)).astype(np.uint16)[::3, 1::2]
+    for ch in (big, strided):
+        pixels = ch.astype(np.float32)
+        for q in ((0.0, 100.0), (1.0, 99.8)):
+            lo, hi = np.percentile(pixels, q)
+            want = np.clip((pixels - lo) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)
+            np.testing.assert_array_equal(normalise(ch[None], *q)[0], want)
+
+
 @pytest.mark.parametrize("method", sorted(NORMALISERS))
 def test_every_normalisation_keeps_order_per_channel_in_the_unit_range(method):
     rng = np.random.default_rng(0)
