@@ -43,12 +43,13 @@ def test_integer_channels_are_counted_into_numpys_percentile_stretch(dtype, low,
 
 def test_counting_stays_exact_past_float32_counts_and_on_strided_channels():
     """8- and 16-bit channels are counted by OpenCV's float32 histogram below 2**24 pixels:
-    with one intensity on 2**24 + 1 pixels (one more than float32 counts exactly) and a strided
-    view of a 16-bit channel, the stretch is still NumPy's."""
+    with one intensity on 2**24 + 1 pixels (one more than float32 counts exactly), a strided
+    view of a 16-bit channel and a big-endian one (a 16-bit PNG's, which OpenCV would misread),
+    the stretch is still NumPy's."""
     big = np.zeros((1, 2**24 + 2), np.uint8)
     big[0, -1] = 255
     strided = np.random.default_rng(3).integers(0, 4000, (40, 60)).astype(np.uint16)[::3, 1::2]
-    for ch in (big, strided):
+    for ch in (big, strided, strided.astype(">u2")):
         pixels = ch.astype(np.float32)
         for q in ((0.0, 100.0), (1.0, 99.8)):
             lo, hi = np.percentile(pixels, q)
