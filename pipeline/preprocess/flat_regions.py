@@ -77,7 +77,7 @@ def clip_flat_regions(channel: np.ndarray) -> np.ndarray:
     flats = []  # (the extreme, its pixels to clip, the marks among them or None)
     for at, top in ((channel.min(), False), (channel.max(), True)):
         mask = channel == at
-        marks = _marks(channel, mask) if top else None
+        marks = _marks(channel, mask, float(at)) if top else None
         if _solid(mask):
             flats.append((at, mask, marks))
         elif marks is not None:
@@ -100,12 +100,12 @@ def clip_flat_regions(channel: np.ndarray) -> np.ndarray:
     return out
 
 
-def _marks(channel: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
-    """The pixels of the (H, W) boolean `mask` (the (H, W) `channel`'s maximum) that are
-    marks: its 8-connected components that fill their bounding box (MARK_SIDE, MARK_SHARE) or
-    are glyphs (GLYPH_LONG, GLYPH_RING, GLYPH_EDGE, GLYPH_THIN), and their labels (LABEL_GAP);
-    None when it has none. The components are labelled only within the bounding box of the mask, and
-    only when it holds GLYPH_LONG pixels."""
+def _marks(channel: np.ndarray, mask: np.ndarray, at: float) -> np.ndarray | None:
+    """The pixels of the (H, W) boolean `mask` (where the (H, W) `channel` is at its maximum,
+    `at`) that are marks: its 8-connected components that fill their bounding box (MARK_SIDE,
+    MARK_SHARE) or are glyphs (GLYPH_LONG, GLYPH_RING, GLYPH_EDGE, GLYPH_THIN), and their
+    labels (LABEL_GAP); None when it has none. The components are labelled only within the
+    bounding box of the mask, and only when it holds GLYPH_LONG pixels."""
     if np.count_nonzero(mask) < GLYPH_LONG:
         return None
     whole = mask.view(np.uint8)
@@ -117,7 +117,7 @@ def _marks(channel: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
     mark = (area == width * height) & (np.minimum(width, height) >= MARK_SIDE)
     mark &= area >= MARK_SHARE * mask.size
     long = (np.maximum(width, height) >= GLYPH_LONG) & ~mark
-    mark |= _glyphs(channel, mask, labels, stats, long, (x, y))
+    mark |= _glyphs(channel, mask, at, labels, stats, long, (x, y))
     if not mark.any():
         return None
     left, top = stats[1:, cv2.CC_STAT_LEFT], stats[1:, cv2.CC_STAT_TOP]
@@ -134,21 +134,21 @@ def _marks(channel: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
 def _glyphs(
     channel: np.ndarray,
     mask: np.ndarray,
+    at: float,
     labels: np.ndarray,
     stats: np.ndarray,
     candidates: np.ndarray,
     origin: tuple[int, int],
 ) -> np.ndarray:
     """(N,) bool: which `candidates` of the N components (`labels` and `stats`, of the box at
-    `origin` (x, y) of the (H, W) bool `mask`) are glyphs: with sharp edges (the median of the
-    (H, W) `channel` 2 to GLYPH_RING px outside each, past an anti-aliased edge, within
-    GLYPH_EDGE x the PERCENTILES range of the pixels off the mask of its low end) and drawn
-    in strokes (GLYPH_THIN)."""
+    `origin` (x, y) of the (H, W) bool `mask`, the pixels at the maximum `at`) are glyphs:
+    with sharp edges (the median of the (H, W) `channel` 2 to GLYPH_RING px outside each, past
+    an anti-aliased edge, within GLYPH_EDGE x the PERCENTILES range of the pixels off the mask
+    of its low end) and drawn in strokes (GLYPH_THIN)."""
     glyph = np.zeros(len(candidates), bool)
     if not candidates.any():
         return glyph
     rest = _rest(channel, mask)
-    at = float(channel.flat[np.argmax(mask)])  # the maximum
     if rest is None or not _stands_out(at, rest[0], rest[2]):  # not clipped (saturated nuclei)
         return glyph
     low, _, high = rest

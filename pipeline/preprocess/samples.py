@@ -82,8 +82,8 @@ def _intensity_counts(ch: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
     start, index = _intensity_index(ch)
     if index.dtype in (np.uint8, np.uint16) and index.size < 1 << 24:
         bins = int(index.max()) + 1
-        plane = np.ascontiguousarray(ch).reshape(-1, ch.shape[-1])
-        counts = cv2.calcHist([plane], [0], None, [bins], [0, bins]).ravel().astype(np.int64)
+        row = index.reshape(1, -1)  # the flat bins again, as one image row: no second copy
+        counts = cv2.calcHist([row], [0], None, [bins], [0, bins]).ravel().astype(np.int64)
         return start, index, counts
     return start, index, np.bincount(index)
 
