@@ -101,6 +101,7 @@ def segment_folder(
     from pipeline.segment.graphs import replayed
     from pipeline.segment.inference import card_maps, card_maps_batch
     from pipeline.segment.network import for_inference, resolve_device
+    from pipeline.segment.passes import cpu_bf16
 
     paths = list_images(images)
     out = Path(out_dir)
@@ -117,6 +118,11 @@ def segment_folder(
     ):
         model, card = load_model(model_dir, device)  # while the workers start
         card = card.for_prediction(flip_tta, min_relative_intensity, min_field_contrast)
+        if card.postprocess.flip_tta and device.type == "cpu" and not cpu_bf16():
+            log.info(
+                "flip TTA: four network passes per image, in fp32 on this CPU (no native bf16): "
+                "about four times one pass; predict.flip_tta: false runs one"
+            )
         model = for_inference(model)  # on a GPU as CUDA graphs per image size, or compiled
         model = replayed(compiled(model, device, compile), device)
         mid, result, rows = model_id(model_dir), SegmentResult(str(out)), []

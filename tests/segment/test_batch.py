@@ -389,9 +389,11 @@ def _half_objects(model, tmp_path):
     return net, replace(card, postprocess=post), image, norm
 
 
-def test_flip_tta_can_be_switched_at_predict_time(model, tmp_path):
+def test_flip_tta_can_be_switched_at_predict_time(model, tmp_path, caplog, monkeypatch):
     """`predict.flip_tta` overrides the card's ``postprocess.flip_tta`` either way: a model
-    with flips switched off segments as the same model saved without them, and on as with."""
+    with flips switched off segments as the same model saved without them, and on as with.
+    On a CPU without native bf16, a prediction with the flips says what they cost and how to
+    switch them off."""
     from pipeline.config import load_config
     from pipeline.evaluate.stage import predict_network
 
@@ -407,10 +409,15 @@ def test_flip_tta_can_be_switched_at_predict_time(model, tmp_path):
         "on": (plain_model, True),
         "off": (flipped_model, False),
     }
-    labels = {}
+    labels, hinted = {}, {}
+    monkeypatch.setattr(passes, "cpu_bf16", lambda: False)  # as an AVX2-only CPU answers
     for name, (folder, flip) in runs.items():
-        segment_folder(folder, images, tmp_path / name, flip_tta=flip)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="pipeline.segment.batch"):
+            segment_folder(folder, images, tmp_path / name, flip_tta=flip)
         labels[name] = tifffile.imread(tmp_path / name / "a_labels.tif")
+        hinted[name] = any("predict.flip_tta: false" in r.getMessage() for r in caplog.records)
+    assert hinted == {"plain": False, "flipped": True, "on": True, "off": False}
     assert labels["plain"].any() and not np.array_equal(labels["plain"], labels["flipped"])
     np.testing.assert_array_equal(labels["on"], labels["flipped"])
     np.testing.assert_array_equal(labels["off"], labels["plain"])
