@@ -196,6 +196,10 @@ class TrainConfig:
     # weights with this decay (warmed up over the first steps; 0: the raw weights): one epoch's
     # luck no longer picks the model.
     ema: float = fraction(0.99)
+    # Each epoch's validation (it picks the kept epoch and stops early) runs one network pass;
+    # true: with the card's flips too (postprocess.flip_tta, four passes; about 4x its time on
+    # a CPU). The post-processing is tuned after training with the card's flips either way.
+    validation_flip_tta: bool = False
     contact_weight: float = _rule(5.0, min=0.0)  # extra loss weight where objects touch
     # A third output: the band between touching objects (pipeline/train/targets.py), cut out
     # of the distance map before the seeds are found (pipeline/segment/postprocess.py).

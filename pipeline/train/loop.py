@@ -5,9 +5,10 @@ and a group per image (a sequence or condition; groups are drawn evenly). The ne
 maps (`pipeline.train.targets`): foreground and the normalised distance to each object's edge.
 Batches of augmented crops come from DataLoader workers (`pipeline.train.data`). After each
 epoch the network's own instances are scored on the validation images (foreground IoU and F1 at
-IoU 0.5) and ``on_epoch`` is told, so the caller can checkpoint and log. With ``train.ema`` the
-scored (and kept) network is an exponential moving average of the weights (timm's
-``ModelEmaV3``). A non-finite loss stops the run at once with `TrainingDiverged`.
+IoU 0.5; one network pass unless ``train.validation_flip_tta``) and ``on_epoch`` is told, so the
+caller can checkpoint and log. With ``train.ema`` the scored (and kept) network is an
+exponential moving average of the weights (timm's ``ModelEmaV3``). A non-finite loss stops the
+run at once with `TrainingDiverged`.
 """
 
 from __future__ import annotations
@@ -181,6 +182,7 @@ def train_seg(
         contact_weight=t.contact_weight,
     )
     val_sizes = [median_diameter(y) for y in val[1]]  # measured once, used every epoch
+    val_card = card if t.validation_flip_tta else card.for_prediction(flip_tta=False)
     workers = default_workers(t.workers)
     cuda = device.type == "cuda"
     if cuda:
@@ -230,7 +232,7 @@ def train_seg(
         del data  # ends this epoch's worker processes
 
         iou, f1, ap = validation_scores(
-            scored, *val, val_sizes, device, card, t.precision, edge_policy(unlabelled_edge)
+            scored, *val, val_sizes, device, val_card, t.precision, edge_policy(unlabelled_edge)
         )
         seconds = time.perf_counter() - start
         mean_loss = float(np.mean(losses))
