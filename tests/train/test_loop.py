@@ -11,7 +11,13 @@ from pipeline.segment.card import OUTPUTS, ModelCard
 from pipeline.segment.network import build_model
 from pipeline.segment.scale import foreground_diameter, median_diameter
 from pipeline.train.data import EDGE_BAND, CropStream, batches
-from pipeline.train.loop import TrainingDiverged, dice_loss, seg_loss, train_seg
+from pipeline.train.loop import (
+    TrainingDiverged,
+    dice_loss,
+    seg_loss,
+    train_seg,
+    validation_scores,
+)
 from pipeline.train.targets import (
     UNKNOWN,
     contact_band,
@@ -166,6 +172,35 @@ def test_a_few_steps_reduce_the_loss_and_every_epoch_is_reported():
     assert losses[-1] < losses[0], losses
     assert state.best is not None and 0 <= state.best.val_f1 <= 1
     assert all(0 <= e.val_map <= e.val_f1 for e in state.history)  # mAP: F1's bar and higher
+
+
+@pytest.mark.parametrize("with_flips", [False, True])
+def test_each_epoch_is_validated_with_one_pass_unless_the_flips_are_asked_for(with_flips):
+    images, labels = _discs(4, 6)
+    settings = TrainConfig(epochs=1, steps_per_epoch=6, batch_size=4, crop_size=64, lr=3e-3)
+    settings.workers, settings.augment = 0, AugmentConfig(enabled=False)
+    settings.validation_flip_tta, settings.ema = with_flips, 0.0
+    card, cpu = CARD.for_prediction(flip_tta=True), torch.device("cpu")  # the card's flips on
+    val, scored = (images[2:], labels[2:]), []
+    torch.manual_seed(0)
+    state = train_seg(
+        build_model(**card.arch),
+        (images[:2], labels[:2], ["g"] * 2),
+        val,
+        settings,
+        cpu,
+        card,
+        on_epoch=lambda result, state, network: scored.append(network),
+    )
+    sizes = [median_diameter(y) for y in val[1]]
+
+    def scores(flips: bool) -> tuple[float, float, float]:
+        return validation_scores(scored[0], *val, sizes, cpu, card.for_prediction(flips), "auto")
+
+    asked, other = scores(with_flips), scores(not with_flips)
+    assert asked != other  # the flips change this network's scores
+    epoch = state.history[0]
+    assert (epoch.val_fg_iou, epoch.val_f1, epoch.val_map) == asked
 
 
 def test_a_non_finite_loss_stops_training_with_a_clear_message():
