@@ -17,7 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -182,7 +182,13 @@ def train_seg(
         contact_weight=t.contact_weight,
     )
     val_sizes = [median_diameter(y) for y in val[1]]  # measured once, used every epoch
-    val_card = card if t.validation_flip_tta else card.for_prediction(flip_tta=False)
+    val_card = card
+    if card.postprocess.flip_tta and not t.validation_flip_tta:
+        val_card = replace(card, postprocess=replace(card.postprocess, flip_tta=False))
+        log.info(
+            "each epoch is validated with one network pass; the tuning after training and "
+            "predictions use the card's flips (train.validation_flip_tta: true adds them here)"
+        )
     workers = default_workers(t.workers)
     cuda = device.type == "cuda"
     if cuda:
