@@ -20,7 +20,8 @@ overrides that config for the training (as `cellseg run --set` does), e.g. ``tra
 
 ``--tta``: also score the same model with flip test-time augmentation switched the other way
 from its model card (rows ``unet + flip TTA``, or ``unet - flip TTA`` for a card with it on, as
-configs/ctc_nuclei.yaml's are).
+configs/ctc_nuclei.yaml's are; that row takes the card's post-processing tuned for one pass,
+which cards trained since 2026-12-07 hold).
 """
 
 from __future__ import annotations

@@ -71,6 +71,17 @@ def _normalisation_text(card: dict[str, Any]) -> str:
     return rank if method == "rank" else percentile
 
 
+def _passes_text(card: dict[str, Any]) -> str:
+    """How many network passes a field takes, and what turning the flips off uses."""
+    if not card["postprocess"].get("flip_tta"):
+        return "one network pass per field or tile"
+    tuned = " with post-processing tuned for it" if card.get("postprocess_one_pass") else ""
+    return (
+        "the field and its three flips averaged (flip TTA, four network passes); `cellseg "
+        f"predict --set predict.flip_tta=false` runs one pass{tuned}"
+    )
+
+
 def model_card_markdown(meta: dict[str, Any]) -> str:
     """The human-readable card of a version from its metadata (``{version}`` is filled in at
     registration, once the number is known)."""
@@ -89,6 +100,7 @@ own instances are {card["outputs"]} maps turned into objects by
 - Architecture: U-Net, encoder `{card["encoder"]}`, {card["in_channels"]} input channel(s)
 - Input: {_normalisation_text(card)} of raw intensities; any image size (tiled beyond the
   model's tile size)
+- Inference: {_passes_text(card)}
 - Expected pixel size: {f"{pixel} µm" if pixel else "as the training images (not recorded)"};
   training objects: {data.get("object_size_text", "see the dataset manifest")}
 

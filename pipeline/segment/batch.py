@@ -121,7 +121,8 @@ def segment_folder(
         if card.postprocess.flip_tta and device.type == "cpu" and not cpu_bf16():
             log.info(
                 "flip TTA: four network passes per image, in fp32 on this CPU (no native bf16): "
-                "about four times one pass; predict.flip_tta: false runs one"
+                "about four times one pass; predict.flip_tta: false runs one%s",
+                ", with the post-processing tuned for it" if card.postprocess_one_pass else "",
             )
         model = for_inference(model)  # on a GPU as CUDA graphs per image size, or compiled
         model = replayed(compiled(model, device, compile), device)

@@ -19,6 +19,15 @@ from pipeline.errors import DataError
 
 log = logging.getLogger(__name__)
 OUTPUTS = ("foreground", "distance", "contact")  # the network's output maps, in order
+# what the tuning after training chooses (pipeline.train.tune)
+TUNED = (
+    "threshold",
+    "seed_threshold",
+    "seed_h",
+    "seed_shape",
+    "min_relative_size",
+    "min_relative_intensity",
+)
 
 
 @dataclass
@@ -39,6 +48,10 @@ class ModelCard(Record):
     diameter: float = 0.0
     # Input normalisation (pipeline.preprocess.samples.NORMALISERS); older cards: percentile.
     normalisation: str = "percentile"
+    # Where `postprocess` is tuned with flip TTA: the post-processing tuned for one network
+    # pass on the same validation fields, used by a prediction that turns the flips off
+    # (`for_prediction`); None: none tuned (the flips off, or a card written before 2026-12-07).
+    postprocess_one_pass: PostprocessConfig | None = None
 
     @classmethod
     def from_dict(cls, d: Any, source: str = "model card") -> ModelCard:
@@ -58,9 +71,16 @@ class ModelCard(Record):
             problem = f"normalisation {d['normalisation']!r} not one of {', '.join(NORMALISATIONS)}"
         else:
             post = d.get("postprocess") or {}
+            one = d.get("postprocess_one_pass")
             try:
                 return cls(
-                    **{**d, "postprocess": from_dict(PostprocessConfig, post, "postprocess")}
+                    **{
+                        **d,
+                        "postprocess": from_dict(PostprocessConfig, post, "postprocess"),
+                        "postprocess_one_pass": None
+                        if one is None
+                        else from_dict(PostprocessConfig, one, "postprocess_one_pass"),
+                    }
                 )
             except (TypeError, ValueError) as exc:
                 problem = str(exc)
@@ -77,18 +97,24 @@ class ModelCard(Record):
     ) -> ModelCard:
         """This card with ``postprocess.flip_tta``, ``min_relative_intensity`` and
         ``min_field_contrast`` set for one prediction (the model's own card is not changed); None
-        keeps the card's."""
+        keeps the card's. Turning the card's flips off takes `postprocess_one_pass`, the
+        settings tuned for one pass, where the card has them."""
+        post = self.postprocess
+        if flip_tta is False and post.flip_tta and self.postprocess_one_pass:
+            post = self.postprocess_one_pass
+            tuned = ", ".join(f"{k} {getattr(post, k)}" for k in TUNED)
+            log.info("flip_tta False: the card's post-processing tuned for one pass (%s)", tuned)
         asked = {
             "flip_tta": flip_tta,
             "min_relative_intensity": min_relative_intensity,
             "min_field_contrast": min_field_contrast,
         }
-        changes = {
-            k: v for k, v in asked.items() if v is not None and v != getattr(self.postprocess, k)
-        }
+        changes = {k: v for k, v in asked.items() if v is not None and v != getattr(post, k)}
         for k, v in changes.items():
-            log.info("%s %s (the model card says %s)", k, v, getattr(self.postprocess, k))
-        return replace(self, postprocess=replace(self.postprocess, **changes)) if changes else self
+            log.info("%s %s (the model card says %s)", k, v, getattr(post, k))
+        if post is self.postprocess and not changes:
+            return self
+        return replace(self, postprocess=replace(post, **changes))
 
     @property
     def channel_index(self) -> int:

@@ -21,3 +21,23 @@ def test_the_readable_card_states_how_inputs_are_normalised(model_dir, how, says
     text = " ".join(model_card_markdown({**meta, "model_name": "m"}).split())
     assert says in text
     assert ("rank" in text) == (how != "percentile")
+
+
+@pytest.mark.parametrize(
+    "flips, one_pass, says",
+    [
+        (False, None, "Inference: one network pass per field or tile"),
+        (
+            True,
+            None,
+            "four network passes); `cellseg predict --set predict.flip_tta=false` runs one pass",
+        ),
+        (True, {"threshold": 0.5}, "runs one pass with post-processing tuned for it"),
+    ],
+)
+def test_the_readable_card_states_the_network_passes(model_dir, flips, one_pass, says):
+    meta = version_meta(model_dir)
+    meta["model_card"]["postprocess"]["flip_tta"] = flips
+    meta["model_card"]["postprocess_one_pass"] = one_pass
+    text = " ".join(model_card_markdown({**meta, "model_name": "m"}).split())
+    assert says in text and ("tuned for it" in text) == (one_pass is not None)

@@ -391,9 +391,10 @@ def _half_objects(model, tmp_path):
 
 def test_flip_tta_can_be_switched_at_predict_time(model, tmp_path, caplog, monkeypatch):
     """`predict.flip_tta` overrides the card's ``postprocess.flip_tta`` either way: a model
-    with flips switched off segments as the same model saved without them, and on as with.
-    On a CPU without native bf16, a prediction with the flips says what they cost and how to
-    switch them off."""
+    with flips switched off segments as the same model saved without them, and on as with; a
+    card tuned for one pass as well (``postprocess_one_pass``) segments with those settings
+    when its flips are switched off. On a CPU without native bf16, a prediction with the flips
+    says what they cost and how to switch them off."""
     from pipeline.config import load_config
     from pipeline.evaluate.stage import predict_network
 
@@ -403,11 +404,18 @@ def test_flip_tta_can_be_switched_at_predict_time(model, tmp_path, caplog, monke
     plain_model, flipped_model = tmp_path / "plain_model", tmp_path / "flipped_model"
     save_model(net, replace(card, postprocess=post), plain_model)
     save_model(net, replace(card, postprocess=replace(post, flip_tta=True)), flipped_model)
+    lower = replace(post, threshold=post.threshold - 0.002)  # as if tuned for one pass
+    lower_model, tuned_model = tmp_path / "lower_model", tmp_path / "tuned_model"
+    save_model(net, replace(card, postprocess=lower), lower_model)
+    tuned = replace(card, postprocess=replace(post, flip_tta=True), postprocess_one_pass=lower)
+    save_model(net, tuned, tuned_model)
     runs = {
         "plain": (plain_model, None),
         "flipped": (flipped_model, None),
         "on": (plain_model, True),
         "off": (flipped_model, False),
+        "lower": (lower_model, None),
+        "tuned_off": (tuned_model, False),
     }
     labels, hinted = {}, {}
     monkeypatch.setattr(passes, "cpu_bf16", lambda: False)  # as an AVX2-only CPU answers
@@ -417,12 +425,14 @@ def test_flip_tta_can_be_switched_at_predict_time(model, tmp_path, caplog, monke
             segment_folder(folder, images, tmp_path / name, flip_tta=flip)
         labels[name] = tifffile.imread(tmp_path / name / "a_labels.tif")
         hinted[name] = any("predict.flip_tta: false" in r.getMessage() for r in caplog.records)
-    assert hinted == {"plain": False, "flipped": True, "on": True, "off": False}
+    assert hinted == {n: n in ("flipped", "on") for n in runs}
     assert labels["plain"].any() and not np.array_equal(labels["plain"], labels["flipped"])
     np.testing.assert_array_equal(labels["on"], labels["flipped"])
     np.testing.assert_array_equal(labels["off"], labels["plain"])
+    assert not np.array_equal(labels["lower"], labels["plain"])
+    np.testing.assert_array_equal(labels["tuned_off"], labels["lower"])
     used = {n: pd.read_csv(tmp_path / n / "images.csv")["flip_tta"].item() for n in runs}
-    assert used == {"plain": False, "flipped": True, "on": True, "off": False}
+    assert used == {n: n in ("flipped", "on") for n in runs}
     # evaluation's predictions take the same override
     sample = Sample("a", "test", norm, image, {"nuclei": np.zeros((64, 80), np.int32)})
     scored = {}
@@ -432,6 +442,7 @@ def test_flip_tta_can_be_switched_at_predict_time(model, tmp_path, caplog, monke
     assert not np.array_equal(scored["plain"], scored["flipped"])
     np.testing.assert_array_equal(scored["on"], scored["flipped"])
     np.testing.assert_array_equal(scored["off"], scored["plain"])
+    np.testing.assert_array_equal(scored["tuned_off"], scored["lower"])
     assert load_config(None, {"predict.flip_tta": "false"}).predict.flip_tta is False
     assert load_config(None).predict.flip_tta is None
 

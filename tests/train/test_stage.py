@@ -32,7 +32,9 @@ def prepared(tiny_cfg, tmp_path):
 
 
 def test_train_writes_a_model_folder_and_a_checkpoint_and_predicts(prepared, tiny_cfg, tmp_path):
+    """The card's flip TTA on, so the tuning after training also chooses for one pass."""
     run = RunDir(tmp_path / "run")
+    tiny_cfg.postprocess.flip_tta = True
     result = train(prepared.uri, tiny_cfg, run, prepared.channels)
     assert result.device == "cpu" and 0 <= result.val_fg_iou <= 1 and result.resumed_from == 0
     assert result.checkpoint == str(run.checkpoint) and result.model_dir == str(run.model)
@@ -43,6 +45,7 @@ def test_train_writes_a_model_folder_and_a_checkpoint_and_predicts(prepared, tin
     assert card.channels == ["c1", "c5"] and card.target == "cells" and card.channel == "c1"
     assert result.model_id == sha256_file(Path(result.model_dir) / "weights.safetensors")
     model, card = load_model(result.model_dir)
+    assert card.postprocess.flip_tta and card.postprocess_one_pass.flip_tta is False
     sample = load_split(prepared.uri, "test")[0]
     for instances in ("network", "watershed", "components"):
         labels = predict_labels(model, sample.image, torch.device("cpu"), card, instances)

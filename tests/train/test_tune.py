@@ -1,5 +1,7 @@
 """After training: the card gets the post-processing the validation fields choose."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,7 @@ from pipeline.train.tune import (
     THRESHOLDS,
     Trial,
     one_standard_error_choice,
+    tune_card,
     tune_seed_threshold,
 )
 
@@ -72,6 +75,33 @@ def test_when_the_validation_fields_cannot_tell_the_shape_term_is_kept():
     card = ModelCard("resnet18", 1, list(OUTPUTS[:2]), ["fluo"], "nuclei", "fluo", 1.0, 99.8)
     tuned = tune_seed_threshold(_NoValleys(), ([image], [labels]), torch.device("cpu"), card)
     assert SEEDS[0][2] > 0 and tuned.postprocess.seed_shape == SEEDS[0][2]
+
+
+class _Displaced(torch.nn.Module):
+    """A stand-in network that is not flip-equivariant: its foreground is the image (the blurred
+    label mask) displaced 6 px down and right, with a flat distance map."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fg = 4.0 * (torch.roll(x[:, :1], (6, 6), (-2, -1)) - 0.5)
+        return torch.cat([fg, torch.zeros_like(fg)], dim=1)
+
+
+def test_a_card_with_flips_is_tuned_for_one_pass_too():
+    """With flip TTA the four displaced copies average into a wider, softer disc, which a lower
+    threshold draws best; one pass draws each disc whole but displaced, at 0.5 as well as any.
+    The card keeps both choices; a card without flips is tuned once."""
+    labels = _apart_discs()
+    image = ndi.gaussian_filter((labels > 0).astype(np.float32), 2.0)[None]
+    flips = PostprocessConfig(flip_tta=True)
+    card = ModelCard("resnet18", 1, list(OUTPUTS[:2]), ["fluo"], "nuclei", "fluo", 1, 99.8, flips)
+    val, cpu = ([image], [labels]), torch.device("cpu")
+    tuned = tune_card(_Displaced(), val, cpu, card)
+    assert tuned.postprocess == tune_seed_threshold(_Displaced(), val, cpu, card).postprocess
+    assert tuned.postprocess.flip_tta and tuned.postprocess.threshold == 0.4
+    assert tuned.postprocess_one_pass == replace(tuned.postprocess_one_pass, flip_tta=False)
+    assert tuned.postprocess_one_pass.threshold == 0.5
+    once = tune_card(_Displaced(), val, cpu, replace(card, postprocess=PostprocessConfig()))
+    assert once.postprocess.threshold == 0.5 and once.postprocess_one_pass is None
 
 
 class _FaintToo(torch.nn.Module):
