@@ -38,7 +38,7 @@ from pipeline.segment.network import build_model, resolve_device
 from pipeline.segment.scale import LIMITS, median_diameter
 from pipeline.tracking import track
 from pipeline.train.loop import EpochResult, TrainState, edge_policy, train_seg
-from pipeline.train.tune import tune_card
+from pipeline.train.tune import tune_seed_threshold
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +277,7 @@ def train(
         if cfg.postprocess.tune_seed_threshold and "distance" in card.outputs:
             best, best_card = load_model(run.model, device)
             policy = edge_policy(unlabelled_edge)
-            best_card = tune_card(best, data["val"][:2], device, best_card, policy)
+            best_card = tune_seed_threshold(best, data["val"][:2], device, best_card, policy)
             save_model(best, best_card, run.model)  # same weights (same id), tuned card
         out = _result(run, state, resumed_from, device, time.perf_counter() - start)
         out.wandb_run = tracker.ref

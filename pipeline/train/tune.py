@@ -55,28 +55,6 @@ THRESHOLDS = (0.5, 0.4, 0.6, 0.7)  # foreground probability
 INTENSITIES = (0.0, 0.1, 0.2)
 
 
-def tune_card(
-    model: torch.nn.Module,
-    val: tuple[list, list],
-    device: torch.device,
-    card: ModelCard,
-    border_policy: str = "none",
-) -> ModelCard:
-    """`card` tuned on `val` by `tune_seed_threshold`; where the card's flip TTA is on, tuned for
-    one network pass as well (``postprocess_one_pass``), so that a prediction turning the flips
-    off, for speed on a CPU, uses the settings chosen for what it runs. One pass on the test
-    frames, with the flips' settings and with its own (docs/experiments.md): HeLa's mAP 0.799
-    and 0.809 (seed 6), 0.794 and 0.788 (seed 5); GOWT1's 0.894 and 0.896, 0.894 and 0.899."""
-    tuned = tune_seed_threshold(model, val, device, card, border_policy)
-    if not card.postprocess.flip_tta:
-        return tuned
-    one_pass = dataclasses.replace(card.postprocess, flip_tta=False)
-    one = tune_seed_threshold(
-        model, val, device, dataclasses.replace(card, postprocess=one_pass), border_policy
-    )
-    return dataclasses.replace(tuned, postprocess_one_pass=one.postprocess)
-
-
 def tune_seed_threshold(
     model: torch.nn.Module,
     val: tuple[list, list],
@@ -87,20 +65,44 @@ def tune_seed_threshold(
     """`card` with the foreground threshold (THRESHOLDS), seed settings (SEEDS) and size filter
     (RELATIVE_SIZES), then the intensity filter (INTENSITIES), chosen on `val` ((C, H, W)
     images and their label images, scored under `border_policy`) by the one-standard-error rule
-    (module docstring)."""
+    (module docstring). Where the card's flip TTA is on, chosen for one network pass as well
+    (``postprocess_one_pass``), so that a prediction turning the flips off, for speed on a CPU,
+    uses the settings chosen for what it runs. One pass on the test frames, with the flips'
+    settings and with its own (docs/experiments.md): HeLa's mAP 0.799 and 0.809 (seed 6), 0.794
+    and 0.788 (seed 5); GOWT1's 0.894 and 0.896, 0.894 and 0.899."""
     images, gts = val
     if not images or len(images) != len(gts):
         raise ValueError(
             f"tuning needs validation images with one label image each; got {len(images)} "
             f"images and {len(gts)} label images (give the dataset a validation split)"
         )
+    cards = [card]
+    if card.postprocess.flip_tta:
+        post = dataclasses.replace(card.postprocess, flip_tta=False)
+        cards.append(dataclasses.replace(card, postprocess=post))
+    chosen = []
+    for c in cards:
+        maps = [
+            card_maps(model, x, device, c, objects=median_diameter(y))
+            for x, y in zip(images, gts, strict=True)
+        ]
+        chosen.append(_chosen(c, maps, images, gts, border_policy))
+    one_pass = chosen[1] if len(chosen) > 1 else None
+    return dataclasses.replace(card, postprocess=chosen[0], postprocess_one_pass=one_pass)
+
+
+def _chosen(
+    card: ModelCard,
+    maps: list[np.ndarray],
+    images: list[np.ndarray],
+    gts: list[np.ndarray],
+    border_policy: str,
+) -> PostprocessConfig:
+    """`card`'s post-processing with the settings chosen on the fields' (C, H, W) `images`,
+    the network's (K, H, W) `maps` of them (as `card` runs it) and their label images `gts`."""
     # the intensity cuts come last: the empty-field one as the card has it (not tuned: every
     # validation field has nuclei), the dim objects' chosen
     post = dataclasses.replace(card.postprocess, min_relative_intensity=0.0, min_field_contrast=0.0)
-    maps = [
-        card_maps(model, x, device, card, objects=median_diameter(y))
-        for x, y in zip(images, gts, strict=True)
-    ]
     dists = [seed_distance(m, card.outputs) for m in maps]
     # the truth's half of the border policy once per field, not in each of the ~260 trials
     truths = [truth_for_many(gt, border_policy) for gt in gts]
@@ -169,7 +171,7 @@ def tune_seed_threshold(
         chosen.score,
         max(t.score for t in dims),
     )
-    return dataclasses.replace(card, postprocess=p)
+    return p
 
 
 def scored(

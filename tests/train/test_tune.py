@@ -15,7 +15,6 @@ from pipeline.train.tune import (
     THRESHOLDS,
     Trial,
     one_standard_error_choice,
-    tune_card,
     tune_seed_threshold,
 )
 
@@ -95,13 +94,13 @@ def test_a_card_with_flips_is_tuned_for_one_pass_too():
     flips = PostprocessConfig(flip_tta=True)
     card = ModelCard("resnet18", 1, list(OUTPUTS[:2]), ["fluo"], "nuclei", "fluo", 1, 99.8, flips)
     val, cpu = ([image], [labels]), torch.device("cpu")
-    tuned = tune_card(_Displaced(), val, cpu, card)
-    assert tuned.postprocess == tune_seed_threshold(_Displaced(), val, cpu, card).postprocess
+    tuned = tune_seed_threshold(_Displaced(), val, cpu, card)
     assert tuned.postprocess.flip_tta and tuned.postprocess.threshold == 0.4
-    assert tuned.postprocess_one_pass == replace(tuned.postprocess_one_pass, flip_tta=False)
-    assert tuned.postprocess_one_pass.threshold == 0.5
-    once = tune_card(_Displaced(), val, cpu, replace(card, postprocess=PostprocessConfig()))
-    assert once.postprocess.threshold == 0.5 and once.postprocess_one_pass is None
+    once = tune_seed_threshold(
+        _Displaced(), val, cpu, replace(card, postprocess=PostprocessConfig())
+    )
+    assert once.postprocess_one_pass is None and tuned.postprocess_one_pass == once.postprocess
+    assert once.postprocess.threshold == 0.5
 
 
 class _FaintToo(torch.nn.Module):
