@@ -19,6 +19,8 @@ from pipeline.tracking import track
 # Evaluation rows of the network: its own instances (the main row), and its foreground split
 # with the classical method's markers, so the model is never credited with post-processing.
 NETWORK_ROWS = {"unet": "network", "unet_watershed": "watershed"}
+# a card with flip TTA is scored with one pass too: what `predict.flip_tta: false` gives
+ONE_PASS_ROW = "unet_one_pass"
 
 
 def predict_network(
@@ -62,12 +64,18 @@ def evaluate(
     context: dict | None = None,
 ) -> EvalResult:
     """Score baselines (`predictions`: method -> folder) and, if given, the network (a model
-    folder) into the run's evaluation folder. `context` (dataset_id, run_id, validation
+    folder; NETWORK_ROWS, and ONE_PASS_ROW where its card has flip TTA) into the run's
+    evaluation folder. `context` (dataset_id, run_id, validation
     summary, ...) is copied into the summary and report."""
     predictions = dict(predictions)
     samples, info = load_reference(prepared_uri, cfg, "test")
     if model_dir:
+        from pipeline.segment.artifact import read_card
+
         predictions |= predict_network(model_dir, samples, run.predictions_root)
+        if read_card(model_dir).postprocess.flip_tta:
+            one = {ONE_PASS_ROW: NETWORK_ROWS["unet"]}
+            predictions |= predict_network(model_dir, samples, run.predictions_root, one, False)
     meta = {**info, **(context or {})}
     result = write_evaluation(samples, predictions, cfg, run.evaluate, meta)
     with track(cfg, str(run.root), name=f"evaluate-{run.run_id}", job_type="evaluate") as t:

@@ -113,7 +113,9 @@ Dataset `{meta["dataset_id"]}` (layout `{data.get("layout", "?")}`), run `{meta[
 | --- | --- | --- | --- | --- |
 {rows}
 
-`unet` is the network alone; other rows are classical methods on the same fields. Full report:
+`unet` is the network's own instances, as `cellseg predict` returns them; `unet_one_pass` (a
+card with flip TTA) the same with one network pass; `unet_watershed` the network's foreground
+split by the classical markers; other rows are classical methods on the same fields. Full report:
 {meta.get("report", "the run's evaluate/report.html")}
 
 ## Limitations

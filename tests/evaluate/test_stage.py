@@ -240,3 +240,52 @@ def test_the_network_is_scored_on_images_normalised_as_its_card_says(tmp_path):
         out = predict_network(tmp_path / "model", [sample], tmp_path / how, {"unet": "network"})
         written[how] = read_tif(Path(out["unet"]) / "f1.tif")
     np.testing.assert_array_equal(written["rank"], written["percentile"])
+
+
+@pytest.mark.parametrize("flips", [False, True])
+def test_a_model_with_flips_is_scored_with_one_pass_too(demo, tmp_path, flips):
+    """Evaluation scores the network's own instances (`unet`) and its classical split; a card
+    with flip TTA also with one pass (`unet_one_pass`, what `predict.flip_tta: false` gives:
+    the settings the card holds for one pass)."""
+    from dataclasses import replace
+
+    from pipeline.config import PostprocessConfig
+    from pipeline.evaluate.reference import load_reference
+    from pipeline.evaluate.stage import evaluate
+    from pipeline.rundir import RunDir
+    from pipeline.segment.artifact import save_model
+    from pipeline.segment.card import ModelCard
+    from pipeline.segment.network import build_model
+
+    cfg, ev = demo
+    channels = ev.prepared.channels
+    card = ModelCard(
+        "resnet18",
+        len(channels),
+        ["foreground", "distance"],
+        channels,
+        "cells",
+        channels[0],
+        1,
+        99.8,
+        PostprocessConfig(flip_tta=flips),
+    )
+    one = replace(card.postprocess, flip_tta=False, threshold=0.45)
+    card = replace(card, postprocess_one_pass=one if flips else None)
+    save_model(build_model(**card.arch), card, tmp_path / "model")
+    run = RunDir(tmp_path / "run")
+    result = evaluate(ev.prepared.uri, {}, cfg, run, str(tmp_path / "model"))
+    assert set(result.summary) == {"unet", "unet_watershed"} | (
+        {"unet_one_pass"} if flips else set()
+    )
+    if flips:
+        samples, _ = load_reference(ev.prepared.uri, cfg, "test")
+        out = predict_network(
+            tmp_path / "model", samples, tmp_path / "off", {"u": "network"}, False
+        )
+        for s in samples:
+            name = f"{safe_name(s.field_id)}.tif"
+            np.testing.assert_array_equal(
+                read_tif(run.predictions_root / "unet_one_pass" / name),
+                read_tif(Path(out["u"]) / name),
+            )
