@@ -80,13 +80,16 @@ def tune_seed_threshold(
     if card.postprocess.flip_tta:
         post = dataclasses.replace(card.postprocess, flip_tta=False)
         cards.append(dataclasses.replace(card, postprocess=post))
+    # the truth's half of the border policy once per field, not in each of the ~260 trials
+    truths = [truth_for_many(gt, border_policy) for gt in gts]
+    scored_gts, policy = [gt for gt, _ in truths], truths[0][1]
     chosen = []
     for c in cards:
         maps = [
             card_maps(model, x, device, c, objects=median_diameter(y))
             for x, y in zip(images, gts, strict=True)
         ]
-        chosen.append(_chosen(c, maps, images, gts, border_policy))
+        chosen.append(_chosen(c, maps, images, scored_gts, policy))
     one_pass = chosen[1] if len(chosen) > 1 else None
     return dataclasses.replace(card, postprocess=chosen[0], postprocess_one_pass=one_pass)
 
@@ -99,14 +102,12 @@ def _chosen(
     border_policy: str,
 ) -> PostprocessConfig:
     """`card`'s post-processing with the settings chosen on the fields' (C, H, W) `images`,
-    the network's (K, H, W) `maps` of them (as `card` runs it) and their label images `gts`."""
+    the network's (K, H, W) `maps` of them (as `card` runs it) and their label images `gts`
+    (the truth's half of `border_policy` applied: `truth_for_many`)."""
     # the intensity cuts come last: the empty-field one as the card has it (not tuned: every
     # validation field has nuclei), the dim objects' chosen
     post = dataclasses.replace(card.postprocess, min_relative_intensity=0.0, min_field_contrast=0.0)
     dists = [seed_distance(m, card.outputs) for m in maps]
-    # the truth's half of the border policy once per field, not in each of the ~260 trials
-    truths = [truth_for_many(gt, border_policy) for gt in gts]
-    gts, border_policy = [gt for gt, _ in truths], truths[0][1]
     trials: list[Trial] = []
     for fg_threshold in THRESHOLDS:  # each field's foreground, distances and size, once
         fgs = [foreground(m[0], dataclasses.replace(post, threshold=fg_threshold)) for m in maps]
