@@ -22,6 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import stages
+from pipeline.cli_model import (
+    MODEL_COMMANDS,
+    add_model_commands,
+    as_recorded,
+    run_model_command,
+)
 from pipeline.config import ConfigError, parse_set_flags
 from pipeline.config.params import PARAMS, config_from_params
 from pipeline.rundir import RunDir
@@ -49,39 +55,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
 
 
-def _registry_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config file (its registry section is used)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
-
-
-def _models_parser(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    ls = sub.add_parser("list", help="registered versions, newest first, with their aliases")
-    ls.add_argument("--incomplete", action="store_true", help="only unpublished claims")
-    show = sub.add_parser("show", help="a version's card, metrics, lineage and alias history")
-    show.add_argument("ref", help="version number or alias")
-    promote = sub.add_parser("promote", help="point an alias (default production) at a version")
-    promote.add_argument("ref", help="version number or alias")
-    promote.add_argument("--alias", default="production")
-    promote.add_argument("--reason", default="", help="recorded in the alias history")
-    back = sub.add_parser("rollback", help="move an alias back to its previous version")
-    back.add_argument("--alias", default="production")
-    back.add_argument("--to", help="this version instead of the previous one")
-    dl = sub.add_parser("download", help="copy a version into a folder, verified")
-    dl.add_argument("ref", help="version number or alias")
-    dl.add_argument("--out", required=True, help="new or empty folder")
-    for action in (ls, show, promote, back, dl):
-        _registry_options(action)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cellseg", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(
         dest="command",
         required=True,
         parser_class=_Parser,
-        metavar="{" + ",".join([*stages.STAGE_NAMES, "run", "predict", "models"]) + "}",
+        metavar="{" + ",".join([*stages.STAGE_NAMES, "run", *MODEL_COMMANDS]) + "}",
     )
     stage_parsers = {}
     for stage in stages.STAGES:
@@ -105,32 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--out", help="folder for metrics and report.html (with --predictions)")
     _common(sub.add_parser("run", help="run every stage in order (what the DAG runs)"))
-    pred = sub.add_parser("predict", help="segment a folder of new images with a model")
-    pred.add_argument(
-        "--model",
-        help="a registry alias or version number (default: production), a model folder, a "
-        "run's train/ folder or a registered version (folder or s3://...)",
-    )
-    pred.add_argument(
-        "--images",
-        required=True,
-        help="a folder of images, or one: TIF ((H, W), (C, H, W)), PNG, JPEG, BMP",
-    )
-    pred.add_argument("--out", required=True, help="folder for <stem>_labels.tif")
-    pred.add_argument(
-        "--diameter",
-        type=float,
-        help="objects' diameter in px, if known (default: measured on each image) "
-        "[predict.object_diameter]",
-    )
-    pred.add_argument(
-        "--channel",
-        type=int,
-        help="the channel a one-channel model reads in multi-channel or colour images (0 first; "
-        "colour: 0 red, 1 green, 2 blue; default -1: the image as it is) [predict.channel]",
-    )
-    _registry_options(pred)
-    _models_parser(sub.add_parser("models", help="list, show, promote, roll back, download"))
+    add_model_commands(sub)
     return parser
 
 
@@ -153,22 +108,9 @@ def _validate_folder(args: argparse.Namespace, params: dict, run_id: str) -> dic
 
         params = {**params, "source": str(folder.resolve())}
         folder = Path(ingest(config_from_params(params)).uri)
-    cfg = config_from_params(_as_recorded(folder, params))
+    cfg = config_from_params(as_recorded(folder, params))
     out = args.out or RunDir.create(cfg.paths.runs_dir, run_id).validate
     return validate(str(folder), cfg, out).summary()
-
-
-def _as_recorded(folder: Path, params: dict) -> dict:
-    """`params` with the layout of the dataset version `folder` (or of a run folder's dataset)
-    and the run's target, where the command line gives neither: scoring or checking a CTC
-    dataset needs no --layout ctc --target nuclei."""
-    from pipeline.ingest.manifest import is_version, load_manifest
-
-    run = RunDir(folder)
-    ingested, prepared = run.read_state("ingest") or {}, run.read_state("preprocess") or {}
-    layout = load_manifest(folder)[1].get("layout") if is_version(folder) else None
-    recorded = {"layout": layout or ingested.get("layout"), "target": prepared.get("target")}
-    return {**params, **{k: v for k, v in recorded.items() if v and not params.get(k)}}
 
 
 def _evaluate_folder(args: argparse.Namespace, params: dict, run_id: str) -> dict:
@@ -176,49 +118,9 @@ def _evaluate_folder(args: argparse.Namespace, params: dict, run_id: str) -> dic
 
     if not args.dataset:
         raise ConfigError("--predictions needs --dataset (a dataset version or run folder)")
-    cfg = config_from_params(_as_recorded(Path(args.dataset), params))
+    cfg = config_from_params(as_recorded(Path(args.dataset), params))
     out = args.out or RunDir.create(cfg.paths.runs_dir, run_id).evaluate
     return evaluate_folder(args.predictions, args.dataset, cfg, out).to_dict()
-
-
-def _config(args: argparse.Namespace):
-    return config_from_params({"config_file": args.config, "overrides": parse_set_flags(args.set)})
-
-
-def _predict(args: argparse.Namespace) -> dict:
-    from pipeline.registry.commands import model_for_predict
-    from pipeline.segment.batch import folder_options
-    from pipeline.segment.inference import predict_folder
-
-    cfg = _config(args)
-    diameter = cfg.predict.object_diameter if args.diameter is None else args.diameter
-    if diameter < 0:
-        raise ConfigError(f"--diameter {diameter}: an object diameter in px is >= 0 (0: measure)")
-    options = folder_options(cfg.predict)
-    if args.channel is not None:
-        if args.channel < -1:
-            raise ConfigError(f"--channel {args.channel}: a channel index >= 0, or -1 for none")
-        options["channel"] = args.channel
-    with model_for_predict(cfg, args.model) as model:
-        written = predict_folder(
-            model, args.images, args.out, cfg.predict.pixel_size_um, diameter, **options
-        )
-        return {"model": args.model or "production", "written": written}
-
-
-def _models(args: argparse.Namespace) -> Any:
-    from pipeline.registry import commands
-
-    cfg = _config(args)
-    if args.action == "list":
-        return commands.list_models(cfg, args.incomplete)
-    if args.action == "show":
-        return commands.show_model(cfg, args.ref)
-    if args.action == "promote":
-        return commands.promote(cfg, args.ref, args.alias, args.reason)
-    if args.action == "rollback":
-        return commands.rollback_alias(cfg, args.alias, args.to)
-    return commands.download(cfg, args.ref, args.out)
 
 
 def _run_all(params: dict, run_id: str) -> dict:
@@ -244,10 +146,8 @@ def _check_out(args: argparse.Namespace) -> None:
 
 def _dispatch(args: argparse.Namespace) -> Any:
     _check_out(args)
-    if args.command == "predict":
-        return _predict(args)
-    if args.command == "models":
-        return _models(args)
+    if args.command in MODEL_COMMANDS:
+        return run_model_command(args)
     params = _params(args)
     run_id = args.run_id or datetime.now().strftime("run-%Y%m%d-%H%M%S")
     cfg = config_from_params(params)  # a bad value or name fails here, before any work

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from pipeline.errors import DataError
+from pipeline.errors import ConfigError, DataError
 
 TEMPORARIES = ".atomic"  # each folder's writes in progress, apart: listing them stays cheap
 # the image files `cellseg predict` and the plain-folder layout read: TIFs (tifffile) and the
@@ -152,6 +152,13 @@ def publish_dir(tmp: Path, final: Path) -> None:
     except OSError:
         if not final.is_dir():
             raise
+
+
+def require_empty_folder(out: str | Path) -> None:
+    """ConfigError unless `out` is a new or empty folder: what is there is never overwritten."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out} is not a new or empty folder; pass one")
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

@@ -71,11 +71,14 @@ def _dataset_samples(root: Path, cfg: PipelineConfig, split: str) -> tuple[list[
     }
 
 
-def load_reference(uri: str, cfg: PipelineConfig, split: str = "test") -> tuple[list[Sample], dict]:
+def load_reference(
+    uri: str, cfg: PipelineConfig, split: str = "test", required: bool = True
+) -> tuple[list[Sample], dict]:
     """Fields of `split` with ``data.target`` labels, and {dataset_id, split_strategy}.
 
     `uri` is a prepared folder, a run folder (its prepared folder) or a dataset version
-    (images are normalised here as preprocess would).
+    (images are normalised here as preprocess would). No such field: DataError where
+    `required`, else an empty list.
     """
     root, target = Path(uri), cfg.data.target
     info = {"dataset_id": "unknown", "split_strategy": get_layout(cfg.data.layout).split}
@@ -92,7 +95,7 @@ def load_reference(uri: str, cfg: PipelineConfig, split: str = "test") -> tuple[
             "(index.json); pass a dataset folder or a run folder"
         )
     samples = [s for s in samples if target in s.labels]
-    if not samples:
+    if not samples and required:
         raise DataError(f"{uri}: no {split} fields with '{target}' labels to score")
     return samples, info
 

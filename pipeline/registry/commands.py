@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import PipelineConfig
-from pipeline.errors import ConfigError
+from pipeline.io import require_empty_folder
 from pipeline.registry.aliases import PRODUCTION, aliases, current, history, move, rollback
 from pipeline.registry.versions import Registry, fetch_model, is_version_folder, verify_version
 
@@ -95,8 +95,7 @@ def download(cfg: PipelineConfig, ref: str, out: str) -> dict[str, Any]:
     """Copy version `ref` (number or alias) into the folder `out`, verified."""
     reg = Registry(cfg.registry)
     v = reg.resolve(ref)
-    if Path(out).exists() and any(Path(out).iterdir()):
-        raise ConfigError(f"--out {out} is not empty; pass a new or empty folder")
+    require_empty_folder(out)
     return {"version": v, "folder": str(reg.fetch(v, out)), "uri": reg.uri(v)}
 
 

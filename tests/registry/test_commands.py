@@ -51,7 +51,7 @@ def test_models_commands_list_show_promote_rollback_download(capsys, tmp_path, m
         "weights.safetensors",
     ]
     code, err = _models(capsys, tmp_path, "download", "2", "--out", str(tmp_path / "d"))
-    assert code == 2 and "--out" in err and "is not empty" in err
+    assert code == 2 and "--out" in err and "is not a new or empty folder" in err
     code, err = _models(capsys, tmp_path, "show", "nightly")
     assert code == 2 and "no version or alias 'nightly'" in err and "models list" in err
 
