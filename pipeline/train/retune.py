@@ -66,6 +66,7 @@ def retune(
 
     if not splits or not set(splits) <= set(SPLITS):
         raise ConfigError(f"splits {list(splits)}: choose among {', '.join(SPLITS)}")
+    splits = list(dict.fromkeys(splits))  # each once
     require_empty_folder(out)
     source = model_folder(model_dir)
     model, card = load_model(source)
