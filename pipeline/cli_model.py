@@ -140,9 +140,11 @@ def _tune(args: argparse.Namespace, cfg: Any) -> dict:
     from pipeline.train.retune import retune
 
     splits = [s.strip() for s in args.split.split(",") if s.strip()]
-    with model_for_predict(cfg, args.model) as model:
+    ref = args.model or cfg.predict.model
+    with model_for_predict(cfg, ref) as model:
         result = retune(model, args.dataset, cfg, args.out, splits).to_dict()
-    return {**result, "source": args.model or result["source"]}
+    local = ref and not ref.startswith("s3://") and Path(ref).exists()
+    return result if local else {**result, "source": ref or "production"}  # not its temp copy
 
 
 def _models(args: argparse.Namespace, cfg: Any) -> Any:
