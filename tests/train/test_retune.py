@@ -13,13 +13,14 @@ import pytest
 import torch
 
 from pipeline.cli import main
-from pipeline.config import PostprocessConfig
+from pipeline.config import PostprocessConfig, RegistryConfig
 from pipeline.errors import ConfigError, DataError
 from pipeline.evaluate.reference import load_reference
 from pipeline.ingest.dataset import ingest
 from pipeline.io import sha256_file
 from pipeline.preprocess.prepare import preprocess
 from pipeline.preprocess.samples import normalise
+from pipeline.registry.versions import Registry
 from pipeline.segment.artifact import load_model, read_card, save_model
 from pipeline.segment.card import TUNED, ModelCard
 from pipeline.segment.network import build_model
@@ -27,6 +28,7 @@ from pipeline.train.loop import edge_policy
 from pipeline.train.retune import SCORED, retune
 from pipeline.train.tune import tune_seed_threshold
 from tests.conftest import make_cfg
+from tests.registry.conftest import register
 
 # a deliberately poor choice, so that the tuned settings differ from the card's
 POOR = PostprocessConfig(threshold=0.9, seed_threshold=0.9, min_relative_size=0.9)
@@ -123,8 +125,9 @@ def test_bad_requests_are_refused_before_any_work(prepared, tmp_path):
 
 
 def test_cellseg_tune_writes_the_tuned_model_and_says_what_changed(prepared, tmp_path, capsys):
-    """From a dataset version (its layout read from it), as `cellseg predict` takes models;
-    bad input exits 2 naming the fix."""
+    """From a dataset version (its layout read from it), with a model folder or a registered
+    version (named in the output by its ref, not its temporary copy); bad input exits 2 naming
+    the fix."""
     _, _, version, channels = prepared
     source = _model(tmp_path / "model", channels, POOR)
     out = tmp_path / "tuned"
@@ -132,10 +135,18 @@ def test_cellseg_tune_writes_the_tuned_model_and_says_what_changed(prepared, tmp
     code = main([*args, "--split", "val"])
     got = json.loads(capsys.readouterr().out)
     assert code == 0 and got["model_dir"] == str(out) and got["splits"] == ["val"]
+    assert got["source"] == str(source)
     tuned = read_card(out)
     assert tuned.postprocess != POOR and got["before"] != got["after"]
     assert tuned.postprocess_one_pass is None  # no flips, nothing else to tune
     assert set(got["test_scores"]) == {"before", "after"}
+    register(Registry(RegistryConfig(uri=str(tmp_path / "registry"))), source)
+    registry = ["--set", f"registry.uri={tmp_path / 'registry'}", "--split", "val"]
+    code = main(
+        ["tune", "--model", "1", "--dataset", version, "--out", str(tmp_path / "t2"), *registry]
+    )
+    again = json.loads(capsys.readouterr().out)
+    assert code == 0 and again["source"] == "1" and again["after"] == got["after"]
     assert main(args) == 2  # the folder is now taken
     assert "is not a new or empty folder" in capsys.readouterr().err
     assert main([*args[:4], str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
