@@ -143,8 +143,8 @@ def _tune(args: argparse.Namespace, cfg: Any) -> dict:
     ref = args.model or cfg.predict.model
     with model_for_predict(cfg, ref) as model:
         result = retune(model, args.dataset, cfg, args.out, splits).to_dict()
-    local = ref and not ref.startswith("s3://") and Path(ref).exists()
-    return result if local else {**result, "source": ref or "production"}  # not its temp copy
+    local = ref and Path(ref).exists()  # else a registry ref or s3 URI, read from a temp copy
+    return result if local else {**result, "source": ref or "production"}
 
 
 def _models(args: argparse.Namespace, cfg: Any) -> Any:

@@ -12,7 +12,7 @@ from pipeline.conventions import safe_name
 from pipeline.evaluate.reference import load_reference, prediction_folders
 from pipeline.evaluate.scoring import EvalResult, write_evaluation
 from pipeline.io import atomic_path, write_labels
-from pipeline.preprocess.samples import Sample, normalise
+from pipeline.preprocess.samples import Sample
 from pipeline.rundir import RunDir
 from pipeline.tracking import track
 
@@ -35,6 +35,7 @@ def predict_network(
     per row of `rows` (default NETWORK_ROWS); returns {row: folder}. `flip_tta` (None: the
     card's) switches flip test-time augmentation on or off."""
     from pipeline.segment.artifact import load_model
+    from pipeline.segment.fields import card_input
     from pipeline.segment.inference import card_maps
     from pipeline.segment.network import for_inference
     from pipeline.segment.postprocess import to_instances
@@ -47,7 +48,7 @@ def predict_network(
     with ExitStack() as stack:  # every folder appears complete, or not at all
         out = {name: stack.enter_context(atomic_path(f)) for name, f in folders.items()}
         for s in samples:
-            image = normalise(s.raw, card.low_percentile, card.high_percentile, card.normalisation)
+            image = card_input(s.raw, card)
             maps = card_maps(model, image, device, card, raw=s.raw)
             for name, how in rows.items():
                 labels = to_instances(maps, image, card, how)

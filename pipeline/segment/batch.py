@@ -209,13 +209,12 @@ def prepare_image(
     (`object_diameter`, or measured: `fields.image_objects`; 0.0: left to the network), its
     pixel size in µm (`pixel_size_um`, or the TIF's own, or None)); `channel` as in
     `fields.as_chw`."""
-    from pipeline.preprocess.samples import normalise
-    from pipeline.segment.fields import as_chw, image_objects
+    from pipeline.segment.fields import as_chw, card_input, image_objects
     from pipeline.segment.measure import pixel_size_from_tif
 
     digest = sha256_file(path)
     raw = as_chw(read_image(path), path, card, channel)
-    image = normalise(raw, card.low_percentile, card.high_percentile, card.normalisation)
+    image = card_input(raw, card)
     objects = object_diameter or image_objects(image, card, raw)
     size = pixel_size_um or pixel_size_from_tif(path)
     return path, digest, parcels.put(raw), parcels.put(image), objects, size

@@ -67,6 +67,12 @@ def one_channel(raw: np.ndarray, path: Path, channel: int, n_in: int) -> np.ndar
     return planes[channel]
 
 
+def card_input(raw: np.ndarray, card: ModelCard) -> np.ndarray:
+    """A field's (C, H, W) raw intensities as the network reads them: float32, normalised as
+    the card says (its percentiles and `normalisation`)."""
+    return normalise(raw, card.low_percentile, card.high_percentile, card.normalisation)
+
+
 def measure_view(
     image: np.ndarray, card: ModelCard, raw: np.ndarray | None = None
 ) -> np.ndarray | None:

@@ -24,7 +24,6 @@ from pipeline.conventions import SPLITS, Record
 from pipeline.errors import ConfigError, DataError
 from pipeline.evaluate.reference import load_reference
 from pipeline.io import require_empty_folder
-from pipeline.preprocess.samples import normalise
 from pipeline.segment.card import TUNED, ModelCard
 
 log = logging.getLogger(__name__)
@@ -116,7 +115,9 @@ def _normalised(raw, card: ModelCard, field_id: str):
             f"field {field_id}: {raw.shape[0]} channel(s), the model reads {len(card.channels)} "
             f"({', '.join(card.channels)}); set data.channels to those"
         )
-    return normalise(raw, card.low_percentile, card.high_percentile, card.normalisation)
+    from pipeline.segment.fields import card_input
+
+    return card_input(raw, card)
 
 
 def _settings(card: ModelCard) -> dict[str, float]:
