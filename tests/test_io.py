@@ -100,6 +100,10 @@ def test_label_images_are_deflate_compressed_and_read_back_exactly(tmp_path):
     with tifffile.TiffFile(path) as tif:
         assert tif.pages[0].compression == tifffile.COMPRESSION.ADOBE_DEFLATE
     assert np.array_equal(read_tif(path), labels) and path.stat().st_size < labels.size
+    tall = labels[:, :300]  # 436 rows a strip: the second strip is a part of one
+    assert np.array_equal(read_tif(write_labels(tmp_path / "tall.tif", tall)), tall)
+    with pytest.raises(ValueError, match=r"labels.tif: labels must be a non-empty \(H, W\)"):
+        write_labels(tmp_path / "labels.tif", labels[None])
 
 
 def test_unreadable_tif_names_the_file(tmp_path):

@@ -150,10 +150,14 @@ def seed_surface(
     distance, mixed with the foreground's shape (``post.seed_shape``), blurred when
     ``post.seed_h`` > 0 (arguments as `split_at_seeds`'). It does not depend on ``seed_h``'s
     value or ``seed_threshold``: tuning computes it once for all of them."""
-    dist = dist.astype(np.float32)
-    if post.seed_shape > 0 and size > 0:
-        shape = (edt(fg) if inside is None else inside) / np.float32(size / 2)
-        dist = (dist + np.float32(post.seed_shape) * shape) / np.float32(1 + post.seed_shape)
+    if post.seed_shape > 0 and size > 0:  # (dist + k x shape) / (1 + k), in one array
+        mixed = np.divide(edt(fg) if inside is None else inside, np.float32(size / 2))
+        mixed *= np.float32(post.seed_shape)
+        mixed += dist.astype(np.float32, copy=False)
+        mixed /= np.float32(1 + post.seed_shape)
+        dist = mixed
+    else:
+        dist = dist.astype(np.float32)
     if post.seed_h <= 0:  # threshold seeds: no blur
         return dist
     return gaussian(dist, post.seed_sigma * seed_scale(size, diameter))
@@ -265,9 +269,11 @@ def drop_small_objects(
     drop[0] = False
     keep = (areas > 0) & ~drop
     keep[0] = False
+    if keep[1:].all():  # every id 1..n present and kept (the usual case): nothing to renumber
+        return labels.astype(np.int32)
     new = np.zeros(areas.size, np.int32)  # old label -> new: 1..n in the old order, dropped 0
     new[keep] = np.arange(1, keep.sum() + 1, dtype=np.int32)
-    return new[labels]
+    return np.take(new, labels)  # a third of new[labels]'s time
 
 
 def seed_distance(maps: np.ndarray, outputs: list[str]) -> np.ndarray:

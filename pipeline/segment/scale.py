@@ -89,8 +89,8 @@ def foreground_diameter(
     n = found.n
     if not n:
         return 0.0
-    on = np.nonzero(fg)  # most of a sparse field is background: only its parts' pixels count
-    dist, ids = edge_bounded(fg, inside, at=on, fg_parts=found), found.labels[on]
+    on = np.flatnonzero(fg)  # most of a sparse field is background: only its parts' pixels count
+    dist, ids = edge_bounded(fg, inside, at=on, fg_parts=found), found.labels.ravel()[on]
     radius = np.zeros(n + 1, dist.dtype)  # of edt's dtype: ufunc.at's fast path, no casts
     np.maximum.at(radius, ids, dist)  # per part; 30x faster than ndi.maximum
     area = np.bincount(ids, minlength=n + 1)[1:]
@@ -100,23 +100,23 @@ def foreground_diameter(
 def edge_bounded(
     fg: np.ndarray,
     inside: np.ndarray | None = None,
-    at: tuple[np.ndarray, np.ndarray] | None = None,
+    at: np.ndarray | None = None,
     fg_parts: Parts | None = None,
 ) -> np.ndarray:
     """(H, W) float32: each pixel of the (H, W) bool `fg`'s distance to the nearest background
-    pixel or to the image's edge, as if the image were framed by background; with `at` (row and
-    column indices), (N,) at those pixels alone; `fg_parts`: `filters.parts(fg)` when the caller
+    pixel or to the image's edge, as if the image were framed by background; with `at` (N,)
+    flat indices (into ``fg.ravel()``), (N,) at those pixels alone; `fg_parts`: `filters.parts(fg)` when the caller
     has them. From `edt(fg)` (`inside`, computed when None) capped by the distance to the frame:
     the same numbers, as the square root is monotone (one distance transform where the tuning
     and the shape term would run two)."""
     if fg.all():  # no background pixel: edt has no answer of its own
         framed = edt(np.pad(fg, 1))[1:-1, 1:-1]
-        return framed if at is None else framed[at]
+        return framed if at is None else framed.ravel()[at]
     h, w = fg.shape
-    rows, cols = (np.arange(h)[:, None], np.arange(w)) if at is None else at
+    rows, cols = (np.arange(h)[:, None], np.arange(w)) if at is None else np.divmod(at, w)
     frame = np.minimum(np.minimum(rows + 1, h - rows), np.minimum(cols + 1, w - cols))
     dist = edt(fg, fg_parts) if inside is None else inside
-    return np.minimum(dist if at is None else dist[at], frame.astype(np.float32))
+    return np.minimum(dist if at is None else dist.ravel()[at], frame.astype(np.float32))
 
 
 def image_diameter(channel: np.ndarray, trained: float = 0.0) -> float:

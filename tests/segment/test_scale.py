@@ -114,10 +114,10 @@ def test_the_distance_to_background_or_the_edge_is_that_of_the_framed_image(shap
         fg = rng.random(shape) < fill
         framed = edt(np.pad(fg, 1))[1:-1, 1:-1]  # the image framed by background
         assert np.array_equal(edge_bounded(fg), framed)
-        assert np.array_equal(edge_bounded(fg, at=np.nonzero(fg)), framed[fg])  # pixels alone
+        assert np.array_equal(edge_bounded(fg, at=np.flatnonzero(fg)), framed[fg])  # pixels alone
         if not fg.all():
             assert np.array_equal(edge_bounded(fg, edt(fg)), framed)
-            assert np.array_equal(edge_bounded(fg, edt(fg), np.nonzero(fg)), framed[fg])
+            assert np.array_equal(edge_bounded(fg, edt(fg), np.flatnonzero(fg)), framed[fg])
 
 
 def test_specks_barely_count_in_a_foreground_diameter():
