@@ -105,10 +105,10 @@ def edge_bounded(
 ) -> np.ndarray:
     """(H, W) float32: each pixel of the (H, W) bool `fg`'s distance to the nearest background
     pixel or to the image's edge, as if the image were framed by background; with `at` (N,)
-    flat indices (into ``fg.ravel()``), (N,) at those pixels alone; `fg_parts`: `filters.parts(fg)` when the caller
-    has them. From `edt(fg)` (`inside`, computed when None) capped by the distance to the frame:
-    the same numbers, as the square root is monotone (one distance transform where the tuning
-    and the shape term would run two)."""
+    flat indices (into ``fg.ravel()``), (N,) at those pixels alone; `fg_parts`:
+    `filters.parts(fg)` when the caller has them. From `edt(fg)` (`inside`, computed when
+    None) capped by the distance to the frame: the same numbers, as the square root is
+    monotone (one distance transform where the tuning and the shape term would run two)."""
     if fg.all():  # no background pixel: edt has no answer of its own
         framed = edt(np.pad(fg, 1))[1:-1, 1:-1]
         return framed if at is None else framed.ravel()[at]
