@@ -7,8 +7,8 @@ folder, the source model left as it was.
     cellseg tune --model production --dataset data/datasets/folder-<id> --out my_model/
 
 Where the dataset has a test block that the tuning did not use, the network's own instances
-there are scored with the card before and after, so the gain is measured on fields the choice
-never saw.
+there are scored with the card before and after (with the flips and with one pass, where the
+card has flips), so the gain is measured on fields the choice never saw.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ class RetuneResult(Record):
     before: dict[str, float]  # the card's tuned settings (card.TUNED) before ...
     after: dict[str, float]  # ... and after
     # the network's own instances on the dataset's test block, with the card before and after
-    # ({"before": {metric: value}, "after": ...}); empty where the tuning read that block or
-    # the dataset has none
+    # ({"before": {metric: value}, "after": ...}; for a card with flips "before_one_pass" and
+    # "after_one_pass" too); empty where the tuning read that block or the dataset has none
     test_scores: dict[str, dict[str, float]]
 
 
@@ -129,15 +129,21 @@ def _test_scores(
     before: Path, after: Path, dataset_uri: str, cfg: PipelineConfig
 ) -> dict[str, dict[str, float]]:
     """The network's own instances on the dataset's test block (its mean metrics, SCORED) from
-    the model folders `before` and `after`; {} where the block holds no annotated field."""
+    the model folders `before` and `after`; where the tuned card has flips, with one pass too
+    (``before_one_pass``, ``after_one_pass``: what ``predict.flip_tta: false`` gives, each
+    card's one-pass settings where it has them); {} where the block holds no annotated field."""
     from pipeline.evaluate.stage import NETWORK_ROWS, evaluate_folder, predict_network
+    from pipeline.segment.artifact import read_card
 
     samples, _ = load_reference(dataset_uri, cfg, "test", required=False)
     if not samples:
         return {}
+    rows = {"before": (before, None), "after": (after, None)}
+    if read_card(after).postprocess.flip_tta:
+        rows |= {"before_one_pass": (before, False), "after_one_pass": (after, False)}
     with tempfile.TemporaryDirectory(prefix="cellseg-tune-") as tmp:
-        own = NETWORK_ROWS["unet"]
-        for name, folder in (("before", before), ("after", after)):
-            predict_network(folder, samples, Path(tmp) / "predictions", {name: own})
-        result = evaluate_folder(str(Path(tmp) / "predictions"), dataset_uri, cfg, Path(tmp) / "ev")
-    return {name: {k: result.summary[name][k] for k in SCORED} for name in ("before", "after")}
+        predictions = Path(tmp) / "predictions"
+        for name, (folder, flips) in rows.items():
+            predict_network(folder, samples, predictions, {name: NETWORK_ROWS["unet"]}, flips)
+        result = evaluate_folder(str(predictions), dataset_uri, cfg, Path(tmp) / "ev")
+    return {name: {k: result.summary[name][k] for k in SCORED} for name in rows}

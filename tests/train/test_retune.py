@@ -83,7 +83,7 @@ def test_a_model_is_tuned_again_into_a_new_folder_and_scored_before_and_after(pr
     assert result.after == {k: getattr(tuned.postprocess, k) for k in TUNED} != result.before
     assert result.before == {k: getattr(POOR, k) for k in TUNED}
     assert result.fields == len(fields) and result.splits == ["val"]
-    assert set(result.test_scores) == {"before", "after"}
+    assert set(result.test_scores) == {"before", "after", "before_one_pass", "after_one_pass"}
     for row in result.test_scores.values():
         assert set(row) == set(SCORED) and all(np.isfinite(v) for v in row.values())
 
