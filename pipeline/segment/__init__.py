@@ -5,9 +5,9 @@
 - `baseline`: the stage running the classical methods on the test split;
 - `network`: the U-Net and its device; `card`: the typed model card;
 - `postprocess`: foreground probability -> instances, with `filters` (OpenCV with SciPy's and
-  scikit-image's results) and `scale` (object size); `fields`: a new image's channels and
-  objects' size, without torch; `inference`: load a model and predict (`graphs`: replayed
-  as CUDA graphs on a GPU);
+  scikit-image's results), `scale` (object size) and `stats` (robust statistics); `fields`: a
+  new image's channels and objects' size, without torch; `inference`: load a model and
+  predict (`graphs`: replayed as CUDA graphs on a GPU);
 - `artifact`: model folders; `measure`: per-object tables and overlays; `batch`: a folder of
   new images, its processes passing arrays through `handoff`; `inbox`: the DAG's new images.
 """

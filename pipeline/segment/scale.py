@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from pipeline.segment.filters import Parts, background, edt, fill_holes, gaussian, parts
-from pipeline.segment.postprocess import robust_deviation, weighted_median
+from pipeline.segment.stats import robust_deviation, weighted_median
 
 if TYPE_CHECKING:
     import torch

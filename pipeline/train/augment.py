@@ -23,7 +23,7 @@ import math
 import numpy as np
 
 from pipeline.config.sections import AugmentConfig
-from pipeline.segment.postprocess import robust_deviation
+from pipeline.segment.stats import robust_deviation
 from pipeline.train.jpeg import jpeg_export
 from pipeline.train.paste import paste_touching
 from pipeline.train.targets import UNKNOWN

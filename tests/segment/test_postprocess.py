@@ -21,7 +21,6 @@ from pipeline.segment.postprocess import (
     seed_surface,
     split_at_seeds,
     to_instances,
-    typical_area,
 )
 from pipeline.train.targets import normalised_distance
 
@@ -182,9 +181,6 @@ def test_specks_outnumbering_the_nuclei_do_not_shrink_the_size_filter():
     assert np.array_equal(
         drop_small_objects(lab, dataclasses.replace(post, min_relative_size=0)), lab
     )
-    assert typical_area(np.array([2800, 25, 25, 25])) == 2800  # the plain median: 25
-    with pytest.raises(ValueError, match="one or more objects, got array.."):
-        typical_area(np.array([], np.int64))
 
 
 def test_objects_much_dimmer_than_the_typical_object_are_dropped_when_asked():
