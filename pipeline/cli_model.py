@@ -143,8 +143,8 @@ def _tune(args: argparse.Namespace, cfg: Any) -> dict:
     ref = args.model or cfg.predict.model
     with model_for_predict(cfg, ref) as model:
         result = retune(model, args.dataset, cfg, args.out, splits).to_dict()
-    local = ref and Path(ref).exists()  # else a registry ref or s3 URI, read from a temp copy
-    return result if local else {**result, "source": ref or "production"}
+    copied = model != ref  # a registered version or s3 URI, read from a temporary copy
+    return {**result, "source": ref or "production"} if copied else result
 
 
 def _models(args: argparse.Namespace, cfg: Any) -> Any:
