@@ -93,7 +93,8 @@ def retune(
     with torch.no_grad():
         tuned = tune_seed_threshold(model, (images, gts), device, card, policy)
     new_id = save_model(model, tuned, out)
-    scores = {} if "test" in splits else _test_scores(source, Path(out), dataset_uri, cfg)
+    one_pass = tuned.postprocess.flip_tta  # a card with flips is scored with one pass too
+    scores = {} if "test" in splits else _test_scores(source, Path(out), dataset_uri, cfg, one_pass)
     return RetuneResult(
         model_dir=str(out),
         model_id=new_id,
@@ -126,20 +127,19 @@ def _settings(card: ModelCard) -> dict[str, float]:
 
 
 def _test_scores(
-    before: Path, after: Path, dataset_uri: str, cfg: PipelineConfig
+    before: Path, after: Path, dataset_uri: str, cfg: PipelineConfig, one_pass: bool
 ) -> dict[str, dict[str, float]]:
     """The network's own instances on the dataset's test block (its mean metrics, SCORED) from
-    the model folders `before` and `after`; where the tuned card has flips, with one pass too
+    the model folders `before` and `after`; with `one_pass` (the tuned card has flips), one pass too
     (``before_one_pass``, ``after_one_pass``: what ``predict.flip_tta: false`` gives, each
     card's one-pass settings where it has them); {} where the block holds no annotated field."""
     from pipeline.evaluate.stage import NETWORK_ROWS, evaluate_folder, predict_network
-    from pipeline.segment.artifact import read_card
 
     samples, _ = load_reference(dataset_uri, cfg, "test", required=False)
     if not samples:
         return {}
     rows = {"before": (before, None), "after": (after, None)}
-    if read_card(after).postprocess.flip_tta:
+    if one_pass:
         rows |= {"before_one_pass": (before, False), "after_one_pass": (after, False)}
     with tempfile.TemporaryDirectory(prefix="cellseg-tune-") as tmp:
         predictions = Path(tmp) / "predictions"
