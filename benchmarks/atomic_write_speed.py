@@ -1,4 +1,4 @@
-"""What one atomic write (`pipeline.io.atomic_path`) costs in a folder that already holds many
+"""What one atomic write (`pipeline.atomic.atomic_path`) costs in a folder that already holds many
 files, as a prediction folder does after thousands of images (three outputs each).
 
     python benchmarks/atomic_write_speed.py [--files 0 3000 30000] [--writes 50]
@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.io import atomic_path
+from pipeline.atomic import atomic_path
 
 
 def main() -> None:

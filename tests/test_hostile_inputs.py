@@ -15,9 +15,10 @@ import pytest
 import tifffile
 import torch
 
+from pipeline.atomic import atomic_path, disk_full_is_data_error
 from pipeline.cli import main
 from pipeline.errors import DataError
-from pipeline.io import atomic_path, disk_full_is_data_error, write_json
+from pipeline.io import write_json
 from tests.archive_server import ArchiveServer
 
 

@@ -16,10 +16,10 @@ import os
 from pathlib import Path
 from urllib.parse import quote
 
+from pipeline.atomic import atomic_path
 from pipeline.config import PipelineConfig
 from pipeline.conventions import safe_name
 from pipeline.evaluate.metrics import SUMMARY_METRICS
-from pipeline.io import atomic_path
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #aaa;padding:4px 8px}

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from pipeline.atomic import atomic_path
 from pipeline.config import PipelineConfig
 from pipeline.conventions import Record, safe_name
 from pipeline.errors import ConfigError
@@ -45,7 +46,7 @@ from pipeline.evaluate.reference import read_prediction
 from pipeline.evaluate.report import write_report
 from pipeline.ingest.layouts import get_layout, method_channel
 from pipeline.ingest.splits import SPLIT_RULES
-from pipeline.io import atomic_path, write_json
+from pipeline.io import write_json
 from pipeline.preprocess.samples import Sample
 
 log = logging.getLogger(__name__)

@@ -7,11 +7,12 @@ from __future__ import annotations
 from contextlib import ExitStack
 from pathlib import Path
 
+from pipeline.atomic import atomic_path
 from pipeline.config import PipelineConfig
 from pipeline.conventions import safe_name
 from pipeline.evaluate.reference import load_reference, prediction_folders
 from pipeline.evaluate.scoring import EvalResult, write_evaluation
-from pipeline.io import atomic_path, write_labels
+from pipeline.io import write_labels
 from pipeline.preprocess.samples import Sample
 from pipeline.rundir import RunDir
 from pipeline.tracking import track

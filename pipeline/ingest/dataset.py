@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.atomic import disk_full_is_data_error, publish_dir
 from pipeline.config import PipelineConfig
 from pipeline.conventions import LABEL_CONVENTION, Record
 from pipeline.errors import DataError
@@ -33,7 +34,6 @@ from pipeline.ingest.layouts.base import OVERLAP_RULE, ParseResult
 from pipeline.ingest.manifest import MANIFEST_VERSION, field_row, is_version, write_version
 from pipeline.ingest.sources import resolve_source
 from pipeline.ingest.splits import assign_splits
-from pipeline.io import disk_full_is_data_error, publish_dir
 
 log = logging.getLogger(__name__)
 

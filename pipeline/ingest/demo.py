@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from pipeline.io import atomic_path, write_tif
+from pipeline.atomic import atomic_path
+from pipeline.io import write_tif
 
 log = logging.getLogger(__name__)
 

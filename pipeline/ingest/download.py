@@ -28,8 +28,9 @@ import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 
+from pipeline.atomic import disk_full_is_data_error
 from pipeline.errors import DataError
-from pipeline.io import disk_full_is_data_error, sha256_file, write_json
+from pipeline.io import sha256_file, write_json
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
+from pipeline.atomic import publish_dir
 from pipeline.errors import DataError
-from pipeline.io import publish_dir
 
 log = logging.getLogger(__name__)
 

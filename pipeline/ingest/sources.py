@@ -24,6 +24,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from pipeline.atomic import publish_dir
 from pipeline.config import PipelineConfig
 from pipeline.errors import DataError
 from pipeline.ingest.demo import DemoSpec, generate_demo
@@ -40,7 +41,7 @@ from pipeline.ingest.download import (
 )
 from pipeline.ingest.extract import entry_target, extract_all
 from pipeline.ingest.layouts import Layout, get_layout
-from pipeline.io import publish_dir, sha256_file
+from pipeline.io import sha256_file
 from pipeline.storage import s3_client, split_s3
 
 log = logging.getLogger(__name__)

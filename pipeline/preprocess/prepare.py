@@ -11,11 +11,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.atomic import atomic_path
 from pipeline.config import PipelineConfig
 from pipeline.conventions import SPLITS, Record
 from pipeline.errors import DataError
 from pipeline.ingest.manifest import is_labels_only, load_manifest
-from pipeline.io import atomic_path
 from pipeline.preprocess.samples import channel_indices, read_field, write_samples
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pipeline.atomic import require_empty_folder
 from pipeline.config import PipelineConfig
-from pipeline.io import require_empty_folder
 from pipeline.registry.aliases import PRODUCTION, aliases, current, history, move, rollback
 from pipeline.registry.versions import Registry, fetch_model, is_version_folder, verify_version
 

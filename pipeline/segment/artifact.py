@@ -14,8 +14,9 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.atomic import atomic_path
 from pipeline.errors import DataError
-from pipeline.io import atomic_path, sha256_file
+from pipeline.io import sha256_file
 from pipeline.segment.card import ModelCard
 
 if TYPE_CHECKING:  # torch is imported where weights are read or written, not to list a registry

@@ -28,15 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.atomic import atomic_path
 from pipeline.config.sections import PredictConfig
 from pipeline.conventions import Record, now
 from pipeline.errors import DataError
-from pipeline.io import (
-    atomic_path,
-    read_image,
-    sha256_file,
-    write_labels,
-)
+from pipeline.io import read_image, sha256_file, write_labels
 from pipeline.segment import steps
 from pipeline.segment.card import ModelCard
 from pipeline.segment.handoff import Handoff, Parcel, Slots, discard, handoff, load, take

@@ -7,7 +7,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pipeline.io import IMAGE_SUFFIXES, atomic_path
+from pipeline.atomic import atomic_path
+from pipeline.io import IMAGE_SUFFIXES
 from pipeline.segment.batch import SegmentResult, folder_options, segment_folder
 
 log = logging.getLogger(__name__)

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.atomic import atomic_path
 from pipeline.conventions import now
 from pipeline.errors import DataError
-from pipeline.io import IMAGE_SUFFIXES, atomic_path, images_by_name, write_json
+from pipeline.io import IMAGE_SUFFIXES, images_by_name, write_json
 
 log = logging.getLogger(__name__)
 DONE = ".done"

@@ -19,11 +19,11 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipeline.atomic import require_empty_folder
 from pipeline.config import PipelineConfig
 from pipeline.conventions import SPLITS, Record
 from pipeline.errors import ConfigError, DataError
 from pipeline.evaluate.reference import load_reference
-from pipeline.io import require_empty_folder
 from pipeline.segment.card import TUNED, ModelCard
 
 log = logging.getLogger(__name__)

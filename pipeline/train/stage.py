@@ -25,11 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pipeline.atomic import atomic_path, disk_full_is_data_error, remove_temporaries
 from pipeline.config import PipelineConfig
 from pipeline.conventions import Record
 from pipeline.errors import DataError
 from pipeline.ingest.layouts import method_channel
-from pipeline.io import atomic_path, disk_full_is_data_error, remove_temporaries
 from pipeline.preprocess.samples import load_split, views
 from pipeline.rundir import RunDir
 from pipeline.segment.artifact import load_model, model_id, save_model

@@ -18,11 +18,12 @@ import logging
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from pipeline.atomic import atomic_path
 from pipeline.config import PipelineConfig
 from pipeline.errors import ConfigError, DataError
 from pipeline.ingest.layouts import LAYOUTS
 from pipeline.ingest.manifest import is_labels_only, load_manifest
-from pipeline.io import atomic_path, write_json
+from pipeline.io import write_json
 
 log = logging.getLogger(__name__)
 
