@@ -1,8 +1,9 @@
 """One typed configuration for the whole pipeline.
 
-`PipelineConfig` is composed of one dataclass per stage (`sections`), filled from the defaults,
-a YAML file and overrides (`loading`); the per-run parameters of the CLI and the Airflow trigger
-form are generated from it (`params`). Importing this package is cheap (no numerical library).
+`PipelineConfig` is composed of one dataclass per stage (`sections`; ``train`` in `training`),
+filled from the defaults, a YAML file and overrides (`loading`); the per-run parameters of the
+CLI and the Airflow trigger form are generated from it (`params`).
+Importing this package is cheap (no numerical library).
 """
 
 from pipeline.config.loading import apply_overrides, load_config, parse_set_flags
@@ -15,10 +16,10 @@ from pipeline.config.sections import (
     PreprocessConfig,
     RegistryConfig,
     TrackingConfig,
-    TrainConfig,
     ValidateConfig,
     WatershedConfig,
 )
+from pipeline.config.training import TrainConfig
 from pipeline.errors import ConfigError
 
 __all__ = [

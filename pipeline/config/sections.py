@@ -1,7 +1,9 @@
-"""The configuration schema: one dataclass per stage, composed into `PipelineConfig`.
+"""The configuration schema: one dataclass per stage (``train``: `pipeline.config.training`),
+composed into `PipelineConfig`.
 
-Every rule about a value lives on its field (``metadata``): ``choices`` (a tuple, or the name of
-a method registry: ``layouts``, ``baselines``), ``min``/``max`` bounds and ``exclusive_min``.
+Every rule about a value lives on its field (``metadata``, `pipeline.config.rules`):
+``choices`` (a tuple, or the name of a method registry: ``layouts``, ``baselines``),
+``min``/``max`` bounds and ``exclusive_min``.
 `pipeline.config.loading` enforces them; `pipeline.config.params` turns them into CLI flags and
 Airflow trigger-form drop-downs. Lengths and areas are in pixels of the images as ingested.
 """
@@ -9,8 +11,9 @@ Airflow trigger-form drop-downs. Lengths and areas are in pixels of the images a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
+from pipeline.config.rules import fraction, positive, rule
+from pipeline.config.training import TrainConfig
 from pipeline.conventions import LABEL_SETS, Record
 
 # the keys of pipeline.preprocess.samples.NORMALISERS (the config must not import array code)
@@ -24,21 +27,6 @@ INSTANCE_METHODS = ("network", "watershed", "components")
 FLOOD_CHOICES = ("distance", "foreground")
 
 
-def _rule(default: Any = None, *, factory: Any = None, **metadata: Any) -> Any:
-    """A dataclass field carrying its validation rule (see the module docstring)."""
-    if factory is not None:
-        return field(default_factory=factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
-def positive(default: Any) -> Any:
-    return _rule(default, min=0, exclusive_min=True)
-
-
-def fraction(default: float) -> Any:  # [0, 1)
-    return _rule(default, min=0.0, max=1.0, exclusive_max=True)
-
-
 @dataclass
 class DataConfig:
     """Where the raw data comes from, what to segment, and how fields are split (at ingest).
@@ -50,9 +38,9 @@ class DataConfig:
     entries), then the layout's known sums, then a ``SHA256SUMS`` file beside them.
     """
 
-    layout: str = _rule("bbbc020", choices="layouts")
+    layout: str = rule("bbbc020", choices="layouts")
     source: str = "demo"
-    target: str = _rule("cells", choices=LABEL_SETS)  # label set to learn and score
+    target: str = rule("cells", choices=LABEL_SETS)  # label set to learn and score
     # the dataset's channels the network reads, in order; empty (the default): all of them, as
     # the layout names them (bbbc020: c1, c5; ctc: fluo; folder: ch0)
     channels: list[str] = field(default_factory=list)
@@ -68,8 +56,8 @@ class DataConfig:
     sha256: list[str] = field(default_factory=list)  # "name=<64 hex>" expected sums (override)
     cache_dir: str | None = None  # downloads; None: <data_dir>/raw/downloads; relative: in data_dir
     s3_endpoint_url: str | None = None  # e.g. http://127.0.0.1:8333 for a local S3 server
-    download_retries: int = _rule(4, min=0)  # attempts after the first, backoff * 2**attempt
-    download_backoff_s: float = _rule(1.0, min=0.0)
+    download_retries: int = rule(4, min=0)  # attempts after the first, backoff * 2**attempt
+    download_backoff_s: float = rule(1.0, min=0.0)
     download_timeout_s: float = positive(60.0)  # per read of the connection
     download_deadline_s: float = positive(3600.0)  # per file, retries included: stops trickles
     max_extract_gb: float = positive(50.0)  # an archive may expand to at most this much
@@ -110,9 +98,9 @@ class PreprocessConfig:
     it): ``percentile`` (the low..high percentiles to 0..1) or ``rank`` (each pixel's rank in
     its channel, unchanged by a display lookup; the percentiles are then unused)."""
 
-    low_percentile: float = _rule(1.0, min=0.0, max=100.0)
-    high_percentile: float = _rule(99.8, min=0.0, max=100.0)
-    normalisation: str = _rule("percentile", choices=NORMALISATIONS)
+    low_percentile: float = rule(1.0, min=0.0, max=100.0)
+    high_percentile: float = rule(99.8, min=0.0, max=100.0)
+    normalisation: str = rule("percentile", choices=NORMALISATIONS)
 
 
 @dataclass
@@ -123,7 +111,7 @@ class WatershedConfig:
     across): scale lengths up for full-size BBBC020 (1040 x 1388)."""
 
     sigma: float = 1.0  # Gaussian denoising before thresholding
-    threshold: str = _rule("otsu", choices=WATERSHED_THRESHOLDS)
+    threshold: str = rule("otsu", choices=WATERSHED_THRESHOLDS)
     max_hole_size: int = 100  # holes up to this area are filled
     min_object_size: int = positive(30)  # smaller foreground objects are dropped
     marker_channel: str | None = "c5"  # nuclei as cell markers; None: distance peaks
@@ -136,90 +124,12 @@ class WatershedConfig:
 class BaselineConfig:
     """Classical methods run on the test split (pipeline/segment/classical.py)."""
 
-    methods: list[str] = _rule(
+    methods: list[str] = rule(
         factory=lambda: ["threshold55", "otsu", "gaussian_otsu", "adaptive_gaussian", "watershed"],
         choices="baselines",
     )
     channel: str | None = None  # None: the layout's channel for data.target (BBBC020 cells: c1)
     watershed: WatershedConfig = field(default_factory=WatershedConfig)
-
-
-@dataclass
-class AugmentConfig:
-    """Training augmentation (albumentations), covering what differs between microscopes:
-    object scale, orientation, shape, intensity and gamma, noise and blur (and, optionally,
-    how an image was exported: `jpeg`). Contrast inversion is never applied: fluorescent
-    objects are bright on a dark background."""
-
-    enabled: bool = True
-    scale_min: float = positive(0.5)  # zoom range: objects 10 to 80 px across from 20-40 px ones
-    scale_max: float = positive(2.0)
-    elastic: float = fraction(0.2)  # probability of an elastic deformation
-    intensity: float = fraction(0.8)  # probability of gamma / brightness-contrast changes
-    noise: float = fraction(0.3)  # probability of Gaussian noise
-    blur: float = fraction(0.3)  # probability of Gaussian blur
-    texture: float = fraction(0.3)  # probability of uneven brightness inside objects
-    # probability that each object is dimmed (to `dimmest`-100% of its contrast), for networks
-    # meant for other microscopes: some nuclei ten times fainter than others (HeLa's) beside
-    # evenly bright ones (GOWT1's). Off by default: a short training on one microscope pays for
-    # it (the demo)
-    dim: float = fraction(0.0)
-    dimmest: float = _rule(0.05, min=0.01, max=1.0)  # the faintest a dimmed object gets
-    # a dimmed object whose mean ends up under this many noise widths above the background
-    # (after noise and blur) is unknown to the loss, not an object; 0: always an object
-    visible: float = _rule(0.0, min=0.0)
-    # probability that a crop is drawn around a pixel where two objects touch, wherever the
-    # training fields hold any (HeLa's hold few touching pairs, its last frames many)
-    contact_crops: float = fraction(0.0)
-    # probability per object that a copy of another object of the crop is pasted touching it
-    # (pipeline.train.paste): the pairs pressed together that a sparse training field lacks
-    paste: float = fraction(0.0)
-    # probability that a crop comes back as from a colour JPEG export (pipeline.train.jpeg): 8
-    # bits over a random range in one lookup colour, block artefacts and all
-    jpeg: float = fraction(0.0)
-
-
-@dataclass
-class TrainConfig:
-    encoder: str = "resnet18"  # any smp encoder (checked before any work)
-    architecture: str = "unet_fullres"  # pipeline.segment.network.ARCHITECTURES
-    encoder_weights: str | None = None  # "imagenet" when online; None trains from scratch
-    decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16, 16])
-    epochs: int = positive(6)
-    steps_per_epoch: int = positive(20)
-    batch_size: int = positive(8)
-    crop_size: int = positive(128)  # a multiple of 32 (U-Net)
-    lr: float = positive(2e-3)  # peak of the one-cycle schedule
-    weight_decay: float = _rule(1e-4, min=0.0)
-    patience: int = _rule(0, min=0)  # stop after this many epochs without improvement; 0: never
-    # Validation, checkpoints and the kept model use an exponential moving average of the
-    # weights with this decay (warmed up over the first steps; 0: the raw weights): one epoch's
-    # luck no longer picks the model.
-    ema: float = fraction(0.99)
-    # Each epoch's validation (it picks the kept epoch and stops early) runs one network pass;
-    # true: with the card's flips too (postprocess.flip_tta, four passes; about 4x its time on
-    # a CPU). The post-processing is tuned after training with the card's flips either way.
-    validation_flip_tta: bool = False
-    contact_weight: float = _rule(5.0, min=0.0)  # extra loss weight where objects touch
-    # A third output: the band between touching objects (pipeline/train/targets.py), cut out
-    # of the distance map before the seeds are found (pipeline/segment/postprocess.py).
-    contact_map: bool = False
-    device: str = _rule("auto", choices=("auto", "cpu", "cuda"))
-    precision: str = _rule("auto", choices=("auto", "fp32", "bf16"))  # auto: bf16 on a GPU
-    compile: bool = False  # torch.compile the network (GPU; slower start, faster steps)
-    workers: int = _rule(-1, min=-1)  # data loader processes; -1: CPU cores - 1 (0: inline)
-    seed: int = 0
-    # Object size (pipeline/segment/scale.py): every training field is zoomed so its objects
-    # are `object_diameter` px across (inscribed; 0: the largest of the training groups'
-    # medians, so no dataset is shrunk), and inference rescales new images to it.
-    # rescale: false trains and predicts at native scale. `min_object_diameter` (px) floors the
-    # automatic choice: objects smaller than it are enlarged to it in training, so a model
-    # trained on small nuclei shrinks larger ones by less (40: 80 px nuclei at x0.5, and 10 px
-    # ones still within inference's x4 enlargement).
-    rescale: bool = True
-    object_diameter: float = _rule(0.0, min=0.0)
-    min_object_diameter: float = _rule(0.0, min=0.0)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass
@@ -248,19 +158,19 @@ class PostprocessConfig:
     times the network time).
     """
 
-    instances: str = _rule("network", choices=INSTANCE_METHODS)
+    instances: str = rule("network", choices=INSTANCE_METHODS)
     threshold: float = fraction(0.5)  # foreground probability
     seed_threshold: float = fraction(0.5)  # normalised distance of an object's core
     seed_h: float = fraction(0.05)  # >0: seeds are distance maxima this deep (h-maxima)
-    seed_sigma: float = _rule(4.0, min=0.0)  # training-scale px; blur before the h-maxima
-    seed_shape: float = _rule(0.0, min=0.0)  # weight of the foreground's distance transform
-    flood: str = _rule("distance", choices=FLOOD_CHOICES)  # the surface the seeds grow over
+    seed_sigma: float = rule(4.0, min=0.0)  # training-scale px; blur before the h-maxima
+    seed_shape: float = rule(0.0, min=0.0)  # weight of the foreground's distance transform
+    flood: str = rule("distance", choices=FLOOD_CHOICES)  # the surface the seeds grow over
     min_relative_size: float = fraction(0.2)  # drop objects below this x the typical object
     min_relative_intensity: float = fraction(0.0)  # drop objects dimmer than this x the typical
     # a field none of whose objects stands this many noise deviations out of the background
     # around it is empty: its objects are what its normalised noise made the network draw, and
     # all are dropped (pipeline/segment/contrast.py); 0: never
-    min_field_contrast: float = _rule(2.0, min=0.0)
+    min_field_contrast: float = rule(2.0, min=0.0)
     tune_seed_threshold: bool = True  # after training, pick seed, size, intensity cuts on val
     min_object_size: int = positive(30)  # px; smaller objects (specks) are dropped
     tile_size: int = positive(1536)  # inference tiles (multiple of 32) for larger fields
@@ -283,8 +193,8 @@ class EvaluateConfig:
     used by crop only.
     """
 
-    border_policy: str = _rule("ignore_border_predictions", choices=BORDER_POLICIES)
-    border_margin: int = _rule(0, min=0)  # crop only
+    border_policy: str = rule("ignore_border_predictions", choices=BORDER_POLICIES)
+    border_margin: int = rule(0, min=0)  # crop only
     report_overlays: int = 4  # test fields shown side by side (all methods) in report.html
 
 
@@ -301,16 +211,16 @@ class RegistryConfig:
     uri: str = "registry"  # local folder or s3://bucket/prefix
     model_name: str = "cellseg-unet"
     s3_endpoint_url: str | None = None  # e.g. http://127.0.0.1:8333 for a local S3 server
-    min_f1: float = _rule(0.0, min=0.0, max=1.0)  # the network's own test F1 needed to register
+    min_f1: float = rule(0.0, min=0.0, max=1.0)  # the network's own test F1 needed to register
     auto_promote: bool = True
-    promote_metric: str = _rule("f1", choices=GATE_METRICS)
-    promote_margin: float = _rule(0.0, min=0.0, max=1.0)
+    promote_metric: str = rule("f1", choices=GATE_METRICS)
+    promote_margin: float = rule(0.0, min=0.0, max=1.0)
 
 
 @dataclass
 class TrackingConfig:
-    backend: str = _rule("wandb", choices=("wandb", "none"))
-    mode: str = _rule("offline", choices=("offline", "online", "disabled"))  # online: needs a key
+    backend: str = rule("wandb", choices=("wandb", "none"))
+    mode: str = rule("offline", choices=("offline", "online", "disabled"))  # online: needs a key
     project: str = "cellseg"
 
 
@@ -321,33 +231,33 @@ class PredictConfig:
     images: str = "data/inbox"  # folder of new images (TIF, PNG, JPEG, BMP)
     out: str = "data/segmented"  # labels, overlays, measurements
     model: str = "production"  # registry alias or version, or a model folder
-    pixel_size_um: float | None = _rule(None, min=0, exclusive_min=True)  # else the TIF's own
+    pixel_size_um: float | None = rule(None, min=0, exclusive_min=True)  # else the TIF's own
     # px: the inscribed diameter of the objects in these images (Cellpose's --diameter), when
     # the user knows it better than the per-image measurement; 0: measured on each image
-    object_diameter: float = _rule(0.0, min=0.0)
+    object_diameter: float = rule(0.0, min=0.0)
     # processes that cut instances, measure and write while the network runs on the next image
     # (pipeline/segment/batch.py); -1: one per CPU core but one on a GPU, none on a CPU
-    workers: int = _rule(-1, min=-1)
+    workers: int = rule(-1, min=-1)
     # flip test-time augmentation: None keeps the model card's (`postprocess.flip_tta`, which
     # its post-processing was tuned with); false runs the network once per tile instead of four
     # times (faster, slightly different instances), true four times
     flip_tta: bool | None = None
     # objects fainter than this x the typical object are dropped: None keeps the model card's
     # (`postprocess.min_relative_intensity`, chosen on the validation fields); 0 keeps them all
-    min_relative_intensity: float | None = _rule(None, min=0.0, max=1.0, exclusive_max=True)
+    min_relative_intensity: float | None = rule(None, min=0.0, max=1.0, exclusive_max=True)
     # a field none of whose objects stands this many noise deviations out of its surroundings
     # keeps no object: None keeps the model card's (`postprocess.min_field_contrast`); 0: never
-    min_field_contrast: float | None = _rule(None, min=0.0)
+    min_field_contrast: float | None = rule(None, min=0.0)
     # torch.compile the network on a CPU (pipeline/segment/compiled.py): each pass about a fifth
     # shorter after about 13 s of compiling per field size, so for folders of many fields
     compile: bool = False
     # consecutive images of one size that go through the network as one batch
     # (pipeline/segment/steps.py); 0: 8 on a GPU, 1 on a CPU (where one field fills the cores)
-    images_per_step: int = _rule(0, min=0)
+    images_per_step: int = rule(0, min=0)
     # the channel of multi-channel or colour images a one-channel model reads (0 first; colour:
     # 0 red, 1 green, 2 blue), e.g. the nuclear stain of a composite; -1: the image as it is, a
     # colour one as its intensity (the largest of R, G and B)
-    channel: int = _rule(-1, min=-1)
+    channel: int = rule(-1, min=-1)
 
 
 @dataclass

@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from pipeline.config.sections import AugmentConfig
+from pipeline.config.training import AugmentConfig
 from pipeline.segment.stats import robust_deviation
 from pipeline.train.jpeg import jpeg_export
 from pipeline.train.paste import paste_touching

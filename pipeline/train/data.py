@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pipeline.config.sections import AugmentConfig
+from pipeline.config.training import AugmentConfig
 from pipeline.segment.scale import median_diameter
 from pipeline.train.augment import build_transform, random_crop
 from pipeline.train.targets import contact_band, mark_unlabelled_edge, target_maps

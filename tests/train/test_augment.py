@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from pipeline.config.sections import AugmentConfig
+from pipeline.config.training import AugmentConfig
 from pipeline.train.augment import dim_objects, hide_invisible, random_crop
 from pipeline.train.paste import paste_touching
 from pipeline.train.targets import UNKNOWN, contact_band

@@ -5,7 +5,7 @@ import pytest
 import tifffile
 
 import pipeline.train.jpeg as jpeg
-from pipeline.config.sections import AugmentConfig
+from pipeline.config.training import AugmentConfig
 from pipeline.preprocess.samples import normalise
 from pipeline.train.augment import random_crop
 
