@@ -111,10 +111,21 @@ def _alive(pid: int) -> bool:
 def public_dir(path: Path) -> Path:
     """Give a folder made by ``mkdtemp`` (0700) the user's default permissions (umask), so
     another user (a model server) can read what is published from it."""
+    path.chmod(0o777 & ~_umask())
+    return path
+
+
+def public_file(path: Path) -> Path:
+    """Give a file its writer made private (0600: safetensors' ``save_file``) the permissions a
+    new file gets by default (0666 less the umask), as `public_dir` does for folders."""
+    path.chmod(0o666 & ~_umask())
+    return path
+
+
+def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
-    path.chmod(0o777 & ~mask)
-    return path
+    return mask
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.atomic import atomic_path
+from pipeline.atomic import atomic_path, public_file
 from pipeline.errors import DataError
 from pipeline.io import sha256_file
 from pipeline.segment.card import ModelCard
@@ -35,6 +35,7 @@ def save_model(model: torch.nn.Module, card: ModelCard, folder: str | Path) -> s
     with atomic_path(folder) as tmp:
         tmp.mkdir()
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        public_file(tmp / WEIGHTS)  # safetensors writes 0600: a model server may be another user
         (tmp / CARD).write_text(json.dumps(card.to_dict(), indent=2, sort_keys=True))
     return model_id(folder)
 
