@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 
+from pipeline.atomic import public_file
 from pipeline.errors import DataError
 from pipeline.storage import is_s3, s3_client, split_s3
 
@@ -70,7 +71,7 @@ class LocalStore:
                             fh.write(chunk)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.chmod(tmp, 0o666 & ~_umask())
+            public_file(Path(tmp))  # mkstemp's 0600: a model server may be another user
             try:  # a link never replaces an existing name: the exclusive, atomic publish
                 os.link(tmp, final)
             except FileExistsError:
@@ -100,12 +101,6 @@ class LocalStore:
 
     def delete(self, key: str) -> None:
         (self.root / key).unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 _CONFLICT = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
