@@ -123,6 +123,12 @@ def public_file(path: Path) -> Path:
 
 
 def _umask() -> int:
+    """The process's umask, read where Linux shows it: setting it to read it back (the only
+    portable way) leaves it 0 for an instant in which another thread's new files are writable
+    by anyone."""
+    with contextlib.suppress(OSError, StopIteration, ValueError):
+        with open("/proc/self/status") as status:
+            return int(next(x for x in status if x.startswith("Umask:")).split()[1], 8)
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -39,16 +39,21 @@ def test_weights_round_trip_exactly(tmp_path, architecture):
     assert all(torch.equal(original[k], again[k]) for k in original)
 
 
-def test_a_model_folder_is_readable_by_another_user_as_the_umask_allows(tmp_path):
+@pytest.mark.parametrize(
+    ("umask", "file", "folder"), [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)]
+)
+def test_a_model_folder_is_readable_by_another_user_as_the_umask_allows(
+    tmp_path, umask, file, folder
+):
     # safetensors writes its file 0600: a model server running as another user could not load it
-    old = os.umask(0o022)
+    old = os.umask(umask)
     try:
         save_model(build_model(**CARD_.arch), CARD_, tmp_path / "m")
     finally:
         os.umask(old)
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "m").iterdir()}
-    assert modes == {CARD: 0o644, WEIGHTS: 0o644}
-    assert (tmp_path / "m").stat().st_mode & 0o777 == 0o755
+    assert modes == {CARD: file, WEIGHTS: file}
+    assert (tmp_path / "m").stat().st_mode & 0o777 == folder
 
 
 def test_a_crafted_pickle_is_refused_without_running_code(tmp_path):
