@@ -6,7 +6,7 @@ import torch
 from scipy import ndimage as ndi
 
 from pipeline.config import TrainConfig
-from pipeline.config.sections import AugmentConfig
+from pipeline.config.training import AugmentConfig
 from pipeline.segment.card import OUTPUTS, ModelCard
 from pipeline.segment.network import build_model
 from pipeline.segment.scale import foreground_diameter, median_diameter
