@@ -24,6 +24,7 @@ from pipeline.preprocess.samples import (
     channel_indices,
     is_prepared,
     load_split,
+    prepared_dataset_id,
     read_field,
 )
 from pipeline.rundir import RunDir
@@ -86,6 +87,7 @@ def load_reference(
         info["dataset_id"] = (run.read_state("preprocess") or {}).get("dataset_id", "unknown")
         root = run.preprocess
     if is_prepared(root):
+        info["dataset_id"] = prepared_dataset_id(root, info["dataset_id"])
         samples = load_split(root, split)
     elif is_version(root):
         samples, info = _dataset_samples(root, cfg, split)

@@ -62,6 +62,7 @@ def preprocess(dataset_uri: str, cfg: PipelineConfig, out_dir: str | Path) -> Pr
                 read_field(root, r, idx, p.low_percentile, p.high_percentile, p.normalisation)
                 for r in rows
             ),
+            {"dataset_id": meta["dataset_id"], "channels": channels, "target": cfg.data.target},
         )
     log.info("preprocessed %s into %s: %s", meta["dataset_id"], out, counts)
     return PreparedRef(str(out), meta["dataset_id"], list(channels), cfg.data.target, counts)

@@ -4,6 +4,8 @@ version or from a prepared folder (written by `pipeline.preprocess.prepare`).
 A prepared folder::
 
     index.json              [{field_id, split, group, file}], the split of every field
+    source.json             {dataset_id, channels, target}: what it was prepared from (since
+                            2026-12-07; `prepared_dataset_id`)
     <split>/<safe_id>.npz   image  (C, H, W) float32 in [0, 1] after normalisation (`normalise`)
                             raw    (C, H, W) original intensities (classical methods use these)
                             cells / nuclei  (H, W) int32 instance labels, 0 = background
@@ -26,6 +28,7 @@ from pipeline.preprocess.flat_regions import clip_flat_regions
 from pipeline.preprocess.hot_pixels import remove_hot_pixels
 
 INDEX = "index.json"
+SOURCE = "source.json"
 # what `normalise` does to each (H, W) channel first, in order: each returns the channel itself
 # when it has nothing to change (flat, tiny, boolean channels included)
 CLEANERS = (clip_flat_regions, remove_hot_pixels)
@@ -195,9 +198,12 @@ def read_field(
     return Sample(row.field_id, row.split, image, raw, labels, str(getattr(row, "group", "")))
 
 
-def write_samples(folder: Path, samples: Iterable[Sample]) -> dict[str, int]:
+def write_samples(
+    folder: Path, samples: Iterable[Sample], source: dict | None = None
+) -> dict[str, int]:
     """Write `samples` (one at a time: memory stays bounded) as a prepared folder (see the
-    module docstring); returns the number of fields per split."""
+    module docstring), with `source` ({dataset_id, channels, target}) as its SOURCE where
+    given; returns the number of fields per split."""
     index, counts = [], {}
     for s in samples:
         rel = f"{s.split}/{safe_name(s.field_id)}.npz"
@@ -206,7 +212,18 @@ def write_samples(folder: Path, samples: Iterable[Sample]) -> dict[str, int]:
         index.append({"field_id": s.field_id, "split": s.split, "group": s.group, "file": rel})
         counts[s.split] = counts.get(s.split, 0) + 1
     (folder / INDEX).write_text(json.dumps(index, indent=2))
+    if source is not None:
+        (folder / SOURCE).write_text(json.dumps(source, indent=2, sort_keys=True))
     return counts
+
+
+def prepared_dataset_id(folder: str | Path, default: str = "unknown") -> str:
+    """The id of the dataset version the prepared `folder` was made from (its SOURCE), or
+    `default` for a folder written before the SOURCE was (or by hand)."""
+    try:
+        return str(json.loads((Path(folder) / SOURCE).read_text())["dataset_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return default
 
 
 def is_prepared(folder: str | Path) -> bool:

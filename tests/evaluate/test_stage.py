@@ -106,6 +106,8 @@ def test_evaluate_folder_matches_evaluate(demo, tmp_path):
     for source in (ev.dataset.uri, ev.prepared.uri, str(ev.run_dir)):
         res = evaluate_folder(str(predictions), source, cfg, str(tmp_path / "out"))
         assert set(res.summary) == set(ev.result.summary)
+        # a prepared folder names the dataset it was made from, without its run's state
+        assert json.loads(Path(res.summary_json).read_text())["dataset_id"] == ev.dataset.dataset_id
         for m, values in res.summary.items():
             for k, v in values.items():
                 assert v == pytest.approx(ev.result.summary[m][k]), (source, m, k)
