@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import PipelineConfig
-from pipeline.config.loading import leaf_fields
+from pipeline.config.checks import leaf_fields
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = ("README.md", "docs/experiments.md")

@@ -1,8 +1,9 @@
 """One typed configuration for the whole pipeline.
 
 `PipelineConfig` is composed of one dataclass per stage (`sections`; ``train`` in `training`),
-filled from the defaults, a YAML file and overrides (`loading`); the per-run parameters of the
-CLI and the Airflow trigger form are generated from it (`params`).
+filled from the defaults, a YAML file and overrides (`loading`), every value typed and checked
+(`checks`); the per-run parameters of the CLI and the Airflow trigger form are generated from it
+(`params`).
 Importing this package is cheap (no numerical library).
 """
 

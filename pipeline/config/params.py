@@ -13,7 +13,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.config.loading import choices_of, leaf_fields, load_config
+from pipeline.config.checks import choices_of, leaf_fields
+from pipeline.config.loading import load_config
 from pipeline.config.sections import PipelineConfig
 
 FROM_CONFIG = "(from the config file)"

@@ -4,7 +4,7 @@ composed into `PipelineConfig`.
 Every rule about a value lives on its field (``metadata``, `pipeline.config.rules`):
 ``choices`` (a tuple, or the name of a method registry: ``layouts``, ``baselines``),
 ``min``/``max`` bounds and ``exclusive_min``.
-`pipeline.config.loading` enforces them; `pipeline.config.params` turns them into CLI flags and
+`pipeline.config.checks` enforces them; `pipeline.config.params` turns them into CLI flags and
 Airflow trigger-form drop-downs. Lengths and areas are in pixels of the images as ingested.
 """
 
