@@ -14,6 +14,7 @@ A prepared folder::
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ SOURCE = "source.json"
 # what `normalise` does to each (H, W) channel first, in order: each returns the channel itself
 # when it has nothing to change (flat, tiny, boolean channels included)
 CLEANERS = (clip_flat_regions, remove_hot_pixels)
+# the fix for a damaged prepared folder: it is derived data, made again from the dataset version
+_REDO = "delete the prepared folder and re-run `cellseg preprocess` (the dataset is untouched)"
 
 
 @dataclass
@@ -219,11 +222,22 @@ def write_samples(
 
 def prepared_dataset_id(folder: str | Path, default: str = "unknown") -> str:
     """The id of the dataset version the prepared `folder` was made from (its SOURCE), or
-    `default` for a folder written before the SOURCE was (or by hand)."""
-    try:
-        return str(json.loads((Path(folder) / SOURCE).read_text())["dataset_id"])
-    except (OSError, ValueError, KeyError, TypeError):
+    `default` for a folder written before the SOURCE was (or by hand); a SOURCE that is there
+    but unreadable raises DataError."""
+    path = Path(folder) / SOURCE
+    if not path.is_file():
         return default
+    source = _read_json(path)
+    if not isinstance(source, dict) or not isinstance(source.get("dataset_id"), str):
+        raise DataError(f"{path}: no dataset_id in {source!r:.80}; {_REDO}")
+    return source["dataset_id"]
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable ({type(exc).__name__}: {exc}); {_REDO}") from exc
 
 
 def is_prepared(folder: str | Path) -> bool:
@@ -236,11 +250,17 @@ def load_split(prepared_uri: str | Path, split: str) -> list[Sample]:
     if not is_prepared(root):
         raise DataError(f"{root}: no {INDEX}; run `cellseg preprocess` first")
     samples = []
-    for entry in json.loads((root / INDEX).read_text()):
+    for entry in _read_json(root / INDEX):
         if entry["split"] != split:
             continue
-        with np.load(root / entry["file"]) as z:
-            labels = {k: z[k] for k in LABEL_SETS if k in z}
-            group = entry.get("group", "")
-            samples.append(Sample(entry["field_id"], split, z["image"], z["raw"], labels, group))
+        path = root / entry["file"]
+        try:
+            with np.load(path) as z:
+                labels = {k: z[k] for k in LABEL_SETS if k in z}
+                image, raw = z["image"], z["raw"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise DataError(
+                f"{path}: unreadable sample ({type(exc).__name__}: {exc}); {_REDO}"
+            ) from exc
+        samples.append(Sample(entry["field_id"], split, image, raw, labels, entry.get("group", "")))
     return samples

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,3 +122,38 @@ def test_unknown_channel_is_rejected(tiny_cfg, tmp_path):
     tiny_cfg.data.channels = ["c9"]
     with pytest.raises(DataError, match=r"data.channels \['c9'\]"):
         preprocess(ref.uri, tiny_cfg, RunDir(tmp_path / "run").preprocess)
+
+
+@pytest.mark.parametrize(
+    ("name", "damage"),
+    [
+        ("index.json", b'[{"field_id": "a", "spl'),
+        ("source.json", b"{not json"),
+        ("source.json", b'{"channels": ["c1"]}'),
+        ("npz", b"PK\x03\x04 cut short"),
+    ],
+)
+def test_a_damaged_prepared_folder_names_the_file_and_the_fix(tiny_cfg, tmp_path, name, damage):
+    from pipeline.evaluate.reference import load_reference
+
+    prepared = preprocess(ingest(tiny_cfg).uri, tiny_cfg, RunDir(tmp_path / "run").preprocess)
+    root = Path(prepared.uri)
+    if name == "npz":
+        index = json.loads((root / "index.json").read_text())
+        path = root / next(e["file"] for e in index if e["split"] == "test")
+    else:
+        path = root / name
+    path.write_bytes(damage)
+    with pytest.raises(DataError, match=rf"{path.name}.*re-run `cellseg preprocess`"):
+        load_reference(root, tiny_cfg, "test")
+    assert path.read_bytes() == damage  # left as found, for the user to look at
+
+
+def test_a_prepared_folder_without_its_source_falls_back(tiny_cfg, tmp_path):
+    from pipeline.preprocess.samples import prepared_dataset_id
+
+    ref = ingest(tiny_cfg)
+    prepared = preprocess(ref.uri, tiny_cfg, RunDir(tmp_path / "run").preprocess)
+    assert prepared_dataset_id(prepared.uri) == ref.dataset_id
+    (Path(prepared.uri) / "source.json").unlink()  # written before 2026-12-07, or by hand
+    assert prepared_dataset_id(prepared.uri, "older") == "older"
