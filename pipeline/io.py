@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,12 +19,6 @@ from pipeline.errors import DataError
 # common 8- and 16-bit formats (Pillow); JPEG's loss is fine for an image, not for a mask
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 LOSSY_SUFFIXES = (".jpg", ".jpeg")
-
-
-def write_json(path: str | Path, obj: Any) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    return Path(path)
 
 
 def write_tif(path: str | Path, array: np.ndarray, **kwargs: Any) -> Path:

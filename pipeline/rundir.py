@@ -20,14 +20,14 @@ Tasks are idempotent: re-running a stage with the same inputs rewrites the same 
 from __future__ import annotations
 
 import fcntl
-import json
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.conventions import now, safe_name, who
-from pipeline.errors import ConfigError, DataError
+from pipeline.errors import ConfigError
+from pipeline.jsonio import read_json
 
 _HELD: set[str] = set()  # run locks this process holds
 
@@ -69,12 +69,7 @@ class RunDir:
         path = self.state(stage)
         if not path.is_file():
             return None
-        try:
-            return json.loads(path.read_text())
-        except ValueError as exc:
-            raise DataError(
-                f"{path}: corrupt stage state ({exc}); delete it and re-run that stage"
-            ) from exc
+        return read_json(path, "stage state", "delete it and re-run that stage")
 
     # Folders and files of the run (see the module docstring).
     validate = _In("validate")

@@ -207,7 +207,7 @@ def run_stage(
     locked meanwhile (`RunDir.lock`): `shared` lets the parallel tasks of one orchestrated run
     hold it together; any other process on the run id is refused.
     """
-    from pipeline.io import write_json
+    from pipeline.jsonio import write_json
 
     stage = get_stage(name)
     cfg = config_from_params(params)

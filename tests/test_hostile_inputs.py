@@ -18,7 +18,7 @@ import torch
 from pipeline.atomic import atomic_path, disk_full_is_data_error
 from pipeline.cli import main
 from pipeline.errors import DataError
-from pipeline.io import write_json
+from pipeline.jsonio import write_json
 from tests.archive_server import ArchiveServer
 
 
@@ -172,7 +172,7 @@ def test_a_corrupt_run_state_and_an_out_file_name_themselves(capsys, tmp_path):
     state.parent.mkdir(parents=True)
     state.write_text("{not json")
     code, err = _cli(capsys, tmp_path, "validate", "--run-id", "r")
-    _one_line(code, err, str(state), "corrupt stage state")
+    _one_line(code, err, str(state), "unreadable stage state")
     afile = tmp_path / "afile"
     afile.write_text("keep me")
     for argv in (

@@ -46,7 +46,7 @@ from pipeline.evaluate.reference import read_prediction
 from pipeline.evaluate.report import write_report
 from pipeline.ingest.layouts import get_layout, method_channel
 from pipeline.ingest.splits import SPLIT_RULES
-from pipeline.io import write_json
+from pipeline.jsonio import write_json
 from pipeline.preprocess.samples import Sample
 
 log = logging.getLogger(__name__)

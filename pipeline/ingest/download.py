@@ -30,7 +30,8 @@ from pathlib import Path
 
 from pipeline.atomic import disk_full_is_data_error
 from pipeline.errors import DataError
-from pipeline.io import sha256_file, write_json
+from pipeline.io import sha256_file
+from pipeline.jsonio import write_json
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ import pandas as pd
 from pipeline.conventions import LABEL_SETS
 from pipeline.errors import DataError
 from pipeline.ingest.layouts.base import Field
-from pipeline.io import sha256_array, write_json, write_tif
+from pipeline.io import sha256_array, write_tif
+from pipeline.jsonio import write_json
 
 MANIFEST_VERSION = 2  # part of the dataset id: a new manifest format never reuses an old folder
 

@@ -25,6 +25,7 @@ import numpy as np
 from pipeline.conventions import LABEL_SETS, safe_name
 from pipeline.errors import DataError
 from pipeline.io import read_tif
+from pipeline.jsonio import read_json
 from pipeline.preprocess.flat_regions import clip_flat_regions
 from pipeline.preprocess.hot_pixels import remove_hot_pixels
 
@@ -227,17 +228,10 @@ def prepared_dataset_id(folder: str | Path, default: str = "unknown") -> str:
     path = Path(folder) / SOURCE
     if not path.is_file():
         return default
-    source = _read_json(path)
+    source = read_json(path, "prepared folder's source", _REDO)
     if not isinstance(source, dict) or not isinstance(source.get("dataset_id"), str):
         raise DataError(f"{path}: no dataset_id in {source!r:.80}; {_REDO}")
     return source["dataset_id"]
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable ({type(exc).__name__}: {exc}); {_REDO}") from exc
 
 
 def is_prepared(folder: str | Path) -> bool:
@@ -250,7 +244,7 @@ def load_split(prepared_uri: str | Path, split: str) -> list[Sample]:
     if not is_prepared(root):
         raise DataError(f"{root}: no {INDEX}; run `cellseg preprocess` first")
     samples = []
-    for entry in _read_json(root / INDEX):
+    for entry in read_json(root / INDEX, "prepared folder's index", _REDO):
         if entry["split"] != split:
             continue
         path = root / entry["file"]

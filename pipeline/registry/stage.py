@@ -93,7 +93,7 @@ def register(
 ) -> dict[str, Any]:
     """Register the run's evaluated model; returns {model_uri, version, aliases, decision...}."""
     from pipeline.evaluate.report import add_section
-    from pipeline.io import write_json
+    from pipeline.jsonio import write_json
     from pipeline.tracking import log_model
 
     model = model_folder(train["model_dir"])

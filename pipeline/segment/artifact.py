@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from pipeline.atomic import atomic_path, public_file
 from pipeline.errors import DataError
 from pipeline.io import sha256_file
+from pipeline.jsonio import read_json
 from pipeline.segment.card import ModelCard
 
 if TYPE_CHECKING:  # torch is imported where weights are read or written, not to list a registry
@@ -59,11 +60,7 @@ def model_id(folder: str | Path) -> str:
 
 def read_card(folder: str | Path) -> ModelCard:
     path = model_folder(folder) / CARD
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable model card ({exc}); re-fetch the model") from exc
-    return ModelCard.from_dict(data, str(path))
+    return ModelCard.from_dict(read_json(path, "model card", "re-fetch the model"), str(path))
 
 
 def load_weights(folder: str | Path) -> dict[str, torch.Tensor]:

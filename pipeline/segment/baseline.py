@@ -10,7 +10,8 @@ from pipeline.atomic import atomic_path
 from pipeline.config import PipelineConfig
 from pipeline.conventions import safe_name
 from pipeline.ingest.layouts import method_channel
-from pipeline.io import write_json, write_labels
+from pipeline.io import write_labels
+from pipeline.jsonio import write_json
 from pipeline.preprocess.samples import load_split
 from pipeline.rundir import RunDir
 from pipeline.segment.classical import MethodInput, get_method, segment

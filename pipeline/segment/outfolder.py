@@ -15,7 +15,8 @@ import pandas as pd
 from pipeline.atomic import atomic_path
 from pipeline.conventions import now
 from pipeline.errors import DataError
-from pipeline.io import IMAGE_SUFFIXES, images_by_name, write_json
+from pipeline.io import IMAGE_SUFFIXES, images_by_name
+from pipeline.jsonio import write_json
 
 log = logging.getLogger(__name__)
 DONE = ".done"

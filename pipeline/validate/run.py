@@ -23,7 +23,7 @@ from pipeline.config import PipelineConfig
 from pipeline.errors import ConfigError, DataError
 from pipeline.ingest.layouts import LAYOUTS
 from pipeline.ingest.manifest import is_labels_only, load_manifest
-from pipeline.io import write_json
+from pipeline.jsonio import write_json
 
 log = logging.getLogger(__name__)
 
