@@ -51,7 +51,10 @@ def claim(out: Path, digest: str, image: Path) -> bool:
     try:
         fd = os.open(entry, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
-        done = json.loads(entry.read_text() or "{}")
+        try:
+            done = json.loads(entry.read_text() or "{}")
+        except ValueError:  # a claim cut short (a full disk): not a record, which is atomic
+            done = {}
         if "segmented_at" in done or time.time() - entry.stat().st_mtime < STALE_CLAIM_S:
             return False
         log.warning("%s: re-segmenting; its claim by a run that died is stale", image)
