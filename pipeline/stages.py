@@ -21,6 +21,7 @@ from typing import Any
 from pipeline.config import PipelineConfig
 from pipeline.config.params import config_from_params
 from pipeline.errors import ConfigError, DataError
+from pipeline.jsonio import write_json
 from pipeline.rundir import RunDir
 
 
@@ -207,8 +208,6 @@ def run_stage(
     locked meanwhile (`RunDir.lock`): `shared` lets the parallel tasks of one orchestrated run
     hold it together; any other process on the run id is refused.
     """
-    from pipeline.jsonio import write_json
-
     stage = get_stage(name)
     cfg = config_from_params(params)
     run = RunDir.create(cfg.paths.runs_dir, run_id)

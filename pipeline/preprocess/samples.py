@@ -13,7 +13,6 @@ A prepared folder::
 
 from __future__ import annotations
 
-import json
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ import numpy as np
 from pipeline.conventions import LABEL_SETS, safe_name
 from pipeline.errors import DataError
 from pipeline.io import read_tif
-from pipeline.jsonio import read_json
+from pipeline.jsonio import read_json, write_json
 from pipeline.preprocess.flat_regions import clip_flat_regions
 from pipeline.preprocess.hot_pixels import remove_hot_pixels
 
@@ -215,9 +214,9 @@ def write_samples(
         np.savez_compressed(folder / rel, image=s.image, raw=s.raw, **s.labels)
         index.append({"field_id": s.field_id, "split": s.split, "group": s.group, "file": rel})
         counts[s.split] = counts.get(s.split, 0) + 1
-    (folder / INDEX).write_text(json.dumps(index, indent=2))
+    write_json(folder / INDEX, index)
     if source is not None:
-        (folder / SOURCE).write_text(json.dumps(source, indent=2, sort_keys=True))
+        write_json(folder / SOURCE, source)
     return counts
 
 
