@@ -41,6 +41,19 @@ def test_nested_sections_from_yaml_and_dotted_keys(tmp_path):
     assert cfg.postprocess.watershed.sigma == 2.0 and cfg.baseline.watershed.sigma == 1.0
 
 
+def test_a_mapping_from_yaml_or_a_flow_map_on_the_command_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  group_weights:\n    Fluo-N2DL-HeLa: 2\n")
+    assert load_config(path).train.group_weights == {"Fluo-N2DL-HeLa": 2.0}
+    flag = parse_set_flags(["train.group_weights={Fluo-N2DL-HeLa: 3, Fluo-N2C-DH-GOWT1: 1}"])
+    assert load_config(path, flag).train.group_weights == {
+        "Fluo-N2DL-HeLa": 3.0,
+        "Fluo-N2C-DH-GOWT1": 1.0,
+    }
+    assert load_config(path, {"train.group_weights": ""}).train.group_weights == {}
+    assert load_config().train.group_weights == {}
+
+
 def test_none_and_bool_coercion():
     cfg = load_config(None, {"train.encoder_weights": "none", "validate.fail_on_warning": "true"})
     assert cfg.train.encoder_weights is None
@@ -71,6 +84,9 @@ def test_relative_paths_anchor_on_cellseg_home(tmp_path, monkeypatch):
         ({"data.download_timeout_s": 0}, "data.download_timeout_s=0.0 must be > 0"),
         ({"baseline.watershed.threshold": "magic"}, "choose one of otsu, li"),
         ({"postprocess.instances": "magic"}, "choose one of network, watershed, components"),
+        ({"train.group_weights": "2"}, "train.group_weights=2: expected a mapping"),
+        ({"train.group_weights": "{a: many}"}, "train.group_weights.a='many': expected a number"),
+        ({"train.group_weights": "{a: -1}"}, "train.group_weights.a=-1.0 must be a finite"),
     ],
 )
 def test_invalid_values_name_key_and_fix(overrides, message):

@@ -74,6 +74,13 @@ def coerce(key: str, value: Any, annotation: Any) -> Any:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key}={value!r}: expected a list, e.g. {key}=a,b")
         return [coerce(key, v, item) for v in value]
+    if origin is dict:
+        _, item = typing.get_args(annotation)
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip() else {}  # a YAML flow map: {a: 2}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}={value!r}: expected a mapping, e.g. {key}={{name: 2}}")
+        return {str(k): coerce(f"{key}.{k}", v, item) for k, v in value.items()}
     if isinstance(value, str) and annotation is not str:
         text = value.strip()
         value = float(text) if _FLOAT.match(text) and annotation is float else text
@@ -100,6 +107,11 @@ def coerce(key: str, value: Any, annotation: Any) -> Any:
 def check_field(key: str, f: dataclasses.Field, value: Any) -> None:
     """The field's own rule: choices (each item of a list), bounds."""
     allowed, registry = choices_of(f), f.metadata.get("choices")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not math.isfinite(v) or v < 0:
+                raise ConfigError(f"{key}.{k}={v!r} must be a finite number >= 0")
+        return
     for v in value if isinstance(value, list) else [value]:
         if isinstance(registry, str) and v not in allowed:
             module, _, getter = REGISTRIES[registry]

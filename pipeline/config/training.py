@@ -83,4 +83,8 @@ class TrainConfig:
     rescale: bool = True
     object_diameter: float = rule(0.0, min=0.0)
     min_object_diameter: float = rule(0.0, min=0.0)
+    # How often training draws each group's fields against the others (1 each by default):
+    # {name: weight}, a name matching a group or the start of its name (a CTC dataset in a
+    # folder of datasets: {Fluo-N2DL-HeLa: 2}); the longest matching name applies
+    group_weights: dict[str, float] = field(default_factory=dict)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

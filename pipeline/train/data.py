@@ -2,9 +2,10 @@
 their targets, read by a torch DataLoader with worker processes.
 
 Fields are drawn group by group (a CTC sequence, a BBBC020 condition), so every dataset and
-condition weighs the same however many fields it has. With a `diameter`, each field is zoomed so
-its objects have that diameter (`pipeline.segment.scale`) before the random zoom of the
-augmentation: the network learns one object size, and inference rescales to it. Each epoch's
+condition weighs the same however many fields it has (or as `group_weights` says). With a
+`diameter`, each field is zoomed so its objects have that diameter (`pipeline.segment.scale`)
+before the random zoom of the augmentation: the network learns one object size, and inference
+rescales to it. Each epoch's
 stream is seeded by (seed, epoch, worker), so a resumed training draws the same crops it would
 have drawn.
 """
@@ -19,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.config.training import AugmentConfig
+from pipeline.errors import ConfigError
 from pipeline.segment.scale import median_diameter
 from pipeline.train.augment import build_transform, random_crop
 from pipeline.train.targets import contact_band, mark_unlabelled_edge, target_maps
@@ -31,7 +33,8 @@ class CropStream(IterableDataset):
 
     `unlabelled_edge`: the labels skip objects touching the image edge, so unlabelled pixels
     within EDGE_BAND object diameters of a field's edge are ignored by the loss.
-    `contact_weight`: the extra loss weight between touching objects (`target_maps`)."""
+    `contact_weight`: the extra loss weight between touching objects (`target_maps`).
+    `group_weights`: {name: weight} (`group_probabilities`); a group weighs 1 by default."""
 
     def __init__(
         self,
@@ -44,6 +47,7 @@ class CropStream(IterableDataset):
         diameter: float = 0.0,
         unlabelled_edge: bool = False,
         contact_weight: float = 0.0,
+        group_weights: dict[str, float] | None = None,
     ) -> None:
         if not images or len(images) != len(labels) or len(images) != len(groups):
             raise ValueError(
@@ -56,6 +60,8 @@ class CropStream(IterableDataset):
         for i, g in enumerate(groups):
             by_group.setdefault(g, []).append(i)
         self.groups = list(by_group.values())
+        # None: uniform, drawn as before group weights existed (the same crops for a seed)
+        self.group_p = group_probabilities(list(by_group), group_weights) if group_weights else None
         sizes = [median_diameter(y) for y in labels] if diameter > 0 or unlabelled_edge else []
         self.zooms = [diameter / d if d > 0 and diameter > 0 else 1.0 for d in sizes] or [
             1.0
@@ -81,7 +87,10 @@ class CropStream(IterableDataset):
         rng = np.random.default_rng([self.seed, self.epoch, worker])
         transform = build_transform(self.aug, self.crop, seed=int(rng.integers(2**31)))
         while True:
-            members = self.groups[rng.integers(len(self.groups))]
+            n = len(self.groups)
+            members = self.groups[
+                rng.integers(n) if self.group_p is None else rng.choice(n, p=self.group_p)
+            ]
             i = members[rng.integers(len(members))]
             image, labels = random_crop(
                 self.images[i],
@@ -97,6 +106,29 @@ class CropStream(IterableDataset):
                 torch.from_numpy(image),
                 torch.from_numpy(target_maps(labels, self.contact_weight)),
             )
+
+
+def group_probabilities(groups: list[str], weights: dict[str, float]) -> np.ndarray:
+    """How often each of `groups` is drawn: the weight of the longest name in `weights` that is
+    the group's name or the start of it (1 where none is), normalised. ConfigError for a name
+    that matches no group, or weights that leave nothing to draw."""
+    unknown = sorted(n for n in weights if not any(g.startswith(n) for g in groups))
+    if unknown:
+        raise ConfigError(
+            f"train.group_weights names {', '.join(unknown)}, which start no training group's "
+            f"name; the groups are {', '.join(sorted(groups))}"
+        )
+
+    def weight(group: str) -> float:
+        names = [n for n in weights if group.startswith(n)]
+        return weights[max(names, key=len)] if names else 1.0
+
+    w = np.array([weight(g) for g in groups], float)
+    if not w.sum() > 0:
+        raise ConfigError(
+            f"train.group_weights {weights} leave no group to draw from; give one a weight > 0"
+        )
+    return w / w.sum()
 
 
 def default_workers(requested: int) -> int:

@@ -180,6 +180,7 @@ def train_seg(
         diameter=card.diameter,
         unlabelled_edge=unlabelled_edge,
         contact_weight=t.contact_weight,
+        group_weights=t.group_weights,
     )
     val_sizes = [median_diameter(y) for y in val[1]]  # measured once, used every epoch
     val_card = card

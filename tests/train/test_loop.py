@@ -7,6 +7,7 @@ from scipy import ndimage as ndi
 
 from pipeline.config import TrainConfig
 from pipeline.config.training import AugmentConfig
+from pipeline.errors import ConfigError
 from pipeline.segment.card import OUTPUTS, ModelCard
 from pipeline.segment.network import build_model
 from pipeline.segment.scale import foreground_diameter, median_diameter
@@ -79,6 +80,31 @@ def test_crop_stream_yields_augmented_crops_with_targets():
     assert set(torch.unique(y[:, 0]).tolist()) <= {0.0, 1.0}
     again = next(batches(stream, batch_size=4, workers=0, epoch=0, pin=False))[0]
     assert torch.equal(x, again)  # an epoch's stream is reproducible (resume)
+
+
+def test_groups_are_drawn_as_often_as_their_weights_say():
+    """Three fields of constant brightness 0.2, 0.4, 0.6 in groups set-a-01, set-a-02 and
+    set-b-01: the uniform stream draws each group a third of the time, {set-a: 0} only set-b,
+    {set-b: 2} set-b half the time (the longest matching name wins)."""
+    _, labels = _discs(3, 2)
+    images = [np.full((1, 96, 96), v, np.float32) for v in (0.2, 0.4, 0.6)]
+    groups = ["set-a-01", "set-a-02", "set-b-01"]
+    off = AugmentConfig(enabled=False)
+
+    def shares(weights: dict | None) -> np.ndarray:
+        stream = CropStream(images, labels, groups, crop=32, aug=off, seed=0, group_weights=weights)
+        x = next(batches(stream, batch_size=600, workers=0, epoch=0, pin=False))[0]
+        drawn = np.round(x[:, 0, 0, 0].numpy() * 5).astype(int) - 1  # 0.2 -> 0, 0.4 -> 1, 0.6 -> 2
+        return np.bincount(drawn, minlength=3) / len(drawn)
+
+    assert np.allclose(shares(None), 1 / 3, atol=0.06)
+    assert np.array_equal(shares({"set-a": 0}), [0, 0, 1])
+    assert np.allclose(shares({"set-b": 2}), [0.25, 0.25, 0.5], atol=0.06)
+    assert np.allclose(shares({"set-": 5, "set-a-02": 0}), [0.5, 0, 0.5], atol=0.06)
+    with pytest.raises(ConfigError, match=r"names set-c, .*groups are set-a-01, set-a-02, set-b"):
+        CropStream(images, labels, groups, 32, off, 0, group_weights={"set-c": 1})
+    with pytest.raises(ConfigError, match="leave no group to draw from"):
+        CropStream(images, labels, groups, 32, off, 0, group_weights={"set": 0})
 
 
 def _target() -> torch.Tensor:
