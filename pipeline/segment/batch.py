@@ -36,7 +36,13 @@ from pipeline.io import read_image, sha256_file, write_labels
 from pipeline.segment import steps
 from pipeline.segment.card import ModelCard
 from pipeline.segment.handoff import Handoff, Parcel, Slots, discard, handoff, load, take
-from pipeline.segment.outfolder import claim, list_images, record_done, update_table
+from pipeline.segment.outfolder import (
+    claim,
+    list_images,
+    read_table,
+    record_done,
+    update_table,
+)
 from pipeline.segment.workers import default_workers, processes, submit
 
 log = logging.getLogger(__name__)
@@ -104,6 +110,7 @@ def segment_folder(
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a folder; pass --out a folder")
     out.mkdir(parents=True, exist_ok=True)
+    read_table(out)  # an earlier images.csv that cannot be read stops before any work
     device = resolve_device("auto")
     read_card(model_dir)  # a model folder without a readable card stops before workers start
     workers = default_workers(device) if workers < 0 else workers

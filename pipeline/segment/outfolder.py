@@ -70,12 +70,32 @@ def record_done(out: Path, digest: str, row: dict) -> Path:
     return write_json(out / DONE / f"{digest}.json", row)
 
 
+def read_table(out: Path) -> pd.DataFrame | None:
+    """The folder's images.csv (None before the first run); DataError naming it when it cannot
+    be read or has no ``image`` column, so a run stops before it segments anything."""
+    path = out / "images.csv"
+    if not path.is_file():
+        return None
+    try:
+        table = pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError) as err:  # pandas' parser and empty-file errors
+        table, why = None, f"{type(err).__name__}: {str(err).strip()[:200]}"
+    else:
+        why = "" if "image" in table.columns else f"no 'image' column in {list(table.columns)}"
+    if why:
+        raise DataError(
+            f"{path}: unreadable images.csv ({why}); move it aside and run again (a new one "
+            "lists the images segmented from then on; their label images and overlays stay)"
+        )
+    return table
+
+
 def update_table(out: Path, rows: list[dict]) -> Path:
     """images.csv: earlier rows (other images) kept, this call's rows added or replaced."""
     path = out / "images.csv"
     table = pd.DataFrame(rows, columns=None if rows else ["image"])
-    if path.is_file():
-        old = pd.read_csv(path)
+    old = read_table(out)
+    if old is not None:
         parts = [t for t in (old[~old["image"].isin(table["image"])], table) if len(t)]
         if parts:  # empty frames left out: a concat with one makes the counts floats
             table = pd.concat(parts, ignore_index=True)

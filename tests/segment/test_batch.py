@@ -334,6 +334,11 @@ def test_bad_folders_are_clear(model, tmp_path):
         segment_folder(model, tmp_path / "file", tmp_path / "out")
     one = segment_folder(model, tmp_path / "in" / "a.tif", tmp_path / "one")  # one image
     assert [Path(p).name for p in one.segmented] == ["a_labels.tif"]
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "images.csv").write_bytes(b"\x00\xff")
+    with pytest.raises(DataError, match="bad/images.csv: unreadable images.csv"):
+        segment_folder(model, tmp_path / "in", tmp_path / "bad")
+    assert [p.name for p in (tmp_path / "bad").iterdir()] == ["images.csv"]  # nothing done
 
 
 def test_an_s3_prefix_inbox_is_segmented_once(model, tmp_path, s3_server):

@@ -4,7 +4,15 @@ import time
 
 import pytest
 
-from pipeline.segment.outfolder import DONE, STALE_CLAIM_S, claim, record_done
+from pipeline.errors import DataError
+from pipeline.segment.outfolder import (
+    DONE,
+    STALE_CLAIM_S,
+    claim,
+    read_table,
+    record_done,
+    update_table,
+)
 
 
 @pytest.fixture
@@ -47,3 +55,28 @@ def test_a_claim_cut_short_is_a_claim(tmp_path, image, text):
     _age(entry, STALE_CLAIM_S + 1)
     assert claim(out, "d1", image)
     assert json.loads(entry.read_text())["image"] == "a.tif"
+
+
+@pytest.mark.parametrize(
+    "content, why",
+    [
+        (b"\xff\xfe\x00garbage\x00\n\x81", "UnicodeDecodeError"),
+        (b"", "EmptyDataError"),
+        (b'image,n_objects\n"a.tif,3\n', "ParserError"),
+        (b"name,n_objects\na.tif,3\n", "no 'image' column"),
+    ],
+)
+def test_an_unreadable_images_csv_is_named_and_left_as_it_is(tmp_path, content, why):
+    (tmp_path / "images.csv").write_bytes(content)
+    for call in (lambda: read_table(tmp_path), lambda: update_table(tmp_path, [{"image": "b"}])):
+        with pytest.raises(DataError, match=rf"images.csv: unreadable images.csv \({why}.*aside"):
+            call()
+    assert (tmp_path / "images.csv").read_bytes() == content
+
+
+def test_rows_of_other_images_are_kept_and_this_runs_replaced(tmp_path):
+    assert read_table(tmp_path) is None
+    update_table(tmp_path, [{"image": "a", "n": 1}, {"image": "b", "n": 2}])
+    update_table(tmp_path, [{"image": "b", "n": 5}, {"image": "c", "n": 3}])
+    table = read_table(tmp_path)
+    assert table.to_dict("list") == {"image": ["a", "b", "c"], "n": [1, 5, 3]}
