@@ -36,13 +36,7 @@ from pipeline.io import read_image, sha256_file, write_labels
 from pipeline.segment import steps
 from pipeline.segment.card import ModelCard
 from pipeline.segment.handoff import Handoff, Parcel, Slots, discard, handoff, load, take
-from pipeline.segment.outfolder import (
-    claim,
-    list_images,
-    read_table,
-    record_done,
-    update_table,
-)
+from pipeline.segment.outfolder import claim, list_images, read_table, record_done, update_table
 from pipeline.segment.workers import default_workers, processes, submit
 
 log = logging.getLogger(__name__)

@@ -5,9 +5,8 @@ Fields are drawn group by group (a CTC sequence, a BBBC020 condition), so every 
 condition weighs the same however many fields it has (or as `group_weights` says). With a
 `diameter`, each field is zoomed so its objects have that diameter (`pipeline.segment.scale`)
 before the random zoom of the augmentation: the network learns one object size, and inference
-rescales to it. Each epoch's
-stream is seeded by (seed, epoch, worker), so a resumed training draws the same crops it would
-have drawn.
+rescales to it. Each epoch's stream is seeded by (seed, epoch, worker), so a resumed training
+draws the same crops it would have drawn.
 """
 
 from __future__ import annotations
