@@ -1,28 +1,21 @@
-"""After training: choose the foreground threshold and how seeds are cut on the validation
-fields (as StarDist optimises its thresholds), so the card holds the settings that turn this
-model's maps into the best instances; then, with those, which objects are too small and which
-too dim (`min_relative_intensity`: an annotation may leave faint, out-of-focus nuclei out,
+"""After training: choose the foreground threshold, how seeds are cut and which objects are too
+small on the validation fields (as StarDist optimises its thresholds), so the card holds the
+settings that turn this model's maps into the best instances; then, with those, which objects
+are too dim (`min_relative_intensity`: an annotation may leave faint, out-of-focus nuclei out,
 as the CTC GOWT1 silver truth does, or draw them, as HeLa's does down to a tenth of the typical
 nucleus). The score is the mean of F1@0.5 (are the objects found) and mAP over IoU 0.5:0.95
 (are their outlines right).
 
-How the objects are drawn and parted (foreground threshold and seeds) follows the
-one-standard-error rule of cross-validated model choice (Breiman et al., 1984): of the settings
-scoring within one standard error (over the fields) of the best, the simplest, here the one
-that draws the fewest objects (splits least). A split the validation fields do not clearly ask
-for is not made on a microscope they do not show: trained on HeLa alone, the best-scoring
-setting and one 0.002 below it parted GOWT1's large textured nuclei into 0.826 and 0.896 F1
-(docs/experiments.md, leave one dataset out). The two cuts that drop objects (size and
-intensity) are then chosen together, with those seeds, by the best score (ties to the smaller
-cuts): for a filter the fewest objects is the harshest cut, not the simplest. The rule took
-the grid's largest size cut, 0.3, in each of four joint trainings whose validation fields
-scored 0.2 higher with the intensity cut beside it, which kept HeLa's smallest nuclei
-(docs/experiments.md, "The cuts by the best score")."""
+The choice follows the one-standard-error rule of cross-validated model choice (Breiman et al.,
+1984): of the settings scoring within one standard error (over the fields) of the best, the
+simplest, here the one that draws the fewest objects (splits and keeps least). A cut the
+validation fields do not clearly ask for is not made on a microscope they do not show: trained
+on HeLa alone, the best-scoring setting and one 0.002 below it parted GOWT1's large textured
+nuclei into 0.826 and 0.896 F1 (docs/experiments.md, leave one dataset out)."""
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 
 import numpy as np
@@ -69,15 +62,14 @@ def tune_seed_threshold(
     card: ModelCard,
     border_policy: str = "none",
 ) -> ModelCard:
-    """`card` with the foreground threshold (THRESHOLDS), seed settings (SEEDS), size filter
-    (RELATIVE_SIZES) and intensity filter (INTENSITIES) chosen on `val` ((C, H, W) images and
-    their label images, scored under `border_policy`): the threshold and seeds by the
-    one-standard-error rule over the threshold, seeds and size filter, then the two filters
-    together by the best score (module docstring). Where the card's flip TTA is on, chosen for
-    one network pass as well (``postprocess_one_pass``), so that a prediction turning the flips
-    off, for speed on a CPU, uses the settings chosen for what it runs. One pass on the test
-    frames, with the flips' settings and with its own (docs/experiments.md): HeLa's mAP 0.799
-    and 0.809 (seed 6), 0.794 and 0.788 (seed 5); GOWT1's 0.894 and 0.896, 0.894 and 0.899."""
+    """`card` with the foreground threshold (THRESHOLDS), seed settings (SEEDS) and size filter
+    (RELATIVE_SIZES), then the intensity filter (INTENSITIES), chosen on `val` ((C, H, W)
+    images and their label images, scored under `border_policy`) by the one-standard-error rule
+    (module docstring). Where the card's flip TTA is on, chosen for one network pass as well
+    (``postprocess_one_pass``), so that a prediction turning the flips off, for speed on a CPU,
+    uses the settings chosen for what it runs. One pass on the test frames, with the flips'
+    settings and with its own (docs/experiments.md): HeLa's mAP 0.799 and 0.809 (seed 6), 0.794
+    and 0.788 (seed 5); GOWT1's 0.894 and 0.896, 0.894 and 0.899."""
     images, gts = val
     if not images or len(images) != len(gts):
         raise ValueError(
@@ -143,43 +135,42 @@ def _chosen(
                 labels = [drop_small_objects(x, trial) for x in split]
                 trials.append(scored(trial, labels, gts, border_policy))
     best = one_standard_error_choice(trials)
-    # then, with those seeds, the cuts that drop objects (RELATIVE_SIZES x INTENSITIES) by the
-    # best score, the first of equals: the smaller size cut, then the smaller intensity cut
+    # then, with those settings, the dim objects' cut (INTENSITIES), by the same rule
     fgs = [foreground(m[0], best.post) for m in maps]
     split = [
         split_at_seeds(fg, dist, best.post, foreground_diameter(fg), card.diameter, m[0])
         for fg, dist, m in zip(fgs, dists, maps, strict=True)
     ]
-    cuts = []
-    for rel, dim in itertools.product(RELATIVE_SIZES, INTENSITIES):
+    dims = []
+    for cut in INTENSITIES:
         trial = dataclasses.replace(
             best.post,
-            min_relative_size=rel,
-            min_relative_intensity=dim,
+            min_relative_intensity=cut,
             min_field_contrast=card.postprocess.min_field_contrast,
         )
         labels = [
             drop_small_objects(x, trial, image[card.channel_index])
             for x, image in zip(split, images, strict=True)
         ]
-        cuts.append(scored(trial, labels, gts, border_policy))
-    chosen = max(cuts, key=lambda t: t.score)
+        dims.append(scored(trial, labels, gts, border_policy))
+    chosen = one_standard_error_choice(dims)
     p = chosen.post
     log.info(
         "post-processing chosen on the validation fields (%s): foreground threshold %.2f, seed "
-        "threshold %.2f, seed h %.2f, seed shape %.1f (mean of F1 and mAP %.4f, best %.4f; %d "
-        "objects), then min relative size %.1f and min relative intensity %.1f (%.4f)",
+        "threshold %.2f, seed h %.2f, seed shape %.1f, min relative size %.1f (mean of F1 and "
+        "mAP %.4f, best %.4f; %d objects), then min relative intensity %.1f (%.4f, best %.4f)",
         "flip TTA" if p.flip_tta else "one network pass",
         p.threshold,
         p.seed_threshold,
         p.seed_h,
         p.seed_shape,
+        p.min_relative_size,
         best.score,
         max(t.score for t in trials),
         best.objects,
-        p.min_relative_size,
         p.min_relative_intensity,
         chosen.score,
+        max(t.score for t in dims),
     )
     return p
 

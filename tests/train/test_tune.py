@@ -132,25 +132,6 @@ def test_a_faint_object_is_cut_only_when_the_truth_leaves_it_out(annotated):
     assert tuned.postprocess.min_field_contrast == 3.5
 
 
-def test_a_small_annotated_nucleus_is_kept_though_dropping_it_scores_within_the_error():
-    """Two fields: four discs and a small annotated nucleus (a sixth of their area), and four
-    discs beside two objects the truth leaves out. The size cut that drops the small nucleus
-    scores within one standard error of the best and draws fewer objects, which the rule takes
-    for simpler; a filter's fewest objects is its harshest cut, so the size cut is the best
-    score's, ties to the smallest: nothing is dropped that the fields do not ask to drop."""
-    yy, xx = np.mgrid[:96, :128]
-    first = np.zeros((96, 128), np.int32)
-    for i, (y, x) in enumerate([(24, 24), (24, 70), (70, 30), (68, 72)], 1):
-        first[np.hypot(yy - y, xx - x) < 11] = i
-    second = first.copy()
-    first[np.hypot(yy - 48, xx - 108) < 4.5] = 5  # 61 px against 369: 0.17 of the typical
-    image_two = (second > 0) | (np.hypot(yy - 20, xx - 110) < 9) | (np.hypot(yy - 76, xx - 110) < 9)
-    images = [(first > 0).astype(np.float32)[None], image_two.astype(np.float32)[None]]
-    card = ModelCard("resnet18", 1, list(OUTPUTS[:2]), ["fluo"], "nuclei", "fluo", 1.0, 99.8)
-    tuned = tune_seed_threshold(_NoValleys(), (images, [first, second]), torch.device("cpu"), card)
-    assert tuned.postprocess.min_relative_size == 0.0
-
-
 def _trial(h: float, field_scores: list[float], objects: int) -> Trial:
     return Trial(PostprocessConfig(seed_h=h), tuple(field_scores), objects)
 
