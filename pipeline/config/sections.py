@@ -25,7 +25,6 @@ INSTANCE_METHODS = ("network", "watershed", "components")
 # What the network's seeds grow over (the keys of pipeline.segment.postprocess.FLOODS):
 # objects part where the foreground probability dips, or along the distance map's valley.
 FLOOD_CHOICES = ("distance", "foreground")
-TUNE_SCORES = ("pooled", "worst_group")  # postprocess.tune_score
 
 
 @dataclass
@@ -173,9 +172,6 @@ class PostprocessConfig:
     # all are dropped (pipeline/segment/contrast.py); 0: never
     min_field_contrast: float = rule(2.0, min=0.0)
     tune_seed_threshold: bool = True  # after training, pick seed, size, intensity cuts on val
-    # what that choice maximises: the mean over the validation fields (pooled), or the mean of
-    # the validation group (CTC sequence, BBBC020 condition) it serves worst (train/tune.py)
-    tune_score: str = rule("pooled", choices=TUNE_SCORES)
     min_object_size: int = positive(30)  # px; smaller objects (specks) are dropped
     tile_size: int = positive(1536)  # inference tiles (multiple of 32) for larger fields
     tile_overlap: float = fraction(0.25)

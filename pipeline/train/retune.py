@@ -91,8 +91,7 @@ def retune(
     log.info("tuning %s on %d fields of %s (%s)", source, len(fields), dataset_uri, policy)
     device = next(model.parameters()).device
     with torch.no_grad():
-        groups = [s.group for s in fields]
-        tuned = tune_seed_threshold(model, (images, gts), device, card, policy, groups)
+        tuned = tune_seed_threshold(model, (images, gts), device, card, policy)
     new_id = save_model(model, tuned, out)
     one_pass = tuned.postprocess.flip_tta  # a card with flips is scored with one pass too
     scores = {} if "test" in splits else _test_scores(source, Path(out), dataset_uri, cfg, one_pass)

@@ -277,8 +277,7 @@ def train(
         if cfg.postprocess.tune_seed_threshold and "distance" in card.outputs:
             best, best_card = load_model(run.model, device)
             policy = edge_policy(unlabelled_edge)
-            val, groups = data["val"][:2], data["val"][2]
-            best_card = tune_seed_threshold(best, val, device, best_card, policy, groups)
+            best_card = tune_seed_threshold(best, data["val"][:2], device, best_card, policy)
             save_model(best, best_card, run.model)  # same weights (same id), tuned card
         out = _result(run, state, resumed_from, device, time.perf_counter() - start)
         out.wandb_run = tracker.ref

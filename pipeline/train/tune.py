@@ -11,19 +11,12 @@ The choice follows the one-standard-error rule of cross-validated model choice (
 simplest, here the one that draws the fewest objects (splits and keeps least). A cut the
 validation fields do not clearly ask for is not made on a microscope they do not show: trained
 on HeLa alone, the best-scoring setting and one 0.002 below it parted GOWT1's large textured
-nuclei into 0.826 and 0.896 F1 (docs/experiments.md, leave one dataset out).
-
-With ``postprocess.tune_score: worst_group`` a setting scores as its worst validation group
-does (a CTC sequence, a BBBC020 condition: the fields' `group`), and the standard error is that
-group's: one setting for several microscopes is then chosen for the one it serves worst, not
-for their pooled fields, where a set that wants fewer seeds (GOWT1's large nuclei) can outvote
-one that wants more (HeLa's touching ones; docs/experiments.md). One group: the pooled rule."""
+nuclei into 0.826 and 0.896 F1 (docs/experiments.md, leave one dataset out)."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -68,7 +61,6 @@ def tune_seed_threshold(
     device: torch.device,
     card: ModelCard,
     border_policy: str = "none",
-    groups: Sequence[str] = (),
 ) -> ModelCard:
     """`card` with the foreground threshold (THRESHOLDS), seed settings (SEEDS) and size filter
     (RELATIVE_SIZES), then the intensity filter (INTENSITIES), chosen on `val` ((C, H, W)
@@ -77,22 +69,13 @@ def tune_seed_threshold(
     (``postprocess_one_pass``), so that a prediction turning the flips off, for speed on a CPU,
     uses the settings chosen for what it runs. One pass on the test frames, with the flips'
     settings and with its own (docs/experiments.md): HeLa's mAP 0.799 and 0.809 (seed 6), 0.794
-    and 0.788 (seed 5); GOWT1's 0.894 and 0.896, 0.894 and 0.899. `groups` names each field's
-    group, which the card's ``postprocess.tune_score: worst_group`` scores by (module docstring;
-    ignored when pooled)."""
+    and 0.788 (seed 5); GOWT1's 0.894 and 0.896, 0.894 and 0.899."""
     images, gts = val
     if not images or len(images) != len(gts):
         raise ValueError(
             f"tuning needs validation images with one label image each; got {len(images)} "
             f"images and {len(gts)} label images (give the dataset a validation split)"
         )
-    by_group = card.postprocess.tune_score == "worst_group"
-    if by_group and len(groups) != len(images):
-        raise ValueError(
-            f"tune_score worst_group needs each validation field's group: got {len(groups)} "
-            f"groups for {len(images)} fields"
-        )
-    groups = tuple(groups) if by_group else ()
     cards = [card]
     if card.postprocess.flip_tta:
         post = dataclasses.replace(card.postprocess, flip_tta=False)
@@ -106,7 +89,7 @@ def tune_seed_threshold(
             card_maps(model, x, device, c, objects=median_diameter(y))
             for x, y in zip(images, gts, strict=True)
         ]
-        chosen.append(_chosen(c, maps, images, scored_gts, policy, groups))
+        chosen.append(_chosen(c, maps, images, scored_gts, policy))
     one_pass = chosen[1] if len(chosen) > 1 else None
     return dataclasses.replace(card, postprocess=chosen[0], postprocess_one_pass=one_pass)
 
@@ -117,12 +100,10 @@ def _chosen(
     images: list[np.ndarray],
     gts: list[np.ndarray],
     border_policy: str,
-    groups: tuple[str, ...] = (),
 ) -> PostprocessConfig:
     """`card`'s post-processing with the settings chosen on the fields' (C, H, W) `images`,
     the network's (K, H, W) `maps` of them (as `card` runs it) and their label images `gts`
-    (the truth's half of `border_policy` applied: `truth_for_many`); scored by the worst of
-    `groups` (one name per field) where given."""
+    (the truth's half of `border_policy` applied: `truth_for_many`)."""
     # the intensity cuts come last: the empty-field one as the card has it (not tuned: every
     # validation field has nuclei), the dim objects' chosen
     post = dataclasses.replace(card.postprocess, min_relative_intensity=0.0, min_field_contrast=0.0)
@@ -153,7 +134,7 @@ def _chosen(
                 trial = dataclasses.replace(cut, min_relative_size=rel)
                 labels = [drop_small_objects(x, trial) for x in split]
                 trials.append(scored(trial, labels, gts, border_policy))
-    best = one_standard_error_choice(trials, groups)
+    best = one_standard_error_choice(trials)
     # then, with those settings, the dim objects' cut (INTENSITIES), by the same rule
     fgs = [foreground(m[0], best.post) for m in maps]
     split = [
@@ -172,12 +153,12 @@ def _chosen(
             for x, image in zip(split, images, strict=True)
         ]
         dims.append(scored(trial, labels, gts, border_policy))
-    chosen = one_standard_error_choice(dims, groups)
+    chosen = one_standard_error_choice(dims)
     p = chosen.post
     log.info(
         "post-processing chosen on the validation fields (%s): foreground threshold %.2f, seed "
         "threshold %.2f, seed h %.2f, seed shape %.1f, min relative size %.1f (mean of F1 and "
-        "mAP %.4f, best %.4f; %d objects), then min relative intensity %.1f (%.4f, best %.4f)%s",
+        "mAP %.4f, best %.4f; %d objects), then min relative intensity %.1f (%.4f, best %.4f)",
         "flip TTA" if p.flip_tta else "one network pass",
         p.threshold,
         p.seed_threshold,
@@ -190,9 +171,6 @@ def _chosen(
         p.min_relative_intensity,
         chosen.score,
         max(t.score for t in dims),
-        f"; chosen for the worst of {len(set(groups))} groups ({_worst(chosen, groups)[0]})"
-        if groups
-        else "",
     )
     return p
 
@@ -224,30 +202,14 @@ class Trial:
         return float(np.mean(self.field_scores))
 
 
-def _worst(trial: Trial, groups: tuple[str, ...]) -> tuple[str, np.ndarray]:
-    """The name and field scores of the `trial`'s worst-scoring group (mean over its fields);
-    ("", all field scores) without `groups`."""
-    if not groups:
-        return "", np.asarray(trial.field_scores)
-    by: dict[str, list[float]] = {}
-    for name, score in zip(groups, trial.field_scores, strict=True):
-        by.setdefault(name, []).append(score)
-    name = min(by, key=lambda g: float(np.mean(by[g])))  # the first of equals
-    return name, np.asarray(by[name])
-
-
-def one_standard_error_choice(trials: list[Trial], groups: tuple[str, ...] = ()) -> Trial:
+def one_standard_error_choice(trials: list[Trial]) -> Trial:
     """The trial drawing the fewest objects among those scoring within one standard error of the
     best trial's mean (its fields' sample deviation / sqrt(fields); 0 for one field). Ties go to
-    the earlier trial, so the order of SEEDS decides between settings that draw alike. With
-    `groups` (one name per field) a trial's score is its worst group's mean, and the standard
-    error that of the best trial's worst group."""
+    the earlier trial, so the order of SEEDS decides between settings that draw alike."""
     if not trials:
         raise ValueError("no post-processing trials to choose from")
-    scores = [_worst(t, groups)[1] for t in trials]
-    means = [float(np.mean(s)) for s in scores]
-    top = int(np.argmax(means))  # the first of equals
-    n = len(scores[top])
-    se = float(np.std(scores[top], ddof=1) / np.sqrt(n)) if n > 1 else 0.0
-    near = [t for t, m in zip(trials, means, strict=True) if m >= means[top] - se]
+    best = max(trials, key=lambda t: t.score)  # the first of equals
+    n = len(best.field_scores)
+    se = float(np.std(best.field_scores, ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+    near = [t for t in trials if t.score >= best.score - se]
     return min(near, key=lambda t: t.objects)  # min keeps the first of equals

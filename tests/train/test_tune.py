@@ -153,39 +153,6 @@ def test_one_field_has_no_spread_so_the_best_wins_and_ties_go_to_the_earlier_tri
         one_standard_error_choice([])
 
 
-def test_worst_group_scoring_chooses_for_the_group_the_pooled_rule_outvotes():
-    """Two groups of two fields: the pooled rule takes the setting drawing fewest objects within
-    its error (A's fields want it, B's lose 0.06 by it); scored by the worst group, the setting
-    that serves B stands and A's small loss does not override it."""
-    groups = ("A", "A", "B", "B")
-    for_b = _trial(0.05, [0.90, 0.92, 0.88, 0.90], 120)
-    for_a = _trial(0.1, [0.95, 0.97, 0.82, 0.84], 100)
-    assert for_b.score - for_a.score == pytest.approx(0.005)  # pooled: within the error
-    assert one_standard_error_choice([for_b, for_a]) is for_a
-    assert one_standard_error_choice([for_b, for_a], groups) is for_b
-    one = ("A",) * 4  # one group: the pooled rule
-    assert one_standard_error_choice([for_b, for_a], one) is for_a
-
-
-def test_worst_group_tuning_needs_each_fields_group():
-    labels = _apart_discs()
-    image = (labels > 0).astype(np.float32)[None]
-    card = ModelCard("resnet18", 1, list(OUTPUTS[:2]), ["fluo"], "nuclei", "fluo", 1.0, 99.8)
-    card = replace(card, postprocess=replace(card.postprocess, tune_score="worst_group"))
-    with pytest.raises(ValueError, match="0 groups for 1 fields"):
-        tune_seed_threshold(_NoValleys(), ([image], [labels]), torch.device("cpu"), card)
-    pooled = replace(card, postprocess=replace(card.postprocess, tune_score="pooled"))
-    one = tune_seed_threshold(
-        _NoValleys(), ([image], [labels]), torch.device("cpu"), card, "none", ["g"]
-    )
-    assert one.postprocess == replace(
-        tune_seed_threshold(
-            _NoValleys(), ([image], [labels]), torch.device("cpu"), pooled
-        ).postprocess,
-        tune_score="worst_group",
-    )
-
-
 def test_tuning_without_validation_fields_names_the_fix():
     card = ModelCard("resnet18", 1, list(OUTPUTS[:2]), ["fluo"], "nuclei", "fluo", 1.0, 99.8)
     with pytest.raises(ValueError, match="validation split"):
